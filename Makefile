@@ -1,0 +1,37 @@
+# Two commands on a fresh machine (README): `make demo` and `make test`.
+# Both install what they need first: a venv with the CPU build of torch, the
+# project, the viewer's npm packages, and Debian's chromium for browser tests.
+PY := .venv/bin/python
+APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+
+.PHONY: setup demo test serve chromium lint
+
+.venv/.ready: pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	# the CPU build (local wheel here); GPU users: install their CUDA torch first
+	.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
+	.venv/bin/pip install -q -e ".[test]"
+	touch $@
+
+site/vendor/.ready: site/package.json site/package-lock.json
+	npm ci --prefix site --no-audit --no-fund
+	touch $@
+
+chromium:
+	@command -v chromium >/dev/null || $(APT) install -y chromium || ($(APT) update && $(APT) install -y chromium)
+
+setup: .venv/.ready site/vendor/.ready chromium
+
+# The main job: the toy scene end to end, then the site is ready to serve.
+demo: setup
+	$(PY) -m pipeline run configs/toy.yaml
+
+test: setup
+	$(PY) -m pytest -v tests
+
+serve:
+	$(PY) -m http.server -d site 8000
+
+lint: .venv/.ready
+	.venv/bin/ruff check pipeline teacher student export tests bench

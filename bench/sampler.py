@@ -1,0 +1,88 @@
+"""Time the CPU occupancy-grid sampler: 8192 rays through a 128^3 grid, ~10% occupied around the centre.
+
+Run: python -m bench.sampler  (last line: JSON for the main case: solid ball, plain marching)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import torch
+from nerfacc import OccGridEstimator
+
+from teacher.malloc_tuning import tune_malloc
+from teacher.sampler import occ_grid_sampling
+
+RES = 128
+AABB = [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]
+STEP = math.sqrt(3) * 3 / 1024
+N_RAYS = 8192
+
+
+def _grid(kind: str) -> OccGridEstimator:
+    """~10% of the cells occupied: a solid ball, or three concentric shells (surface-like)."""
+    est = OccGridEstimator(roi_aabb=AABB, resolution=RES, levels=1)
+    c = (torch.arange(RES) + 0.5) / RES * 2 - 1  # cell centres in [-1, 1]
+    r = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).norm(dim=-1)
+    if kind == "ball":
+        occ = r < (0.1 * 6 / math.pi) ** (1 / 3)  # volume fraction 0.1 of the cube
+    else:  # shells of equal thickness, 10% of the cube's volume in total
+        radii = (0.35, 0.55, 0.75)
+        half_width = 0.1 * 8 / (4 * math.pi * sum(x**2 for x in radii)) / 2
+        occ = torch.zeros_like(r, dtype=torch.bool)
+        for radius in radii:
+            occ |= (r - radius).abs() < half_width
+    est.binaries.copy_(occ[None])
+    est.occs.copy_(occ.float().reshape(-1) * 0.5)
+    return est
+
+
+def _rays(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cameras on a sphere of radius 4, looking at random points of the central region."""
+    g = torch.Generator().manual_seed(1)
+    o = torch.randn(n, 3, generator=g)
+    o = o / o.norm(dim=-1, keepdim=True) * 4.0
+    d = torch.rand(n, 3, generator=g) * 2 - 1 - o
+    return o, d / d.norm(dim=-1, keepdim=True)
+
+
+def _time(fn, repeats: int = 5) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    tune_malloc()  # as the training stage does
+    torch.manual_seed(0)
+    rays_o, rays_d = _rays(N_RAYS)
+    rows = []
+    for kind in ("ball", "shells"):
+        est = _grid(kind)
+        for stratified in (False, True):
+            out = occ_grid_sampling(est, rays_o, rays_d, render_step_size=STEP, stratified=stratified)
+            n_samples = out[0].numel()
+            sec = _time(lambda: occ_grid_sampling(est, rays_o, rays_d, render_step_size=STEP, stratified=stratified))
+            rows.append(dict(
+                grid=kind, occupied=float(est.binaries.float().mean()), stratified=stratified,
+                samples=n_samples, ms=1e3 * sec, rays_per_s=N_RAYS / sec, samples_per_s=n_samples / sec,
+            ))
+    print(f"CPU sampler, {N_RAYS} rays, {RES}^3 grid, step {STEP:.5f}, torch threads {torch.get_num_threads()}")
+    print(f"{'grid':8} {'occ':>5} {'strat':>5} {'samples':>9} {'ms':>8} {'rays/s':>10} {'samples/s':>11}")
+    for r in rows:
+        print(
+            f"{r['grid']:8} {r['occupied']:5.3f} {r['stratified']!s:>5} {r['samples']:9d} {r['ms']:8.1f} "
+            f"{r['rays_per_s']:10.0f} {r['samples_per_s']:11.3g}"
+        )
+    main_row = rows[0]
+    print(json.dumps({"rays_per_s": round(main_row["rays_per_s"]), "samples_per_s": round(main_row["samples_per_s"])}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Stage 5: ONNX export of the student + scene files for the static viewer.
+
+Writes `<site_dir>/scenes/<name>/{model.onnx, scene.json, reference.png}`
+(format: export/SCENE_FORMAT.md) and registers the scene in
+`<site_dir>/scenes/index.json`. The ONNX graph is checked against torch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from pipeline.cameras import orbit_pose
+from pipeline.errors import StageError
+from pipeline.io import atomic_write_bytes, atomic_write_json
+from student.model import NeLFStudent, StudentCamera, count_params, flops_per_frame
+from student.stage import MODEL as STUDENT_MODEL
+
+from .onnx_export import export_onnx, ort_session
+
+FORMAT_VERSION = 1
+
+
+def load_student(path: Path, cfg, device: torch.device) -> NeLFStudent:
+    state = torch.load(path, map_location=device, weights_only=False)
+    model = NeLFStudent(cfg.student, StudentCamera(**{k: tuple(v) if isinstance(v, list) else v
+                                                      for k, v in state["camera"].items()}))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def update_index(site_dir: Path, name: str) -> None:
+    index_path = site_dir / "scenes" / "index.json"
+    scenes = []
+    if index_path.exists():
+        try:
+            scenes = [s for s in json.loads(index_path.read_text()).get("scenes", []) if s.get("name") != name]
+        except (json.JSONDecodeError, AttributeError):
+            scenes = []  # a broken index is rebuilt rather than kept
+    scenes.append({"name": name, "path": f"scenes/{name}/scene.json"})
+    atomic_write_json(index_path, {"scenes": sorted(scenes, key=lambda s: s["name"])})
+
+
+def run(ctx) -> dict:
+    cfg, ecfg = ctx.cfg, ctx.cfg.export
+    site_dir = Path(ecfg.site_dir)
+    if not site_dir.is_dir():
+        raise StageError(f"export.site_dir '{site_dir}' is not a folder; it must be the viewer site (site/)")
+    scene_dir = site_dir / "scenes" / cfg.name
+    model = load_student(ctx.upstream["student"] / STUDENT_MODEL, cfg, torch.device("cpu"))
+    params, flops = count_params(model), flops_per_frame(model)
+    dist = ctx.upstream_records["distill"]["outputs"]["pose_distribution"] if "distill" in ctx.upstream_records \
+        else None
+    if dist is None:
+        raise StageError("export needs the distill stage's pose distribution")
+
+    orbit = {
+        "target": dist["target"],
+        "radius": float(np.mean(dist["radius"])), "radius_min": dist["radius"][0], "radius_max": dist["radius"][1],
+        "azimuth_deg": 30.0, "elevation_deg": float(np.clip(30.0, *dist["elevation_deg"])),
+        "elevation_min_deg": dist["elevation_deg"][0], "elevation_max_deg": dist["elevation_deg"][1],
+    }
+    ref_pose = orbit_pose(orbit["target"], orbit["radius"], orbit["azimuth_deg"], orbit["elevation_deg"], dist["up"])
+    check_poses = [ref_pose] + [orbit_pose(orbit["target"], orbit["radius"], az, orbit["elevation_deg"], dist["up"])
+                                for az in np.linspace(100, 300, max(ecfg.check_poses - 1, 0))]
+
+    onnx_bytes, report = export_onnx(model, ecfg, check_poses, ctx.out_dir)
+    if report["max_abs_diff"] >= ecfg.max_abs_diff:
+        raise StageError(f"ONNX output differs from torch by {report['max_abs_diff']:.2e} "
+                         f"(limit export.max_abs_diff={ecfg.max_abs_diff})")
+    sess = ort_session(onnx_bytes, threads=1)
+    ref = sess.run(["rgb"], {"pose": ref_pose.astype(np.float32)})[0][0]
+    t0, n = time.time(), 5
+    for _ in range(n):
+        sess.run(["rgb"], {"pose": ref_pose.astype(np.float32)})
+    ort_ms = (time.time() - t0) / n * 1000
+
+    ref_png = iio.imwrite("<bytes>", (np.clip(ref.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8),
+                          extension=".png")
+    size = cfg.student.output_size
+    scene = {
+        "format": FORMAT_VERSION,
+        "name": cfg.name,
+        "model": "model.onnx",
+        "input": "pose",
+        "output": "rgb",
+        "width": size,
+        "height": size,
+        "camera_convention": "opengl",
+        "up": [float(v) for v in dist["up"]],
+        "background": [1.0, 1.0, 1.0] if cfg.background == "white" else [0.0, 0.0, 0.0],
+        "orbit": orbit,
+        "reference": {"pose": ref_pose.tolist(), "image": "reference.png"},
+        "model_card": {"params": params, "onnx_bytes": len(onnx_bytes), "flops_per_frame": flops,
+                       "ort_python_ms_1thread": round(ort_ms, 2), "simplified": ecfg.simplify},
+    }
+    atomic_write_bytes(scene_dir / "model.onnx", onnx_bytes)
+    atomic_write_bytes(scene_dir / "reference.png", ref_png)
+    atomic_write_json(scene_dir / "scene.json", scene)  # written after the files it names
+    update_index(site_dir, cfg.name)
+    metrics = {**report, "onnx_bytes": len(onnx_bytes), "params": params, "flops_per_frame": flops,
+               "ort_python_ms_1thread": round(ort_ms, 2)}
+    atomic_write_json(ctx.out_dir / "metrics.json", metrics)
+    ctx.log(f"{scene_dir / 'model.onnx'}: {len(onnx_bytes) / 1e6:.2f} MB, max |onnx - torch| "
+            f"{report['max_abs_diff']:.2e}, {ort_ms:.1f} ms/frame in onnxruntime (1 thread)")
+    return {"metrics": metrics, "outputs": {"site_dir": str(site_dir), "scene_dir": str(scene_dir)}}

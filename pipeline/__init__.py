@@ -1,0 +1,1 @@
+"""Staged pipeline: scene -> Instant-NGP teacher -> pseudo-views -> NeLF student -> ONNX + web viewer."""

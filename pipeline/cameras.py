@@ -1,0 +1,124 @@
+"""Camera math shared by every stage: pinhole rays, orbit poses, pose sampling.
+
+Convention (NeRF Blender scenes, OpenGL): a camera-to-world matrix `c2w`
+(4, 4) has columns (x right, y up, z backwards, eye); the camera looks down
+its -z axis. Pixel (i, j) (column, row) has its centre at (i + 0.5, j + 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def focal_from_fov(width: int, camera_angle_x: float) -> float:
+    """Focal length in pixels of a pinhole camera with horizontal FOV `camera_angle_x` (rad)."""
+    return 0.5 * width / math.tan(0.5 * camera_angle_x)
+
+
+def camera_directions(height: int, width: int, focal: float, device=None) -> Tensor:
+    """Unnormalised ray directions in the camera frame, (height, width, 3), z = -1."""
+    j, i = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32, device=device),
+        torch.arange(width, dtype=torch.float32, device=device),
+        indexing="ij",
+    )
+    x = (i + 0.5 - 0.5 * width) / focal
+    y = -(j + 0.5 - 0.5 * height) / focal
+    return torch.stack([x, y, -torch.ones_like(x)], dim=-1)
+
+
+def pinhole_rays(c2w: Tensor, dirs_cam: Tensor) -> tuple[Tensor, Tensor]:
+    """World-space rays for camera directions.
+
+    Args:
+        c2w: (..., 4, 4) or (..., 3, 4) camera-to-world.
+        dirs_cam: (H, W, 3) camera-frame directions from `camera_directions`.
+    Returns:
+        rays_o: (..., H, W, 3) origins; rays_d: (..., H, W, 3) unit directions.
+    """
+    rot = c2w[..., :3, :3]
+    d = torch.einsum("...ij,hwj->...hwi", rot, dirs_cam)
+    d = d / d.norm(dim=-1, keepdim=True)
+    o = c2w[..., None, None, :3, 3].expand_as(d)
+    return o, d
+
+
+def rays_for_pixels(c2w: Tensor, dirs_cam: Tensor) -> tuple[Tensor, Tensor]:
+    """One ray per (camera, direction) pair.
+
+    Args:
+        c2w: (N, 4, 4) camera-to-world of each ray's camera.
+        dirs_cam: (N, 3) camera-frame directions.
+    Returns:
+        rays_o (N, 3), rays_d (N, 3) unit.
+    """
+    d = (c2w[:, :3, :3] @ dirs_cam[:, :, None])[:, :, 0]
+    return c2w[:, :3, 3], d / d.norm(dim=-1, keepdim=True)
+
+
+def _orbit_basis(up: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    u = up / np.linalg.norm(up)
+    a = np.array([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = a - a.dot(u) * u
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(u, e1)
+    return e1, e2, u
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Roll-free c2w (4, 4) at `eye` looking at `target` with `up` as the screen's up."""
+    zc = eye - target
+    zc = zc / np.linalg.norm(zc)
+    xc = np.cross(up, zc)
+    xc = xc / np.linalg.norm(xc)
+    yc = np.cross(zc, xc)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = xc, yc, zc, eye
+    return c2w
+
+
+def orbit_pose(target, radius: float, azimuth_deg: float, elevation_deg: float, up=(0, 0, 1)) -> np.ndarray:
+    """c2w (4, 4) of the viewer's orbit camera (formula in export/SCENE_FORMAT.md)."""
+    up = np.asarray(up, dtype=np.float64)
+    e1, e2, u = _orbit_basis(up)
+    az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
+    offset = radius * (math.cos(el) * math.cos(az) * e1 + math.cos(el) * math.sin(az) * e2 + math.sin(el) * u)
+    target = np.asarray(target, dtype=np.float64)
+    return look_at(target + offset, target, u)
+
+
+def spherical_coords(c2w: np.ndarray, target: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Radius, azimuth (deg), elevation (deg) of camera centres (N, 4, 4) around `target`."""
+    e1, e2, u = _orbit_basis(np.asarray(up, dtype=np.float64))
+    v = c2w[:, :3, 3] - target
+    radius = np.linalg.norm(v, axis=-1)
+    el = np.degrees(np.arcsin(np.clip(v @ u / radius, -1, 1)))
+    az = np.degrees(np.arctan2(v @ e2, v @ e1))
+    return radius, az, el
+
+
+def sample_orbit_poses(n: int, rng: np.random.Generator, target, up, radius_range, elevation_range) -> np.ndarray:
+    """`n` roll-free poses (n, 4, 4) looking at `target`: centres uniform in area on the
+    sphere band (elevation range, degrees) with radius uniform in `radius_range`."""
+    lo, hi = np.sin(np.radians(elevation_range[0])), np.sin(np.radians(elevation_range[1]))
+    el = np.degrees(np.arcsin(rng.uniform(lo, hi, n)))
+    az = rng.uniform(-180.0, 180.0, n)
+    r = rng.uniform(radius_range[0], radius_range[1], n)
+    return np.stack([orbit_pose(target, r[k], az[k], el[k], up) for k in range(n)])
+
+
+def scene_up(c2w: np.ndarray) -> np.ndarray:
+    """World up axis estimated from the cameras: the mean camera y axis, snapped to the
+    nearest coordinate axis when close (Blender scenes: +z)."""
+    up = c2w[:, :3, 1].mean(axis=0)
+    up = up / max(np.linalg.norm(up), 1e-8)
+    k = int(np.argmax(np.abs(up)))
+    if abs(up[k]) > 0.9:
+        snapped = np.zeros(3)
+        snapped[k] = np.sign(up[k])
+        return snapped
+    return up

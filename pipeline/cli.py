@@ -1,0 +1,108 @@
+"""`python -m pipeline run|stage|status`: the command line.
+
+Errors the user can fix print as one line (exit 2 for usage/config, 1 for
+data/runtime); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+from .errors import PipelineError, UsageError
+
+LAST_RUN = Path("runs") / "last_run.json"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set teacher.steps=500 (repeatable)")
+        sp.add_argument("--debug", action="store_true", help="show full tracebacks")
+
+    r = sub.add_parser("run", help="run every stage, reusing valid caches")
+    r.add_argument("config", nargs="?", help="YAML config (default: the most recent run's)")
+    r.add_argument("--force", action="store_true", help="re-run every stage")
+    common(r)
+    s = sub.add_parser("stage", help="run one stage")
+    s.add_argument("name", help="data | teacher | distill | student | export")
+    s.add_argument("config", nargs="?", help="YAML config (default: the most recent run's)")
+    s.add_argument("--force", action="store_true", help="re-run the stage even if cached")
+    common(s)
+    st = sub.add_parser("status", help="show each stage: done / stale / missing")
+    st.add_argument("config", nargs="?", help="YAML config (default: the most recent run's)")
+    common(st)
+    return p
+
+
+def _resolve_config(path: Optional[str], overrides: list[str]) -> tuple[Path, list[str]]:
+    if path:
+        return Path(path), overrides
+    if LAST_RUN.is_file():
+        try:
+            last = json.loads(LAST_RUN.read_text())
+            cfg_path = Path(last["config"])
+        except (json.JSONDecodeError, KeyError):
+            cfg_path = None
+        if cfg_path is not None:
+            merged = list(last.get("overrides", [])) + overrides
+            extra = f" with --set {' --set '.join(merged)}" if merged else ""
+            print(f"using the most recent run's config: {cfg_path}{extra}", flush=True)
+            return cfg_path, merged
+    configs = sorted(str(p) for p in Path("configs").glob("*.yaml")) if Path("configs").is_dir() else []
+    listing = ", ".join(configs) if configs else "none found in ./configs"
+    raise UsageError(f"no config given and no previous run in this workspace; pass one of: {listing}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished outputs are kept. Run the same command again to resume.", file=sys.stderr)
+        return 130
+    except PipelineError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+def _main(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    cfg_path, overrides = _resolve_config(args.config, args.overrides)
+    cfg = load_config(cfg_path, overrides)
+
+    from .stages import STAGES, Pipeline, get_stage
+
+    pipe = Pipeline(cfg, cfg_path)
+    if args.command == "status":
+        print(f"config {cfg_path} (name '{cfg.name}'), runs in {pipe.run_dir}")
+        for st in STAGES:
+            print(f"  {st.name:<8} {pipe.state(st.name):<8} {pipe.out_dir(st.name)}")
+        return 0
+
+    from .io import atomic_write_json
+
+    atomic_write_json(LAST_RUN, {"config": str(cfg_path), "overrides": overrides})
+    t0 = time.time()
+    if args.command == "stage":
+        get_stage(args.name)
+        records = [pipe.run_stage(args.name, force=args.force)]
+    else:
+        records = pipe.run_all(force=args.force)
+    print(f"finished in {time.time() - t0:.1f} s; outputs under {pipe.run_dir}")
+    for rec in records:
+        if rec and rec.get("stage") == "export":
+            site = rec["outputs"].get("site_dir")
+            print(f"viewer: python -m http.server -d {site}  then open http://localhost:8000/")
+    return 0

@@ -1,0 +1,41 @@
+"""Image quality metrics on (..., H, W, 3) tensors in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """Peak signal-to-noise ratio in dB for peak 1.0 (inf for identical images)."""
+    mse = torch.mean((a.double() - b.double()) ** 2).item()
+    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+
+def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> float:
+    """Mean structural similarity (Wang et al. 2004), Gaussian window, per channel.
+
+    a, b: (H, W, 3) or (N, H, W, 3) in [0, 1].
+    """
+    if a.dim() == 3:
+        a, b = a[None], b[None]
+    x = a.permute(0, 3, 1, 2).double()
+    y = b.permute(0, 3, 1, 2).double()
+    c = x.shape[1]
+    g = torch.exp(-((torch.arange(window, dtype=torch.float64) - window // 2) ** 2) / (2 * sigma**2))
+    g = g / g.sum()
+    k = (g[:, None] * g[None, :]).expand(c, 1, window, window).contiguous()
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(t, k, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x**2
+    syy = blur(y * y) - mu_y**2
+    sxy = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return s.mean().item()

@@ -1,0 +1,162 @@
+"""One loader for Blender-layout scenes (`transforms_{split}.json` + RGBA PNGs).
+
+Everything a user can get wrong in a scene folder is checked here and
+reported as one line naming the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from torch import Tensor
+
+from .cameras import focal_from_fov
+from .errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Views:
+    """Images and cameras of one split.
+
+    images: (N, H, W, 4) float32 RGBA in [0, 1] (alpha 1 where the PNG has none).
+    c2w: (N, 4, 4) float32 camera-to-world, OpenGL convention.
+    """
+
+    images: Tensor
+    c2w: Tensor
+    focal: float
+    height: int
+    width: int
+    names: list[str]
+
+    def rgb_on(self, background: Tensor) -> Tensor:
+        """(N, H, W, 3) colours composited on `background` (3,)."""
+        a = self.images[..., 3:]
+        return self.images[..., :3] * a + background * (1 - a)
+
+
+def read_transforms(root: Path, split: str) -> dict:
+    path = root / f"transforms_{split}.json"
+    if not path.is_file():
+        raise DataError(f"{path}: missing (a Blender scene needs transforms_train.json and transforms_test.json)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: malformed JSON at line {err.lineno}: {err.msg}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object with 'camera_angle_x' and 'frames'")
+    angle = meta.get("camera_angle_x")
+    if not isinstance(angle, (int, float)) or not (0 < angle < math.pi):
+        raise DataError(f"{path}: 'camera_angle_x' must be a number in (0, pi) radians, got {angle!r}")
+    frames = meta.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise DataError(f"{path}: 'frames' must be a non-empty list")
+    for k, fr in enumerate(frames):
+        if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
+            raise DataError(f"{path}: frames[{k}] needs a string 'file_path'")
+        m = fr.get("transform_matrix")
+        arr = np.asarray(m, dtype=object) if m is not None else None
+        ok = arr is not None and arr.shape == (4, 4)
+        if ok:
+            try:
+                arr = np.asarray(m, dtype=np.float64)
+                ok = bool(np.isfinite(arr).all())
+            except (TypeError, ValueError):
+                ok = False
+        if not ok:
+            raise DataError(f"{path}: frames[{k}].transform_matrix must be a 4x4 matrix of finite numbers")
+    return meta
+
+
+def image_path(root: Path, file_path: str) -> Path:
+    p = root / file_path
+    return p if p.suffix else p.with_suffix(".png")
+
+
+def scene_files(root: Path) -> list[Path]:
+    """Every file a scene consists of (transforms + referenced images), validated to exist."""
+    if not root.is_dir():
+        raise DataError(f"scene folder not found: {root} (set data.root to a folder with transforms_*.json)")
+    files = []
+    for split in SPLITS:
+        if split == "val" and not (root / "transforms_val.json").exists():
+            continue  # val is optional
+        meta = read_transforms(root, split)
+        files.append(root / f"transforms_{split}.json")
+        for k, fr in enumerate(meta["frames"]):
+            p = image_path(root, fr["file_path"])
+            if not p.is_file():
+                raise DataError(f"{root / f'transforms_{split}.json'}: frames[{k}] image not found: {p}")
+            files.append(p)
+    return files
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        img = iio.imread(path)
+    except Exception as err:  # imageio raises many types for corrupt files
+        raise DataError(f"{path}: unreadable image ({err.__class__.__name__}: {str(err)[:80]})") from None
+    if img.ndim == 2:
+        img = img[..., None].repeat(3, -1)
+    if img.ndim != 3 or img.shape[-1] not in (3, 4):
+        raise DataError(f"{path}: expected an RGB or RGBA image, got shape {img.shape}")
+    scale = 65535.0 if img.dtype == np.uint16 else 255.0
+    img = img.astype(np.float32) / scale
+    if img.shape[-1] == 3:
+        img = np.concatenate([img, np.ones_like(img[..., :1])], -1)
+    return img
+
+
+def _downscale(img: np.ndarray, factor: int, path: Path) -> np.ndarray:
+    if factor == 1:
+        return img
+    h, w = img.shape[:2]
+    if h % factor or w % factor:
+        raise DataError(f"{path}: size {w}x{h} is not divisible by data.downscale={factor}")
+    return img.reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
+
+
+def load_split(root: Path, split: str, downscale: int = 1, max_views: int | None = None) -> Views:
+    """Load one split; raise DataError with the offending file on any problem."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"scene folder not found: {root}")
+    meta = read_transforms(root, split)
+    frames = meta["frames"][:max_views] if max_views else meta["frames"]
+    images, poses, names = [], [], []
+    size = None
+    for fr in frames:
+        p = image_path(root, fr["file_path"])
+        if not p.is_file():
+            raise DataError(f"{root / f'transforms_{split}.json'}: image not found: {p}")
+        img = _read_image(p)
+        if size is None:
+            size = img.shape[:2]
+        elif img.shape[:2] != size:
+            raise DataError(f"{p}: size {img.shape[1]}x{img.shape[0]} differs from the split's "
+                            f"{size[1]}x{size[0]}; all images of a scene must have one size")
+        images.append(_downscale(img, downscale, p))
+        poses.append(np.asarray(fr["transform_matrix"], dtype=np.float32))
+        names.append(p.stem)
+    h, w = images[0].shape[:2]
+    focal = focal_from_fov(w, float(meta["camera_angle_x"]))
+    return Views(
+        images=torch.from_numpy(np.stack(images)).float(),
+        c2w=torch.from_numpy(np.stack(poses)),
+        focal=focal,
+        height=h,
+        width=w,
+        names=names,
+    )
+
+
+def background_rgb(name: str) -> Tensor:
+    return torch.ones(3) if name == "white" else torch.zeros(3)

@@ -1,0 +1,190 @@
+"""The stage graph and the runner that skips stages whose cache is valid.
+
+A stage is a function `run(ctx) -> dict` (its metrics and declared outputs)
+from its config section and its upstream stages' output folders to its own
+folder `runs/<config name>/<stage>/`. Stages read each other only through
+`ctx.upstream[name]` (folder) and `ctx.upstream_records[name]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from . import cache
+from .config import Config
+from .errors import StageError, UsageError
+from .io import hash_files, hash_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    upstream: tuple[str, ...]
+    entry: str  # "module:function" taking a StageContext, returning {"metrics": ..., "outputs": ...}
+    settings: Callable[[Config], Any]  # the config values that determine the outputs
+    code: tuple[str, ...]  # source folders/files whose content is part of the key
+    external: Optional[Callable[[Config], str]] = None  # hash of inputs outside runs/
+
+
+def _data_external(cfg: Config) -> str:
+    if cfg.data.kind == "toy":
+        return "toy"
+    from .scene import scene_files
+
+    root = Path(cfg.data.root)
+    return hash_files(scene_files(root), root)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("data", (), "pipeline.data_stage:run",
+          lambda c: {"data": dataclasses.asdict(c.data) | {"root": None}},
+          ("pipeline/toy_scene.py", "pipeline/scene.py", "pipeline/data_stage.py"), _data_external),
+    Stage("teacher", ("data",), "teacher.stage:run",
+          lambda c: {"teacher": dataclasses.asdict(c.teacher), "background": c.background,
+                     "downscale": c.data.downscale},
+          ("teacher", "pipeline/scene.py", "pipeline/cameras.py")),
+    Stage("distill", ("data", "teacher"), "teacher.distill:run",
+          lambda c: {"distill": dataclasses.asdict(c.distill), "output_size": c.student.output_size,
+                     "background": c.background},
+          ("teacher", "pipeline/cameras.py")),
+    Stage("student", ("data", "distill"), "student.stage:run",
+          lambda c: {"student": dataclasses.asdict(c.student), "background": c.background},
+          ("student", "pipeline/cameras.py")),
+    Stage("export", ("data", "student"), "export.stage:run",
+          lambda c: {"export": dataclasses.asdict(c.export), "name": c.name},
+          ("export",)),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def get_stage(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise UsageError(f"unknown stage '{name}'; stages are: {', '.join(STAGE_NAMES)}")
+
+
+def _code_digest(paths: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for rel in paths:
+        p = ROOT / rel
+        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        for f in files:
+            h.update(str(f.relative_to(ROOT)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device '{name}' requested but CUDA is not available; use device: auto or cpu")
+    return dev
+
+
+@dataclass
+class StageContext:
+    cfg: Config
+    stage: Stage
+    out_dir: Path
+    device: torch.device
+    resume: bool
+    upstream: dict[str, Path] = field(default_factory=dict)
+    upstream_records: dict[str, dict] = field(default_factory=dict)
+
+    def log(self, msg: str) -> None:
+        print(f"[{self.stage.name}] {msg}", flush=True)
+
+
+class Pipeline:
+    """Keys, states and execution of the stages of one config."""
+
+    def __init__(self, cfg: Config, config_path: Optional[Path] = None):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.run_dir = Path(cfg.runs_dir) / cfg.name
+        self._keys: dict[str, str] = {}
+
+    def out_dir(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def key(self, name: str) -> str:
+        if name not in self._keys:
+            st = get_stage(name)
+            parts = {
+                "stage": name,
+                "settings": st.settings(self.cfg),
+                "upstream": {u: self.key(u) for u in st.upstream},
+                "code": _code_digest(st.code),
+                "external": st.external(self.cfg) if st.external else None,
+            }
+            self._keys[name] = hash_json(parts)
+        return self._keys[name]
+
+    def state(self, name: str) -> str:
+        return cache.stage_state(self.out_dir(name), self.key(name))
+
+    def run_stage(self, name: str, force: bool = False, check_upstream: bool = True) -> dict:
+        st = get_stage(name)
+        for up in st.upstream:
+            if check_upstream and self.state(up) != "done":
+                raise StageError(
+                    f"stage '{name}' needs stage '{up}' first, whose output in {self.out_dir(up)} is "
+                    f"{self.state(up)}; run `python -m pipeline stage {up}` or `python -m pipeline run`")
+        out = self.out_dir(name)
+        key = self.key(name)
+        if not force and self.state(name) == "done":
+            print(f"[{name}] cached: {out} (settings and inputs unchanged)", flush=True)
+            return cache.read_record(out)
+        with cache.StageLock(out / cache.LOCK, f"stage '{name}' of config '{self.cfg.name}'"):
+            resume = cache.prepare_output(out, key, force)
+            ctx = StageContext(
+                cfg=self.cfg, stage=st, out_dir=out, device=resolve_device(self.cfg.device), resume=resume,
+                upstream={u: self.out_dir(u) for u in st.upstream},
+                upstream_records={u: cache.read_record(self.out_dir(u)) for u in st.upstream},
+            )
+            print(f"[{name}] running on {ctx.device}{' (resuming)' if resume else ''} -> {out}", flush=True)
+            t0 = time.time()
+            module, func = st.entry.split(":")
+            result = getattr(importlib.import_module(module), func)(ctx) or {}
+            seconds = time.time() - t0
+            record = {
+                "stage": name,
+                "key": key,
+                "config": self.cfg.name,
+                "upstream": {u: self.key(u) for u in st.upstream},
+                "settings": st.settings(self.cfg),
+                "device": str(ctx.device),
+                "resumed": resume,
+                "seconds": round(seconds, 2),
+                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "metrics": result.get("metrics", {}),
+                "outputs": result.get("outputs", {}),
+            }
+            cache.finish_output(out, record)
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in record["metrics"].items() if not isinstance(v, (dict, list)))
+        print(f"[{name}] done in {seconds:.1f} s{': ' + metrics if metrics else ''} -> {out}", flush=True)
+        return record
+
+    def run_all(self, force: bool = False) -> list[dict]:
+        records = []
+        for st in STAGES:
+            records.append(self.run_stage(st.name, force=force))
+        return records
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

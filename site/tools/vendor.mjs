@@ -1,0 +1,42 @@
+// Copies the runtime files the viewer loads from node_modules into vendor/.
+// Runs as the npm `postinstall` hook, so `npm ci --prefix site` rebuilds vendor/.
+//
+// onnxruntime-web: `ort.webgpu.min.mjs` is the ESM build with both the WebGPU and
+// the WASM (CPU) execution providers; it loads its WebAssembly companion
+// (`ort-wasm-simd-threaded.asyncify.{mjs,wasm}`) at run time from
+// `ort.env.wasm.wasmPaths`, which the page points at this folder.
+// coi-serviceworker: makes the page cross-origin isolated on plain static hosts
+// (needed for SharedArrayBuffer, i.e. multi-threaded WASM). It goes to the site
+// root, not vendor/: a service worker only controls pages at or below its own
+// folder, so one served from /vendor/ could never control /index.html.
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const siteDir = join(dirname(fileURLToPath(import.meta.url)), '..');
+const modules = join(siteDir, 'node_modules');
+const vendor = join(siteDir, 'vendor');
+
+const files = [
+  ['onnxruntime-web/dist/ort.webgpu.min.mjs', 'ort.webgpu.min.mjs'],
+  ['onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.mjs', 'ort-wasm-simd-threaded.asyncify.mjs'],
+  ['onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm', 'ort-wasm-simd-threaded.asyncify.wasm'],
+];
+const rootFiles = [['coi-serviceworker/coi-serviceworker.min.js', 'coi-serviceworker.js']];
+
+rmSync(vendor, { recursive: true, force: true });
+mkdirSync(vendor, { recursive: true });
+function copy(from, to) {
+  const src = join(modules, from);
+  if (!existsSync(src)) {
+    console.error(`vendor.mjs: missing ${src}; is the dependency installed?`);
+    process.exit(1);
+  }
+  copyFileSync(src, to);
+}
+for (const [from, to] of files) copy(from, join(vendor, to));
+for (const [from, to] of rootFiles) copy(from, join(siteDir, to));
+const version = (name) => JSON.parse(readFileSync(join(modules, name, 'package.json'), 'utf8')).version;
+const versions = { 'onnxruntime-web': version('onnxruntime-web'), 'coi-serviceworker': version('coi-serviceworker') };
+writeFileSync(join(vendor, 'versions.json'), JSON.stringify(versions, null, 2) + '\n');
+console.log(`vendor.mjs: copied ${files.length} files to vendor/ and ${rootFiles.length} to the site root (${JSON.stringify(versions)})`);

@@ -1,0 +1,157 @@
+"""The NeLF student (MobileR2L family): camera pose in, image out, one pass per pixel.
+
+pose (4, 4) -> a ray per pixel of a low-resolution grid -> K points per ray
+between near and far -> positional encoding -> 1x1-conv head and residual
+body -> super-resolution (ConvTranspose k4 s2 + residual blocks) -> sigmoid.
+Ray generation and encoding live inside the model so the ONNX export carries
+the whole camera model; the viewer only supplies the pose.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from pipeline.cameras import camera_directions
+from pipeline.config import StudentConfig
+
+
+@dataclass(frozen=True)
+class StudentCamera:
+    """Everything about the camera and scene the model bakes in."""
+
+    output_size: int  # pixels, square
+    focal: float  # pixels, at output_size
+    near: float
+    far: float
+    center: tuple[float, float, float]  # points are encoded as (p - center) / scale
+    scale: float
+
+
+def positional_encoding(x: Tensor, n_freqs: int) -> Tensor:
+    """[x, sin(2^l pi x), cos(2^l pi x)] for l < n_freqs, concatenated on the last axis.
+
+    The argument is reduced to [-pi, pi) before sin/cos: in cycles c = 2^(l-1) x,
+    c - floor(c + 1/2) is exact in float32, so GPU shaders whose sin/cos lose
+    precision for large arguments see only small ones.
+    x: (..., D) -> (..., D * (1 + 2 * n_freqs)).
+    """
+    out = [x]
+    for level in range(n_freqs):
+        cycles = x * (2.0 ** (level - 1))
+        arg = (cycles - torch.floor(cycles + 0.5)) * (2 * math.pi)
+        out += [torch.sin(arg), torch.cos(arg)]
+    return torch.cat(out, dim=-1)
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    return nn.GELU(approximate="tanh" if name == "gelu_tanh" else "none")
+
+
+class ConvBN(nn.Module):
+    """Conv (1x1, or ConvTranspose k4 s2) + BatchNorm; `fused()` folds the BN for export."""
+
+    def __init__(self, c_in: int, c_out: int, transpose: bool = False):
+        super().__init__()
+        self.transpose = transpose
+        self.conv = (nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1) if transpose
+                     else nn.Conv2d(c_in, c_out, 1))
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv(x))
+
+    def fused(self) -> nn.Module:
+        return fuse_conv_bn_eval(self.conv.eval(), self.bn.eval(), transpose=self.transpose)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int, act: str):
+        super().__init__()
+        self.a = ConvBN(c, c)
+        self.b = ConvBN(c, c)
+        self.act1, self.act2 = _activation(act), _activation(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act2(x + self.b(self.act1(self.a(x))))
+
+
+class NeLFStudent(nn.Module):
+    def __init__(self, cfg: StudentConfig, camera: StudentCamera):
+        super().__init__()
+        self.cfg, self.camera = cfg, camera
+        self.in_size = cfg.output_size // cfg.sr_factor
+        dirs = camera_directions(self.in_size, self.in_size, camera.focal / cfg.sr_factor).reshape(-1, 3)
+        self.register_buffer("dirs", dirs / dirs.norm(dim=-1, keepdim=True))  # (P, 3) unit, camera frame
+        self.register_buffer("center", torch.tensor(camera.center, dtype=torch.float32))
+        k = cfg.n_points
+        self.register_buffer("t_mid", camera.near + (camera.far - camera.near) * (torch.arange(k) + 0.5) / k)
+        c_in = k * 3 * (1 + 2 * cfg.pe_freqs)
+        act = cfg.activation
+        self.head = nn.Sequential(nn.Conv2d(c_in, cfg.width, 1), _activation(act))
+        self.body = nn.Sequential(*[ResBlock(cfg.width, act) for _ in range(cfg.n_blocks)])
+        sr, c = [], cfg.width
+        for c_out in cfg.sr_channels:
+            sr += [ConvBN(c, c_out, transpose=True), _activation(act)]
+            sr += [ResBlock(c_out, act) for _ in range(cfg.sr_blocks)]
+            c = c_out
+        self.sr = nn.Sequential(*sr)
+        self.tail = nn.Conv2d(c, 3, 1)
+
+    def encode(self, pose: Tensor, jitter: bool = False) -> Tensor:
+        """pose (B, 4, 4) or (4, 4) -> network input (B, C, h, w)."""
+        if pose.dim() == 2:
+            pose = pose[None]
+        b = pose.shape[0]
+        rot, origin = pose[:, :3, :3], pose[:, :3, 3]
+        d = torch.matmul(self.dirs, rot.transpose(1, 2))  # (B, P, 3)
+        t = self.t_mid
+        if jitter:  # stratified depths in training only
+            step = (self.camera.far - self.camera.near) / self.cfg.n_points
+            t = t + (torch.rand(b, d.shape[1], t.shape[0], device=pose.device) - 0.5) * step
+            pts = origin[:, None, None, :] + t[..., None] * d[:, :, None, :]
+        else:
+            pts = origin[:, None, None, :] + t[None, None, :, None] * d[:, :, None, :]
+        x = (pts - self.center) / self.camera.scale  # (B, P, K, 3)
+        x = positional_encoding(x.reshape(b, d.shape[1], -1), self.cfg.pe_freqs)
+        return x.transpose(1, 2).reshape(b, -1, self.in_size, self.in_size)
+
+    def forward(self, pose: Tensor, jitter: bool = False) -> Tensor:
+        """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1]."""
+        x = self.head(self.encode(pose, jitter))
+        x = self.sr(self.body(x))
+        return torch.sigmoid(self.tail(x))
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Replace every ConvBN by its fused conv, in place (eval mode)."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, ConvBN):
+            setattr(model, name, child.fused())
+        else:
+            fold_batchnorm(child)
+    return model
+
+
+def flops_per_frame(model: NeLFStudent) -> int:
+    """Multiply-adds x 2 of the conv layers for one frame."""
+    total, size = 0, model.in_size
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            total += 2 * m.in_channels * m.out_channels * size * size
+        elif isinstance(m, nn.ConvTranspose2d):
+            size *= 2
+            total += 2 * m.in_channels * m.out_channels * 4 * size * size  # k4 s2: 4 taps per output pixel
+    # convs after an upsampling run at the larger size: recount in order
+    return total
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,184 @@
+"""Stage 4: train the NeLF student on the teacher's pseudo-views."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pipeline.errors import DataError, StageError
+from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from pipeline.metrics import psnr, ssim
+from pipeline.scene import background_rgb, load_split
+
+from .model import NeLFStudent, StudentCamera, count_params, flops_per_frame
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+
+
+def load_views(folder: Path, transforms: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Images (N, S, S, 3) uint8 and poses (N, 4, 4) of a distill output; camera_angle_x."""
+    meta = json.loads((folder / transforms).read_text())
+    imgs, poses = [], []
+    for fr in tqdm(meta["frames"], desc=f"load {transforms}", unit="view", leave=False):
+        path = folder / (fr["file_path"] + ".png")
+        try:
+            imgs.append(iio.imread(path)[..., :3])
+        except Exception as err:
+            raise DataError(f"{path}: unreadable pseudo-view ({err.__class__.__name__}); "
+                            "re-run `python -m pipeline stage distill --force`") from None
+        poses.append(fr["transform_matrix"])
+    return (torch.from_numpy(np.stack(imgs)), torch.tensor(poses, dtype=torch.float32),
+            float(meta["camera_angle_x"]))
+
+
+def student_camera(cfg, camera_angle_x: float, dist: dict, aabb: list[float]) -> StudentCamera:
+    """Near/far: the camera radius band of the pseudo-views around the scene box's
+    bounding sphere; points are normalised by that sphere."""
+    s = cfg.student
+    center = [(aabb[i] + aabb[i + 3]) / 2 for i in range(3)]
+    half = [(aabb[i + 3] - aabb[i]) / 2 for i in range(3)]
+    radius = math.sqrt(sum(h * h for h in half))
+    r_min, r_max = dist["radius"]
+    near = s.near if s.near is not None else max(r_min - radius, 0.05)
+    far = s.far if s.far is not None else r_max + radius
+    focal = 0.5 * s.output_size / math.tan(0.5 * camera_angle_x)
+    return StudentCamera(output_size=s.output_size, focal=focal, near=near, far=far,
+                         center=tuple(center), scale=radius)
+
+
+def _lr_lambda(cfg):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        p = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+    return f
+
+
+def run(ctx) -> dict:
+    cfg, scfg, dev = ctx.cfg, ctx.cfg.student, ctx.device
+    torch.manual_seed(scfg.seed)
+    distill_dir = ctx.upstream["distill"]
+    dist = ctx.upstream_records["distill"]["outputs"]["pose_distribution"]
+    images, poses, camera_angle_x = load_views(distill_dir, "transforms.json")
+    if images.shape[1] != scfg.output_size:
+        raise StageError(f"{distill_dir}: pseudo-views are {images.shape[1]} px, student.output_size is "
+                         f"{scfg.output_size}; re-run distill")
+    camera = student_camera(cfg, camera_angle_x, dist, cfg.teacher.aabb)
+    model = NeLFStudent(scfg, camera).to(dev)
+    ctx.log(f"{count_params(model):,} parameters, {flops_per_frame(model) / 1e9:.3f} GFLOP per frame, "
+            f"input {model.in_size}x{model.in_size} -> {scfg.output_size}, near {camera.near:.2f} far {camera.far:.2f}")
+
+    real = None
+    if scfg.real_fraction > 0:
+        root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
+        train = load_split(root, "train", cfg.data.downscale)
+        rgb = train.rgb_on(background_rgb(cfg.background)).permute(0, 3, 1, 2)
+        rgb = F.interpolate(rgb, size=(scfg.output_size,) * 2, mode="area")
+        real = ((rgb.permute(0, 2, 3, 1) * 255 + 0.5).clamp(0, 255).to(torch.uint8), train.c2w)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=scfg.lr, weight_decay=scfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(scfg))
+    start, curve, elapsed = 0, [], 0.0
+    ckpt_path = ctx.out_dir / CHECKPOINT
+    if ctx.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, curve, elapsed = state["step"], state["curve"], state["elapsed"]
+        torch.set_rng_state(state["rng"])
+        ctx.log(f"resuming from step {start}")
+
+    use_amp = dev.type == "cuda"
+    n_real = int(round(scfg.batch_images * scfg.real_fraction)) if real is not None else 0
+    t_last, last_good = time.time(), start
+    bar = tqdm(range(start, scfg.steps), desc="student", initial=start, total=scfg.steps, unit="step")
+    for step in bar:
+        model.train()
+        idx = torch.randint(0, images.shape[0], (scfg.batch_images - n_real,))
+        batch_img, batch_pose = images[idx], poses[idx]
+        if n_real:
+            ridx = torch.randint(0, real[0].shape[0], (n_real,))
+            batch_img = torch.cat([batch_img, real[0][ridx]])
+            batch_pose = torch.cat([batch_pose, real[1][ridx]])
+        target = batch_img.to(dev).permute(0, 3, 1, 2).float() / 255.0
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+            pred = model(batch_pose.to(dev), jitter=True)
+        loss = F.mse_loss(pred.float(), target)
+        if not torch.isfinite(loss):
+            raise StageError(f"student: loss became {loss.item()} at step {step}; training stopped. "
+                             f"The last good checkpoint (step {last_good}) is kept in {ckpt_path}; "
+                             "try a lower student.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % scfg.log_every == 0 or step == scfg.steps - 1:
+            now = time.time()
+            elapsed += now - t_last
+            t_last = now
+            curve.append({"step": step, "seconds": round(elapsed, 2), "loss": loss.item(),
+                          "psnr": -10 * math.log10(max(loss.item(), 1e-10))})
+            bar.set_postfix(loss=f"{loss.item():.5f}", psnr=f"{curve[-1]['psnr']:.2f}")
+        if (step + 1) % scfg.checkpoint_every == 0 and step + 1 < scfg.steps:
+            atomic_torch_save(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step + 1, "curve": curve,
+                "elapsed": elapsed, "rng": torch.get_rng_state()})
+            last_good = step + 1
+    elapsed += time.time() - t_last
+    bar.close()
+
+    metrics = evaluate(ctx, model, images)
+    metrics.update({"train_seconds": round(elapsed, 2), "params": count_params(model),
+                    "flops_per_frame": flops_per_frame(model)})
+    atomic_torch_save(ctx.out_dir / MODEL, {"model": model.state_dict(), "camera": dataclasses.asdict(camera),
+                                            "student_config": dataclasses.asdict(scfg)})
+    atomic_write_json(ctx.out_dir / "curve.json", curve)
+    atomic_write_json(ctx.out_dir / "metrics.json", metrics)
+    ckpt_path.unlink(missing_ok=True)
+    ctx.log(f"PSNR vs ground truth {metrics['psnr']:.2f} dB, vs teacher {metrics['psnr_vs_teacher']:.2f} dB "
+            f"(constant-colour baseline {metrics['baseline_psnr']:.2f} dB)")
+    return {"metrics": metrics, "outputs": {"model": MODEL, "camera": dataclasses.asdict(camera)}}
+
+
+@torch.no_grad()
+def evaluate(ctx, model: NeLFStudent, train_images: torch.Tensor, n_saved: int = 4) -> dict:
+    """Student vs the real test views and vs the teacher's renders of the same cameras."""
+    cfg, dev = ctx.cfg, ctx.device
+    model.eval()
+    size = cfg.student.output_size
+    root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
+    test = load_split(root, "test", cfg.data.downscale)
+    gt = test.rgb_on(background_rgb(cfg.background)).permute(0, 3, 1, 2)
+    if gt.shape[-1] != size:
+        gt = F.interpolate(gt, size=(size, size), mode="area")
+    gt = gt.permute(0, 2, 3, 1)
+    teacher_imgs, _, _ = load_views(ctx.upstream["distill"], "transforms_test.json")
+    teacher_imgs = teacher_imgs.float() / 255.0
+    mean_colour = train_images.float().mean(dim=(0, 1, 2)) / 255.0
+    rows = []
+    for k in range(len(test.names)):
+        pred = model(test.c2w[k].to(dev)).float()[0].permute(1, 2, 0).cpu()
+        rows.append({"view": test.names[k], "psnr": psnr(pred, gt[k]), "ssim": ssim(pred, gt[k]),
+                     "psnr_vs_teacher": psnr(pred, teacher_imgs[k]), "teacher_psnr": psnr(teacher_imgs[k], gt[k]),
+                     "baseline_psnr": psnr(mean_colour.expand_as(gt[k]), gt[k])})
+        if k < n_saved:
+            side = torch.cat([gt[k], teacher_imgs[k], pred], dim=1)
+            arr = (side.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+            atomic_write_bytes(ctx.out_dir / "side_by_side" / f"{test.names[k]}.png",
+                               iio.imwrite("<bytes>", arr, extension=".png"))
+    mean = {key: float(np.mean([r[key] for r in rows]))
+            for key in ("psnr", "ssim", "psnr_vs_teacher", "teacher_psnr", "baseline_psnr")}
+    return {**mean, "n_views": len(rows), "per_view": rows}

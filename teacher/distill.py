@@ -1,0 +1,119 @@
+"""Stage 3: render pseudo-views from the trained teacher (MobileR2L-style poses).
+
+Poses: camera centres on the sphere band of the training cameras (radius
+and elevation ranges taken from them), looking at the scene centre, roll-free;
+optionally a share of jittered training poses. The pose list is generated up
+front from the seed, so a resumed run renders exactly the missing views.
+Views are written as `pseudo/NNNNN.png` (atomic rename, so a file that exists
+is complete) and `transforms.json` in the Blender layout at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.cameras import camera_directions, look_at, pinhole_rays, sample_orbit_poses, scene_up, spherical_coords
+from pipeline.io import atomic_write_bytes, atomic_write_json
+from pipeline.scene import background_rgb, load_split
+
+from .malloc_tuning import tune_malloc
+from .model import load_teacher
+from .render import MarchSettings, render_image
+from .stage import MODEL, to_png
+
+
+def pose_distribution(train_c2w: np.ndarray, target: np.ndarray) -> dict:
+    """Sphere band of the training cameras around `target`."""
+    up = scene_up(train_c2w)
+    r, _, el = spherical_coords(train_c2w, target, up)
+    return {"target": target.tolist(), "up": up.tolist(),
+            "radius": [float(r.min()), float(r.max())], "elevation_deg": [float(el.min()), float(el.max())]}
+
+
+def sample_poses(n: int, seed: int, train_c2w: np.ndarray, dist: dict, jitter_fraction: float,
+                 jitter_deg: float) -> np.ndarray:
+    """(n, 4, 4) pseudo-view poses, deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    target, up = np.array(dist["target"]), np.array(dist["up"])
+    n_jit = int(round(n * jitter_fraction))
+    poses = sample_orbit_poses(n - n_jit, rng, target, up, dist["radius"], dist["elevation_deg"])
+    if n_jit:
+        base = train_c2w[rng.integers(0, len(train_c2w), n_jit)]
+        jittered = []
+        for c2w in base:
+            eye = c2w[:3, 3] - target
+            axis = rng.normal(size=3)
+            axis /= np.linalg.norm(axis)
+            ang = math.radians(jitter_deg) * rng.uniform(-1, 1)
+            # Rodrigues rotation of the camera centre about a random axis through the target
+            eye = (eye * math.cos(ang) + np.cross(axis, eye) * math.sin(ang)
+                   + axis * axis.dot(eye) * (1 - math.cos(ang)))
+            jittered.append(look_at(eye + target, target, up))
+        poses = np.concatenate([poses, np.stack(jittered)])
+    return poses
+
+
+def _render_views(ctx, field, estimator, poses, folder: Path, size: int, focal: float, march, desc: str) -> int:
+    dev = ctx.device
+    bg = background_rgb(ctx.cfg.background).to(dev)
+    dirs = camera_directions(size, size, focal, dev)
+    folder.mkdir(parents=True, exist_ok=True)
+    done = 0
+    for k in tqdm(range(len(poses)), desc=desc, unit="view"):
+        path = folder / f"{k:05d}.png"
+        if path.exists():
+            continue  # complete by construction (atomic rename)
+        c2w = torch.as_tensor(poses[k], dtype=torch.float32, device=dev)
+        rays_o, rays_d = pinhole_rays(c2w, dirs)
+        img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=ctx.cfg.distill.chunk_rays)
+        atomic_write_bytes(path, to_png(img))
+        done += 1
+    return done
+
+
+def _transforms(poses: np.ndarray, folder: str, camera_angle_x: float) -> dict:
+    return {"camera_angle_x": camera_angle_x,
+            "frames": [{"file_path": f"{folder}/{k:05d}", "transform_matrix": p.tolist()}
+                       for k, p in enumerate(poses)]}
+
+
+def run(ctx) -> dict:
+    tune_malloc()
+    cfg, dcfg = ctx.cfg, ctx.cfg.distill
+    root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
+    train = load_split(root, "train", cfg.data.downscale)
+    test = load_split(root, "test", cfg.data.downscale)
+    field, estimator = load_teacher(ctx.upstream["teacher"] / MODEL, cfg.teacher, ctx.device)
+    size = cfg.student.output_size
+    camera_angle_x = 2 * math.atan(0.5 * train.width / train.focal)
+    focal = 0.5 * size / math.tan(0.5 * camera_angle_x)
+    aabb = np.array(cfg.teacher.aabb)
+    dist = pose_distribution(train.c2w.numpy().astype(np.float64), (aabb[:3] + aabb[3:]) / 2)
+    poses = sample_poses(dcfg.n_views, dcfg.seed, train.c2w.numpy().astype(np.float64), dist,
+                         dcfg.jitter_fraction, dcfg.jitter_deg)
+    march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=dcfg.alpha_thre,
+                          early_stop_eps=dcfg.early_stop_eps)
+    existing = len(list((ctx.out_dir / "pseudo").glob("*.png"))) if (ctx.out_dir / "pseudo").exists() else 0
+    if existing:
+        ctx.log(f"resuming: {existing} of {len(poses)} views already written")
+    t0 = time.time()
+    rendered = _render_views(ctx, field, estimator, poses, ctx.out_dir / "pseudo", size, focal, march, "distill")
+    seconds = time.time() - t0
+    # the teacher's renders of the real test cameras, so the student can be compared with its teacher
+    test_poses = test.c2w.numpy().astype(np.float64)
+    _render_views(ctx, field, estimator, test_poses, ctx.out_dir / "test", size, focal, march, "distill test")
+    atomic_write_json(ctx.out_dir / "transforms_test.json", _transforms(test_poses, "test", camera_angle_x))
+    atomic_write_json(ctx.out_dir / "transforms.json", _transforms(poses, "pseudo", camera_angle_x))
+    metrics = {"n_views": len(poses), "rendered_now": rendered, "size": size,
+               "render_seconds": round(seconds, 2),
+               "views_per_s": round(rendered / seconds, 3) if rendered and seconds > 0 else None,
+               "pose_distribution": dist}
+    atomic_write_json(ctx.out_dir / "metrics.json", metrics)
+    return {"metrics": metrics, "outputs": {"transforms": "transforms.json", "test_transforms": "transforms_test.json",
+                                            "pose_distribution": dist}}

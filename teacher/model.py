@@ -1,0 +1,46 @@
+"""Building, saving and loading the teacher (field + occupancy grid)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from nerfacc import OccGridEstimator
+
+from pipeline.config import TeacherConfig
+from pipeline.errors import StageError
+
+from .field import NGPField
+from .hashgrid import HashGridSpec
+
+
+def build_teacher(cfg: TeacherConfig, device: torch.device) -> tuple[NGPField, OccGridEstimator]:
+    aabb = torch.tensor(cfg.aabb, dtype=torch.float32)
+    spec = HashGridSpec(**dataclasses.asdict(cfg.hash))
+    field = NGPField(aabb, spec, hidden=cfg.hidden, compile=cfg.compile).to(device)
+    estimator = OccGridEstimator(roi_aabb=aabb, resolution=cfg.grid_resolution, levels=1).to(device)
+    return field, estimator
+
+
+def load_teacher(path: Path, cfg: TeacherConfig, device: torch.device) -> tuple[NGPField, OccGridEstimator]:
+    """Load `model.pt`; a checkpoint of other settings or a corrupt file is a clear error."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except FileNotFoundError:
+        raise StageError(f"{path}: teacher model not found; run the teacher stage first") from None
+    except Exception as err:
+        raise StageError(f"{path}: corrupt teacher checkpoint ({err.__class__.__name__}); "
+                         "re-run `python -m pipeline stage teacher --force`") from None
+    if not isinstance(state, dict) or "field" not in state or "estimator" not in state:
+        raise StageError(f"{path}: not a teacher checkpoint (missing 'field'/'estimator')")
+    saved = state.get("teacher_config")
+    if saved is not None and saved != dataclasses.asdict(cfg):
+        raise StageError(f"{path}: checkpoint was trained with other teacher settings than this config's; "
+                         "re-run the teacher stage")
+    field, estimator = build_teacher(cfg, device)
+    field.load_state_dict(state["field"])
+    estimator.load_state_dict(state["estimator"])
+    field.eval()
+    estimator.eval()
+    return field, estimator

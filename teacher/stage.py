@@ -1,0 +1,168 @@
+"""Stage 2: train the Instant-NGP teacher (nerfacc's recipe, adapted to the device)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pipeline.cameras import camera_directions, pinhole_rays, rays_for_pixels
+from pipeline.errors import StageError
+from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from pipeline.metrics import psnr, ssim
+from pipeline.scene import background_rgb, load_split
+
+from .malloc_tuning import tune_malloc
+from .model import build_teacher
+from .render import MarchSettings, render_image, render_rays
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+
+
+def _lr_lambda(cfg) -> callable:
+    milestones = [cfg.steps // 2, cfg.steps * 3 // 4, cfg.steps * 9 // 10]
+
+    def f(step: int) -> float:
+        warm = min(1.0, 0.01 + 0.99 * step / max(cfg.warmup_steps, 1))
+        return warm * 0.33 ** sum(step >= m for m in milestones)
+
+    return f
+
+
+def to_png(img: torch.Tensor) -> bytes:
+    arr = (img.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    return iio.imwrite("<bytes>", arr, extension=".png")
+
+
+def run(ctx) -> dict:
+    tune_malloc()
+    cfg, tcfg, dev = ctx.cfg, ctx.cfg.teacher, ctx.device
+    torch.manual_seed(tcfg.seed)
+    root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
+    train = load_split(root, "train", cfg.data.downscale)
+    bg = background_rgb(cfg.background).to(dev)
+    H, W = train.height, train.width
+
+    # every training pixel as one flat table; rays are built per batch
+    pixels = train.images.reshape(-1, 4).to(dev)
+    c2w = train.c2w.to(dev)
+    dirs = camera_directions(H, W, train.focal, dev).reshape(-1, 3)
+    n_pix = H * W
+
+    field, estimator = build_teacher(tcfg, dev)
+    optimizer = torch.optim.Adam(field.parameters(), lr=tcfg.lr, eps=1e-15, weight_decay=tcfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(tcfg))
+    march = MarchSettings(render_step_size=tcfg.render_step_size, alpha_thre=tcfg.alpha_thre,
+                          early_stop_eps=tcfg.early_stop_eps)
+    use_amp = dev.type == "cuda"
+
+    start, num_rays, curve, elapsed = 0, tcfg.init_batch_rays, [], 0.0
+    ckpt_path = ctx.out_dir / CHECKPOINT
+    if ctx.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        field.load_state_dict(state["field"])
+        estimator.load_state_dict(state["estimator"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, num_rays, curve, elapsed = state["step"], state["num_rays"], state["curve"], state["elapsed"]
+        torch.set_rng_state(state["rng"])
+        ctx.log(f"resuming from step {start} ({ckpt_path})")
+
+    def save_checkpoint(step: int) -> None:
+        atomic_torch_save(ckpt_path, {
+            "field": field.state_dict(), "estimator": estimator.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "step": step, "num_rays": num_rays, "curve": curve, "elapsed": elapsed,
+            "rng": torch.get_rng_state(),
+        })
+
+    def occ_eval_fn(x: torch.Tensor) -> torch.Tensor:
+        return field.query_density(x).float()[:, None] * tcfg.render_step_size
+
+    t_last = time.time()
+    last_good = start
+    bar = tqdm(range(start, tcfg.steps), desc="teacher", initial=start, total=tcfg.steps, unit="step")
+    for step in bar:
+        field.train()
+        estimator.train()
+        estimator.update_every_n_steps(step=step, occ_eval_fn=occ_eval_fn, occ_thre=tcfg.occ_threshold,
+                                       warmup_steps=tcfg.grid_warmup_steps, n=tcfg.grid_update_every)
+        idx = torch.randint(0, pixels.shape[0], (num_rays,), device=dev)
+        rays_o, rays_d = rays_for_pixels(c2w[idx // n_pix], dirs[idx % n_pix])
+        rgba = pixels[idx]
+        background = torch.rand(num_rays, 3, device=dev) if tcfg.random_background else bg
+        target = rgba[:, :3] * rgba[:, 3:] + background * (1 - rgba[:, 3:])
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+            rgb, _, _, n_samples = render_rays(field, estimator, rays_o, rays_d, background, march, stratified=True)
+        if n_samples == 0:
+            continue
+        loss = F.smooth_l1_loss(rgb, target) if tcfg.loss == "smooth_l1" else F.mse_loss(rgb, target)
+        if not torch.isfinite(loss):
+            raise StageError(f"teacher: loss became {loss.item()} at step {step}; training stopped. "
+                             f"The last good checkpoint (step {last_good}) is kept in {ckpt_path}; "
+                             "try a lower teacher.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        # adaptive batch: keep the number of samples per step near the target
+        num_rays = int(min(max(num_rays * tcfg.target_samples / n_samples, 256), tcfg.max_batch_rays))
+
+        if step % tcfg.log_every == 0 or step == tcfg.steps - 1:
+            now = time.time()
+            elapsed += now - t_last
+            t_last = now
+            mse = F.mse_loss(rgb.detach(), target).item()
+            curve.append({"step": step, "seconds": round(elapsed, 2), "loss": loss.item(),
+                          "psnr": -10 * math.log10(max(mse, 1e-10)), "rays": num_rays, "samples": n_samples})
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{curve[-1]['psnr']:.2f}", rays=num_rays)
+        if (step + 1) % tcfg.checkpoint_every == 0 and step + 1 < tcfg.steps:
+            save_checkpoint(step + 1)
+            last_good = step + 1
+    elapsed += time.time() - t_last
+    bar.close()
+
+    metrics = evaluate(ctx, field, estimator, root, march)
+    metrics["train_seconds"] = round(elapsed, 2)
+    atomic_torch_save(ctx.out_dir / MODEL, {
+        "field": field.state_dict(), "estimator": estimator.state_dict(),
+        "teacher_config": dataclasses.asdict(tcfg),
+    })
+    atomic_write_json(ctx.out_dir / "curve.json", curve)
+    atomic_write_json(ctx.out_dir / "metrics.json", metrics)
+    ckpt_path.unlink(missing_ok=True)
+    ctx.log(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {metrics['n_views']} views "
+            f"after {elapsed:.0f} s of training")
+    return {"metrics": metrics, "outputs": {"model": MODEL, "renders": "renders/"}}
+
+
+@torch.no_grad()
+def evaluate(ctx, field, estimator, root: Path, march: MarchSettings, n_saved: int = 4) -> dict:
+    cfg, dev = ctx.cfg, ctx.device
+    field.eval()
+    estimator.eval()
+    test = load_split(root, "test", cfg.data.downscale, max_views=cfg.teacher.eval_views or None)
+    bg = background_rgb(cfg.background).to(dev)
+    gt_all = test.rgb_on(bg.cpu())
+    dirs = camera_directions(test.height, test.width, test.focal, dev)
+    psnrs, ssims, t0 = [], [], time.time()
+    for k in tqdm(range(len(test.names)), desc="teacher eval", unit="view"):
+        rays_o, rays_d = pinhole_rays(test.c2w[k].to(dev), dirs)
+        img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=cfg.teacher.eval_chunk_rays)
+        img = img.cpu()
+        psnrs.append(psnr(img, gt_all[k]))
+        ssims.append(ssim(img, gt_all[k]))
+        if k < n_saved:
+            atomic_write_bytes(ctx.out_dir / "renders" / f"{test.names[k]}.png", to_png(torch.cat([gt_all[k], img], 1)))
+    return {
+        "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "n_views": len(psnrs),
+        "per_view_psnr": [round(p, 3) for p in psnrs], "eval_seconds_per_view": (time.time() - t0) / len(psnrs),
+    }

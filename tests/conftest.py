@@ -1,0 +1,41 @@
+"""Shared fixtures: temporary workspaces that run the real pipeline CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_workspace(dst: Path) -> Path:
+    """A workspace like a fresh checkout's: configs/ and site/ (vendor included, no scenes)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "configs", dst / "configs")
+    shutil.copytree(ROOT / "site", dst / "site", ignore=shutil.ignore_patterns("node_modules", "scenes"))
+    return dst
+
+
+def run_cli(ws: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ws, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, float]:
+    """The toy scene end to end, once per test session: (workspace, process, seconds)."""
+    ws = make_workspace(tmp_path_factory.mktemp("toy_ws"))
+    t0 = time.time()
+    proc = run_cli(ws, "run", "configs/toy.yaml")
+    return ws, proc, time.time() - t0

@@ -1,0 +1,135 @@
+"""A tiny stand-in for an exported NeLF student, so the viewer is tested on its own.
+
+`write_fake_scene` writes the same files the real export does (see
+`export/SCENE_FORMAT.md`): `scenes/<name>/{model.onnx, scene.json, reference.png}` and
+an entry in `scenes/index.json`. The network has the student's shape of computation
+(pose -> rays -> per-ray 1x1 convolutions -> ConvTranspose2d upsampling -> sigmoid)
+but random, seeded weights: its output is a smooth colourful pattern that changes
+with the pose, which is all the viewer tests need.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.cameras import orbit_pose
+
+RAYS = 16  # rays per side; the ConvTranspose2d doubles it
+SIZE = 2 * RAYS  # output image side in pixels
+ORBIT = {
+    "target": [0.0, 0.0, 0.0],
+    "radius": 4.0,
+    "radius_min": 3.0,
+    "radius_max": 6.0,
+    "azimuth_deg": 30.0,
+    "elevation_deg": 30.0,
+    "elevation_min_deg": 5.0,
+    "elevation_max_deg": 80.0,
+}
+REFERENCE_VIEW = (4.5, 75.0, 20.0)  # radius, azimuth deg, elevation deg: not the default view
+
+
+class FakeStudent(nn.Module):
+    """pose (4, 4) camera-to-world -> rgb (1, 3, SIZE, SIZE) in [0, 1]."""
+
+    def __init__(self, width: int = 32, n_freqs: int = 4) -> None:
+        super().__init__()
+        # Fixed pinhole camera of the fake model (focal in pixels of the ray grid).
+        focal = RAYS / (2 * math.tan(math.radians(40.0) / 2))
+        j, i = torch.meshgrid(torch.arange(RAYS) + 0.5, torch.arange(RAYS) + 0.5, indexing="ij")
+        dirs_cam = torch.stack([(i - RAYS / 2) / focal, -(j - RAYS / 2) / focal, -torch.ones_like(i)], 0)
+        self.register_buffer("dirs_cam", dirs_cam.reshape(3, RAYS * RAYS))  # (3, n_rays)
+        self.register_buffer("freqs", 2.0 ** torch.arange(n_freqs, dtype=torch.float32))  # (n_freqs,)
+        n_in = 6 * 2 * n_freqs
+        self.mlp = nn.Sequential(
+            nn.Conv2d(n_in, width, 1), nn.ReLU(),
+            nn.Conv2d(width, width, 1), nn.ReLU(),
+            nn.Conv2d(width, width, 1), nn.ReLU(),
+        )
+        self.up = nn.ConvTranspose2d(width, 3, kernel_size=4, stride=2, padding=1)
+
+    def forward(self, pose: torch.Tensor) -> torch.Tensor:
+        rays_d = pose[:3, :3] @ self.dirs_cam  # (3, n_rays)
+        rays_d = rays_d / torch.linalg.norm(rays_d, dim=0, keepdim=True)
+        rays_o = pose[:3, 3:4].expand(3, RAYS * RAYS) / 4.0  # (3, n_rays), radius ~ 1
+        x = torch.cat([rays_o, rays_d], 0)  # (6, n_rays)
+        xf = (x[None] * self.freqs[:, None, None]).reshape(-1, RAYS * RAYS)  # (6 * n_freqs, n_rays)
+        feat = torch.cat([torch.sin(xf), torch.cos(xf)], 0).reshape(1, -1, RAYS, RAYS)
+        return torch.sigmoid(self.up(self.mlp(feat)))
+
+
+def run_ort(model_path: Path, pose: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    return sess.run(["rgb"], {"pose": pose.astype(np.float32)})[0]
+
+
+def to_rgb8(rgb: np.ndarray) -> np.ndarray:
+    """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded to nearest."""
+    return np.clip(np.rint(rgb[0].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_fake_scene(site_dir: Path, name: str = "fake", seed: int = 0) -> Path:
+    """Write scenes/<name>/ and add it to scenes/index.json under `site_dir`; return the scene dir."""
+    from PIL import Image
+
+    site_dir = Path(site_dir)
+    scene_dir = site_dir / "scenes" / name
+    scene_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(seed)
+    model = FakeStudent().eval()
+    with torch.no_grad():
+        for m in model.mlp:  # spread the weights so the pattern has contrast
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(2.5)
+        # Bilinear upsampling kernel times a random colour mix: smooth, no checkerboard.
+        bilinear_1d = torch.tensor([0.25, 0.75, 0.75, 0.25])
+        mix = torch.randn(model.up.in_channels, 3) * 8.0 / math.sqrt(model.up.in_channels)
+        model.up.weight.copy_(mix[:, :, None, None] * torch.outer(bilinear_1d, bilinear_1d))
+    model_path = scene_dir / "model.onnx"
+    pose0 = torch.from_numpy(orbit_pose(ORBIT["target"], *REFERENCE_VIEW)).float()
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated, and fine here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (pose0,), str(model_path), input_names=["pose"], output_names=["rgb"],
+            opset_version=17, dynamo=False,
+        )
+
+    ref_pose = orbit_pose(ORBIT["target"], *REFERENCE_VIEW).astype(np.float32)
+    Image.fromarray(to_rgb8(run_ort(model_path, ref_pose))).save(scene_dir / "reference.png")
+    scene = {
+        "format": 1,
+        "name": name,
+        "model": "model.onnx",
+        "input": "pose",
+        "output": "rgb",
+        "width": SIZE,
+        "height": SIZE,
+        "camera_convention": "opengl",
+        "up": [0, 0, 1],
+        "background": [1, 1, 1],
+        "orbit": ORBIT,
+        "reference": {"pose": ref_pose.tolist(), "image": "reference.png"},
+    }
+    (scene_dir / "scene.json").write_text(json.dumps(scene, indent=2))
+
+    add_to_index(site_dir, name)
+    return scene_dir
+
+
+def add_to_index(site_dir: Path, name: str) -> None:
+    """Add (or replace) `name` -> scenes/<name>/scene.json in site_dir/scenes/index.json."""
+    index_path = Path(site_dir) / "scenes" / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {"scenes": []}
+    entries = [s for s in index["scenes"] if s["name"] != name]
+    entries.append({"name": name, "path": f"scenes/{name}/scene.json"})
+    index_path.write_text(json.dumps({"scenes": entries}, indent=2))
