@@ -61,7 +61,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("student", ("data", "distill"), "student.stage:run",
           lambda c: {"student": dataclasses.asdict(c.student), "background": c.background},
           ("student", "pipeline/cameras.py")),
-    Stage("export", ("data", "student"), "export.stage:run",
+    Stage("export", ("data", "distill", "student"), "export.stage:run",
           lambda c: {"export": dataclasses.asdict(c.export), "name": c.name},
           ("export",)),
 )
@@ -157,6 +157,10 @@ class Pipeline:
                 upstream_records={u: cache.read_record(self.out_dir(u)) for u in st.upstream},
             )
             print(f"[{name}] running on {ctx.device}{' (resuming)' if resume else ''} -> {out}", flush=True)
+            # Adam's second moments of barely-touched hash entries underflow into float32
+            # denormals, which x86 CPUs process ~100x slower (measured: 1.2 s vs 0.15 s
+            # per early teacher step): flush them to zero.
+            torch.set_flush_denormal(True)
             t0 = time.time()
             module, func = st.entry.split(":")
             result = getattr(importlib.import_module(module), func)(ctx) or {}

@@ -29,9 +29,12 @@ vertices and ``x`` maps to ``x * R_l`` in vertex units. Inputs are clamped to
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -156,183 +159,258 @@ def hash_encode_naive(x: Tensor, table: Tensor, spec: HashGridSpec) -> Tensor:
 
 
 # --------------------------------------------------------------------------- fast path
+#
+# Layout: points run along the last (contiguous) axis, levels along the first, so
+# each kernel is a loop over (level, point) that inductor vectorises over points;
+# per-level constants come in as small (L, 1) tensors, so one compiled graph serves
+# every level and every batch size (``dynamic=True``).
 
 
-def _level_corners(x: Tensor, level: GridLevel, hash_mask: int) -> tuple[list[Tensor], list[Tensor]]:
-    """Absolute table rows and trilinear weights of the 8 corners around each point.
+def _level_params(spec: HashGridSpec) -> dict[str, Tensor]:
+    """(L, 1) per-level constants: resolution (float), vertices per axis, row offset, dense flag."""
+    levels = spec.levels()
+    return {
+        "resolution": torch.tensor([[float(lv.resolution)] for lv in levels]),
+        "stride_y": torch.tensor([[lv.resolution + 1] for lv in levels], dtype=torch.int64),
+        "offset": torch.tensor([[lv.offset] for lv in levels], dtype=torch.int64),
+        "dense": torch.tensor([[lv.dense] for lv in levels], dtype=torch.bool),
+    }
+
+
+def _corners(
+    xt: Tensor, resolution: Tensor, stride_y: Tensor, offset: Tensor, dense: Tensor, hash_mask: int
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Table rows and trilinear weights of the 8 cell corners, all levels at once.
 
     Args:
-        x: (N, 3) positions, already clamped to [0, 1].
-        level: static level description.
-        hash_mask: T - 1 (T is a power of two, so ``mod T`` is ``& (T - 1)``).
+        xt: (3, N) positions (transposed), any real values; NaN counts as 0 and
+            the rest is clamped to [0, 1].
+        resolution: (L, 1) float R_l; stride_y: (L, 1) int64 R_l + 1;
+        offset: (L, 1) int64 first row of each level; dense: (L, 1) bool.
 
     Returns:
-        rows: 8 tensors (N,) int64, absolute row in the flat table.
-        weights: 8 tensors (N,) of x.dtype, summing to 1 per point.
+        rows: 8 tensors (L, N) int64, absolute rows in the flat table.
+        weights: 8 tensors (L, N) of xt.dtype; corner c = dx + 2 dy + 4 dz.
     """
-    res = level.resolution
-    pos = x * res
-    cell_f = torch.floor(pos).clamp(0, res - 1)
+    xt = torch.nan_to_num(xt, nan=0.0).clamp(0.0, 1.0)
+    res = resolution.to(xt.dtype)
+    pos = xt[:, None, :] * res  # (3, L, N)
+    cell_f = torch.minimum(torch.floor(pos).clamp_min(0.0), res - 1.0)  # x == 1 stays in the last cell
     frac = pos - cell_f
     cell = cell_f.to(torch.int64)
-    i, j, k = cell[:, 0], cell[:, 1], cell[:, 2]
-    fx, fy, fz = frac[:, 0], frac[:, 1], frac[:, 2]
-    wx, wy, wz = (1.0 - fx, fx), (1.0 - fy, fy), (1.0 - fz, fz)
-    wxy = [wx[dx] * wy[dy] for dy in (0, 1) for dx in (0, 1)]  # index dx + 2 dy
-    weights = [wxy[dx + 2 * dy] * wz[dz] for dx, dy, dz in _CORNERS]
-    if level.dense:
-        s1 = res + 1
-        s2 = s1 * s1
-        base = i + j * s1 + k * s2 + level.offset
-        rows = [base + (dx + dy * s1 + dz * s2) for dx, dy, dz in _CORNERS]
-    else:
-        # Products stay well inside int64 (R <= 2**20); the low bits of the
-        # int64 XOR equal those of tiny-cuda-nn's uint32 arithmetic.
-        hx = (i, i + 1)
-        hy0 = j * _PRIME_Y
-        hz0 = k * _PRIME_Z
-        hy = (hy0, hy0 + _PRIME_Y)
-        hz = (hz0, hz0 + _PRIME_Z)
-        hxy = [hx[dx] ^ hy[dy] for dy in (0, 1) for dx in (0, 1)]
-        rows = [((hxy[dx + 2 * dy] ^ hz[dz]) & hash_mask) + level.offset for dx, dy, dz in _CORNERS]
+    i, j, k = cell[0], cell[1], cell[2]
+    wx, wy, wz = (1.0 - frac[0], frac[0]), (1.0 - frac[1], frac[1]), (1.0 - frac[2], frac[2])
+    stride_z = stride_y * stride_y
+    rows, weights = [], []
+    for dx, dy, dz in _CORNERS:
+        # Both indexings are computed and one is selected per level: a few integer
+        # ops per element, cheaper than separate graphs for dense and hashed levels.
+        # The int64 products stay exact (R <= 2**20) and their low bits equal
+        # tiny-cuda-nn's wrapping uint32 arithmetic, so ``& (T - 1)`` is ``mod T``.
+        dense_row = (i + dx) + (j + dy) * stride_y + (k + dz) * stride_z
+        hashed_row = ((i + dx) ^ ((j + dy) * _PRIME_Y) ^ ((k + dz) * _PRIME_Z)) & hash_mask
+        rows.append(torch.where(dense, dense_row, hashed_row) + offset)
+        weights.append(wx[dx] * wy[dy] * wz[dz])
     return rows, weights
 
 
-def _encode_forward(x: Tensor, rows: Tensor, levels: tuple[GridLevel, ...], hash_mask: int) -> Tensor:
-    """(N, 3) positions, (n_rows, F) table -> (N, L * F) features."""
-    x = x.clamp(0.0, 1.0)
-    feats = []
-    for level in levels:
-        corner_rows, weights = _level_corners(x, level, hash_mask)
+def _encode_t(
+    xt: Tensor, table: Tensor, n_features: int, hash_mask: int,
+    resolution: Tensor, stride_y: Tensor, offset: Tensor, dense: Tensor,
+) -> Tensor:
+    """(3, N) positions, (n_rows * F,) table -> (L * F, N) features (transposed)."""
+    rows, weights = _corners(xt, resolution, stride_y, offset, dense, hash_mask)
+    feats: list[Tensor] = []
+    for f in range(n_features):
         acc = None
-        for r, w in zip(corner_rows, weights):
-            term = w[:, None] * rows[r]
+        for r, w in zip(rows, weights, strict=True):
+            term = w * table[r * n_features + f]
             acc = term if acc is None else acc + term
         feats.append(acc)
-    return torch.cat(feats, dim=-1)
+    return torch.stack(feats, dim=1).reshape(-1, xt.shape[1])  # (L, F, N) -> (L * F, N)
 
 
-def _level_scatter_args(
-    x: Tensor, grad_level: Tensor, level: GridLevel, hash_mask: int
+def _scatter_args_t(
+    xt: Tensor, grad_t: Tensor, n_features: int, hash_mask: int,
+    resolution: Tensor, stride_y: Tensor, offset: Tensor, dense: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """Flat (row * F + feature) indices and values to scatter for one level.
+    """Flat table indices and values that the backward adds into the table gradient.
 
     Args:
-        x: (N, 3) clamped positions.
-        grad_level: (N, F) gradient of this level's output columns.
+        xt: (3, n) positions; grad_t: (L * F, n) gradient of the encoding output, transposed.
 
     Returns:
-        index: (8 * N * F,) int32 (int64 if the table is too large for int32).
-        values: (8 * N * F,) weight * grad.
+        index: (L, 8, F, n) int32 flat index row * F + feature.
+        values: (L, 8, F, n) weight * grad, table dtype.
     """
-    n_features = grad_level.shape[1]
-    corner_rows, weights = _level_corners(x, level, hash_mask)
-    feature = torch.arange(n_features, device=x.device)
-    index = torch.stack(corner_rows)[:, :, None] * n_features + feature  # (8, N, F)
-    values = torch.stack(weights)[:, :, None] * grad_level  # (8, N, F)
-    return index.reshape(-1), values.reshape(-1)
+    rows, weights = _corners(xt, resolution, stride_y, offset, dense, hash_mask)
+    grad_t = grad_t.reshape(-1, n_features, xt.shape[1])  # (L, F, n)
+    index = torch.stack(
+        [torch.stack([(r * n_features + f).to(torch.int32) for f in range(n_features)], dim=1) for r in rows],
+        dim=1,
+    )
+    values = torch.stack([w[:, None, :] * grad_t for w in weights], dim=1)
+    return index, values
 
 
-class _Kernels:
-    """Forward and backward implementations for one spec (eager or compiled)."""
+_scatter_pool: ThreadPoolExecutor | None = None
 
-    def __init__(self, spec: HashGridSpec, compile: bool) -> None:
-        self.levels = spec.levels()
-        self.hash_mask = spec.table_size - 1
-        self.n_features = spec.n_features
-        self.index_dtype = torch.int32 if spec.n_rows * spec.n_features < 2**31 else torch.int64
-        levels, mask, index_dtype = self.levels, self.hash_mask, self.index_dtype
 
-        def forward(x: Tensor, rows: Tensor) -> Tensor:
-            return _encode_forward(x, rows, levels, mask)
+def _scatter_workers() -> ThreadPoolExecutor:
+    global _scatter_pool
+    if _scatter_pool is None:
+        _scatter_pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="hashgrid")
+    return _scatter_pool
 
-        def scatter_args(x: Tensor, grad_level: Tensor, level_id: int) -> tuple[Tensor, Tensor]:
-            index, values = _level_scatter_args(x, grad_level, levels[level_id], mask)
-            return index.to(index_dtype), values
 
-        self._eager = (forward, scatter_args)
-        self.forward: Callable[[Tensor, Tensor], Tensor] = forward
-        self.scatter_args: Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]] = scatter_args
+def _index_add_levels(grad_table: Tensor, index: Tensor, values: Tensor) -> None:
+    """grad_table[index] += values, for (L, ...) index/values; levels split over threads on CPU.
+
+    ``index_add_`` on a 1-D CPU tensor runs on one thread. Levels own disjoint
+    rows, so each thread can take a subset of levels without atomics.
+    """
+    n_threads = min(torch.get_num_threads(), index.shape[0])
+    if grad_table.device.type != "cpu" or n_threads <= 1:
+        grad_table.index_add_(0, index.reshape(-1), values.reshape(-1))
+        return
+
+    def add(first: int) -> None:
+        for level in range(first, index.shape[0], n_threads):
+            grad_table.index_add_(0, index[level].reshape(-1), values[level].reshape(-1))
+
+    pool = _scatter_workers()
+    futures = [pool.submit(add, t) for t in range(1, n_threads)]
+    add(0)
+    for fut in futures:
+        fut.result()
+
+
+def _level(params: tuple[Tensor, ...], level: int) -> tuple[Tensor, ...]:
+    """The (1, 1) slices of the (L, 1) level constants for one level."""
+    return tuple(p[level : level + 1] for p in params)
+
+
+class MaybeCompiled:
+    """``fn`` run through ``torch.compile`` when enabled, else (or if compiling fails) eagerly.
+
+    Compile errors surface on the first call (compilation is lazy); the first
+    failure is reported once as a RuntimeWarning and the eager function is used
+    from then on.
+    """
+
+    def __init__(self, fn: Callable, enabled: bool, **compile_kwargs) -> None:
+        self.eager = fn
+        self.fn = fn
         self.compiled = False
-        if compile:
-            self._try_compile()
-
-    def _try_compile(self) -> None:
-        try:
-            self.forward = torch.compile(self._eager[0], dynamic=False)
-            self.scatter_args = torch.compile(self._eager[1], dynamic=False)
-            self.compiled = True
-        except Exception as err:  # noqa: BLE001 - any failure means "use eager"
-            self._fall_back(err)
+        if enabled:
+            try:
+                self.fn = torch.compile(fn, **compile_kwargs)
+                self.compiled = True
+            except Exception as err:  # noqa: BLE001 - any failure means "use eager"
+                self._fall_back(err)
 
     def _fall_back(self, err: Exception) -> None:
         warnings.warn(
-            f"torch.compile of the hash encoding failed ({type(err).__name__}: {err}); using eager.",
+            f"torch.compile of {self.eager.__qualname__} failed ({type(err).__name__}: {err}); using eager.",
             RuntimeWarning,
             stacklevel=3,
         )
-        self.forward, self.scatter_args = self._eager
+        self.fn = self.eager
         self.compiled = False
 
-    def run_forward(self, x: Tensor, rows: Tensor) -> Tensor:
-        if self.compiled:
-            try:
-                return self.forward(x, rows)
-            except Exception as err:  # noqa: BLE001 - compile errors surface on first call
-                self._fall_back(err)
-        return self.forward(x, rows)
+    def __call__(self, *args, **kwargs):
+        if not self.compiled:
+            return self.eager(*args, **kwargs)
+        try:
+            return self.fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001
+            self._fall_back(err)
+            return self.eager(*args, **kwargs)
 
-    def run_backward(self, x: Tensor, grad_out: Tensor, n_rows: int) -> Tensor:
-        """(N, L * F) output gradient -> (n_rows * F,) table gradient."""
-        grad_table = torch.zeros(n_rows * self.n_features, dtype=grad_out.dtype, device=grad_out.device)
-        x = x.clamp(0.0, 1.0)
-        grad_out = grad_out.contiguous()
-        n_features = self.n_features
-        # One level at a time keeps the scatter's index/value buffers small
-        # (8 N F entries instead of 8 N L F) and the destination rows of one level
-        # close together in memory.
-        for level_id in range(len(self.levels)):
-            grad_level = grad_out[:, level_id * n_features : (level_id + 1) * n_features]
-            if self.compiled:
-                try:
-                    index, values = self.scatter_args(x, grad_level, level_id)
-                except Exception as err:  # noqa: BLE001
-                    self._fall_back(err)
-                    index, values = self.scatter_args(x, grad_level, level_id)
-            else:
-                index, values = self.scatter_args(x, grad_level, level_id)
-            grad_table.index_add_(0, index, values)
+
+class _Kernels:
+    """Forward and backward of the encoding for one spec, eager or compiled."""
+
+    def __init__(self, spec: HashGridSpec, compile: bool, backward_chunk: int) -> None:
+        self.n_features = spec.n_features
+        self.hash_mask = spec.table_size - 1
+        self.backward_chunk = backward_chunk
+        if spec.n_rows * spec.n_features >= 2**31:
+            raise ValueError("table too large for int32 scatter indices")
+        # Indices are in range by construction (NaN-free, clamped positions; masked
+        # hash), so inductor's per-gather bounds check is dropped. dynamic=True: one
+        # graph for every batch size, measured as fast here as a static-shape one.
+        options = {"assert_indirect_indexing": False}
+        self.encode = MaybeCompiled(_encode_t, compile, dynamic=True, options=options)
+        self.scatter_args = MaybeCompiled(_scatter_args_t, compile, dynamic=True, options=options)
+
+    @property
+    def compiled(self) -> bool:
+        return self.encode.compiled and self.scatter_args.compiled
+
+    def forward(self, xt: Tensor, table: Tensor, params: tuple[Tensor, ...]) -> Tensor:
+        """(3, N), (n_rows * F,) -> (L * F, N)."""
+        if self.encode.compiled:
+            return self.encode(xt, table, self.n_features, self.hash_mask, *params)
+        # Eager: one level at a time keeps the (L, N) temporaries cache-sized
+        # (1.7x faster on CPU than all levels at once).
+        return torch.cat([self.encode(xt, table, self.n_features, self.hash_mask, *_level(params, lv))
+                          for lv in range(params[0].shape[0])])
+
+    def backward(self, xt: Tensor, grad_out: Tensor, numel: int, params: tuple[Tensor, ...]) -> Tensor:
+        """(3, N) positions, (N, L * F) output gradient -> (n_rows * F,) table gradient."""
+        grad_table = torch.zeros(numel, dtype=grad_out.dtype, device=grad_out.device)
+        n = xt.shape[1]
+        # Points along the contiguous axis, like the forward: the compiled kernel
+        # then reads the gradient with vector loads (2x faster than strided).
+        grad_t = grad_out.t().contiguous()  # (L * F, N)
+        # Chunks over points bound the index/value buffers (2 * 8 * L * F * chunk
+        # entries) so they are reused from the allocator instead of growing with N.
+        for start in range(0, n, self.backward_chunk):
+            stop = min(start + self.backward_chunk, n)
+            xt_chunk, grad_chunk = xt[:, start:stop], grad_t[:, start:stop]
+            if self.scatter_args.compiled:
+                index, values = self.scatter_args(xt_chunk, grad_chunk, self.n_features, self.hash_mask, *params)
+                _index_add_levels(grad_table, index, values)
+                continue
+            f = self.n_features
+            for lv in range(params[0].shape[0]):
+                index, values = self.scatter_args(
+                    xt_chunk, grad_chunk[lv * f : (lv + 1) * f], f, self.hash_mask, *_level(params, lv)
+                )
+                grad_table.index_add_(0, index.reshape(-1), values.reshape(-1))
         return grad_table
 
 
 class _HashEncodeFunction(torch.autograd.Function):
     """Hash encoding with a hand-written backward w.r.t. the table only.
 
-    The gradient w.r.t. the positions is not computed (returned as None): the
+    The gradient w.r.t. the positions is not computed (None is returned): the
     teacher never optimises positions (no pose refinement), and the positional
-    gradient of trilinear interpolation is piecewise constant and rarely useful.
-    Works for any floating dtype (float64 for gradcheck).
+    gradient of trilinear interpolation is piecewise constant and not used here.
+    Dtype-generic (float64 works, for gradcheck).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, table: Tensor, kernels: _Kernels, n_rows: int) -> Tensor:  # type: ignore[override]
-        rows = table.view(n_rows, kernels.n_features)
-        out = kernels.run_forward(x.to(table.dtype), rows)
-        # Indices and weights are recomputed in backward: storing them would cost
-        # 8 L N (index + weight) entries, far more than the (N, 3) positions.
-        ctx.save_for_backward(x)
+    def forward(ctx, x: Tensor, table: Tensor, kernels: _Kernels, *params: Tensor) -> Tensor:  # type: ignore[override]
+        xt = x.detach().to(table.dtype).t().contiguous()  # (3, N)
+        out_t = kernels.forward(xt, table.detach(), params)  # (L * F, N)
+        # Corner indices and weights are recomputed in backward: storing them
+        # would cost 16 L values per point instead of 3.
+        ctx.save_for_backward(xt, *params)
         ctx.kernels = kernels
-        ctx.n_rows = n_rows
-        ctx.table_dtype = table.dtype
-        return out
+        ctx.numel = table.numel()
+        # (N, L * F) view of the transposed result: the next Linear layer reads
+        # it as a transposed matrix, no copy.
+        return out_t.t()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        (x,) = ctx.saved_tensors
+        xt, *params = ctx.saved_tensors
         grad_table = None
         if ctx.needs_input_grad[1]:
-            grad_table = ctx.kernels.run_backward(x.to(ctx.table_dtype), grad_out.to(ctx.table_dtype), ctx.n_rows)
-        return None, grad_table, None, None
+            grad_table = ctx.kernels.backward(xt, grad_out.to(xt.dtype), ctx.numel, tuple(params))
+        return (None, grad_table, None) + (None,) * len(params)
 
 
 class HashEncoding(nn.Module):
@@ -340,22 +418,26 @@ class HashEncoding(nn.Module):
 
     Args:
         spec: grid layout.
-        compile: wrap the index/weight/gather computations in ``torch.compile``
-            (one compiled graph for the forward, one per level for the backward;
-            shapes are specialised, so keep the batch size fixed to avoid
-            recompiles). Falls back to eager with a warning if compiling fails.
+        compile: run the index/weight/gather computations through
+            ``torch.compile`` (one graph for the forward, one for the backward's
+            index/weight computation, both shape-dynamic). Cold compile takes
+            seconds to a minute; results are cached on disk by inductor. Falls
+            back to eager, with one warning, if compiling fails.
+        backward_chunk: points per backward chunk (bounds the scatter buffers).
 
     Parameters:
-        table: (n_rows * n_features,) all levels' features, level after level
-            (see ``HashGridSpec.levels`` for offsets), init uniform(-1e-4, 1e-4).
+        table: (n_rows * n_features,) features of all levels, level after level
+            (offsets in ``spec.levels()``), row-major (row, feature);
+            init uniform(-1e-4, 1e-4).
     """
 
-    def __init__(self, spec: HashGridSpec, compile: bool = False) -> None:
+    def __init__(self, spec: HashGridSpec, compile: bool = False, backward_chunk: int = 1 << 16) -> None:
         super().__init__()
         self.spec = spec
-        self.n_rows = spec.n_rows
-        self.table = nn.Parameter(torch.empty(self.n_rows * spec.n_features).uniform_(-1e-4, 1e-4))
-        self._kernels = _Kernels(spec, compile)
+        self.table = nn.Parameter(torch.empty(spec.n_rows * spec.n_features).uniform_(-1e-4, 1e-4))
+        for name, value in _level_params(spec).items():
+            self.register_buffer(f"level_{name}", value, persistent=False)
+        self._kernels = _Kernels(spec, compile, backward_chunk)
 
     @property
     def out_dim(self) -> int:
@@ -367,11 +449,25 @@ class HashEncoding(nn.Module):
         return self._kernels.compiled
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, 3) positions in [0, 1] -> (N, n_levels * n_features) features (table dtype).
+        """Encode positions.
 
-        No gradient flows to ``x``.
+        Args:
+            x: (N, 3) positions in [0, 1] (clamped; NaN counts as 0).
+
+        Returns:
+            (N, n_levels * n_features) features in the table's dtype, level-major
+            (level l at columns [l F, (l + 1) F)). The result is a transposed view
+            (stride (1, N)); call ``.contiguous()`` if a kernel needs row-major.
+            No gradient flows to ``x``.
         """
-        return _HashEncodeFunction.apply(x, self.table, self._kernels, self.n_rows)
+        return self.encode(x, self.table)
+
+    def encode(self, x: Tensor, table: Tensor) -> Tensor:
+        """``forward`` with an explicit (n_rows * n_features,) table (functional use, gradcheck)."""
+        if table.shape != self.table.shape:
+            raise ValueError(f"table must have shape {tuple(self.table.shape)}, got {tuple(table.shape)}")
+        params = (self.level_resolution, self.level_stride_y, self.level_offset, self.level_dense)
+        return _HashEncodeFunction.apply(x, table, self._kernels, *params)
 
     def extra_repr(self) -> str:
-        return f"{self.spec}, n_rows={self.n_rows}, compiled={self.compiled}"
+        return f"{self.spec}, n_rows={self.spec.n_rows}, compiled={self.compiled}"

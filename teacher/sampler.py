@@ -76,7 +76,7 @@ def occ_grid_sampling(
         stratified: jitter each ray's start by U(0, render_step_size).
         cone_angle: step growth with distance; CPU supports only 0.
         max_samples_per_chunk: CPU only; bound on candidate steps held in memory
-            at once (roughly 100 bytes each).
+            at once (a few tens of bytes each).
     Returns:
         ray_indices (N,) long, t_starts (N,), t_ends (N,): packed samples, sorted
         by ray then t; not differentiable.

@@ -82,7 +82,7 @@ def render_weight_from_density(
     Args:
         t_starts, t_ends: (N,) sample interval bounds along the ray (world units).
         sigmas: (N,) post-activation densities; the outputs are differentiable
-            w.r.t. `sigmas` (not w.r.t. t_starts/t_ends on CUDA).
+            w.r.t. `sigmas` (and t_starts/t_ends), on both devices.
         ray_indices: (N,) long, ray of each sample (packed layout, see module doc).
         n_rays: number of rays.
     Returns:

@@ -111,3 +111,30 @@ def test_clear_errors(tiny_ws, tmp_path):
     assert bad.returncode == 2 and "no config given" in bad.stderr and "configs/toy.yaml" in bad.stderr
     bad = run_cli(tiny_ws, "run", "configs/tiny.yaml", "--set", "teacher.stepz=3", check=False)
     assert bad.returncode == 2 and "did you mean 'steps'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_toy_export_renders_in_chromium(toy_run, tmp_path):
+    """The exported toy student in the real viewer: canvas vs onnxruntime-python >= 40 dB."""
+    from browser import CHROMIUM, ConsoleLog, canvas_vs_ort_psnr, launch_chromium, require_or_skip, serve, wait_state
+
+    ws, _, _ = toy_run
+    site = ws / "site"
+    require_or_skip(CHROMIUM.exists(), f"{CHROMIUM} not found")
+    require_or_skip((site / "vendor").is_dir(), "site/vendor missing: run `npm ci --prefix site`")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with serve(site) as url, sync_api.sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 700})
+            log = ConsoleLog(page)
+            page.goto(url + "?scene=toy&backend=wasm")
+            assert wait_state(page, timeout_ms=60_000) == "ready", page.inner_text("body")
+            value = canvas_vs_ort_psnr(page, site / "scenes" / "toy" / "model.onnx")
+            check = page.evaluate("window.viewer.selfCheck")
+            page.screenshot(path=str(tmp_path / "toy_viewer.png"))
+        finally:
+            browser.close()
+    assert value >= 40.0, f"canvas vs onnxruntime-python: {value:.1f} dB"
+    assert check["ok"], check
+    assert not log.errors, log.errors

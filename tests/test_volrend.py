@@ -62,7 +62,9 @@ def test_weights_match_nerfacc_batched_values_and_grads():
     packed, where, pad, n_rays = _packed_and_padded()
     width = pad["t_starts"].shape[1]
     sig = packed["sigmas"].clone().requires_grad_(True)
-    w, trans, alphas = render_weight_from_density(packed["t_starts"], packed["t_ends"], sig, packed["ray_indices"], n_rays)
+    w, trans, alphas = render_weight_from_density(
+        packed["t_starts"], packed["t_ends"], sig, packed["ray_indices"], n_rays
+    )
 
     sig_b = packed["sigmas"].clone().requires_grad_(True)
     w_b, trans_b, alphas_b = nerfacc.render_weight_from_density(
@@ -102,10 +104,12 @@ def test_rendering_matches_nerfacc_batched_values_and_grads():
     rgb_b = packed["rgbs"].clone().requires_grad_(True)
     out_b = nerfacc.rendering(
         pad["t_starts"], pad["t_ends"],
-        rgb_sigma_fn=lambda ts, te, ri: (_to_padded(rgb_b, where, n_rays, width), _to_padded(sig_b, where, n_rays, width)),
+        rgb_sigma_fn=lambda ts, te, ri: (
+            _to_padded(rgb_b, where, n_rays, width), _to_padded(sig_b, where, n_rays, width)
+        ),
         render_bkgd=bkgd,
     )
-    for a, b in zip(out[:3], out_b[:3]):
+    for a, b in zip(out[:3], out_b[:3], strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # Empty rays show the background and have zero opacity / depth.
@@ -115,9 +119,9 @@ def test_rendering_matches_nerfacc_batched_values_and_grads():
 
     g = torch.Generator().manual_seed(4)
     cots = [torch.randn(x.shape, generator=g) for x in out[:3]]
-    grads = torch.autograd.grad(sum((x * c).sum() for x, c in zip(out[:3], cots)), (sig, rgb))
-    grads_b = torch.autograd.grad(sum((x * c).sum() for x, c in zip(out_b[:3], cots)), (sig_b, rgb_b))
-    for a, b in zip(grads, grads_b):
+    grads = torch.autograd.grad(sum((x * c).sum() for x, c in zip(out[:3], cots, strict=True)), (sig, rgb))
+    grads_b = torch.autograd.grad(sum((x * c).sum() for x, c in zip(out_b[:3], cots, strict=True)), (sig_b, rgb_b))
+    for a, b in zip(grads, grads_b, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -175,7 +179,7 @@ def test_cpu_matches_nerfacc_cuda():
     sig_c = packed["sigmas"].cuda().requires_grad_(True)
     w, trans, alphas = render_weight_from_density(*args_cpu, sig, ri, n_rays)
     w_c, trans_c, alphas_c = render_weight_from_density(*[a.cuda() for a in args_cpu], sig_c, ri.cuda(), n_rays)
-    for a, b in zip((w, trans, alphas), (w_c, trans_c, alphas_c)):
+    for a, b in zip((w, trans, alphas), (w_c, trans_c, alphas_c), strict=True):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-5, atol=1e-6)
     (g,) = torch.autograd.grad(w.sum(), sig)
     (g_c,) = torch.autograd.grad(w_c.sum(), sig_c)
@@ -187,7 +191,7 @@ def test_cpu_matches_nerfacc_cuda():
         *[a.cuda() for a in args_cpu], ri.cuda(), n_rays,
         rgb_sigma_fn=lambda *_: (rgb.cuda(), packed["sigmas"].cuda()),
     )
-    for a, b in zip(out[:3], out_c[:3]):
+    for a, b in zip(out[:3], out_c[:3], strict=True):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-5, atol=1e-6)
     vis = render_visibility_from_density(*args_cpu, packed["sigmas"], ri, n_rays, early_stop_eps=0.1, alpha_thre=0.3)
     vis_c = render_visibility_from_density(
