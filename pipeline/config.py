@@ -53,6 +53,7 @@ class HashGridConfig:
 @dataclass
 class TeacherConfig:
     steps: int = 2000
+    max_seconds: float = 0.0  # wall-clock training budget; 0 = none (stops early, then evaluates)
     aabb: list[float] = field(default_factory=lambda: [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5])
     hash: HashGridConfig = field(default_factory=HashGridConfig)
     hidden: int = 64

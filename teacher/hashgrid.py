@@ -183,8 +183,8 @@ def _corners(
     """Table rows and trilinear weights of the 8 cell corners, all levels at once.
 
     Args:
-        xt: (3, N) positions (transposed), any real values; NaN counts as 0 and
-            the rest is clamped to [0, 1].
+        xt: (3, N) positions (transposed), clamped to [0, 1]; NaN gives NaN
+            weights but in-bounds rows.
         resolution: (L, 1) float R_l; stride_y: (L, 1) int64 R_l + 1;
         offset: (L, 1) int64 first row of each level; dense: (L, 1) bool.
 
@@ -192,12 +192,15 @@ def _corners(
         rows: 8 tensors (L, N) int64, absolute rows in the flat table.
         weights: 8 tensors (L, N) of xt.dtype; corner c = dx + 2 dy + 4 dz.
     """
-    xt = torch.nan_to_num(xt, nan=0.0).clamp(0.0, 1.0)
+    xt = xt.clamp(0.0, 1.0)
     res = resolution.to(xt.dtype)
     pos = xt[:, None, :] * res  # (3, L, N)
     cell_f = torch.minimum(torch.floor(pos).clamp_min(0.0), res - 1.0)  # x == 1 stays in the last cell
     frac = pos - cell_f
-    cell = cell_f.to(torch.int64)
+    # The integer clamp only matters for NaN positions (whose float->int value is
+    # undefined): it keeps every gather in bounds, and their features come out NaN.
+    # (torch.nan_to_num here would stop inductor from vectorising the kernel.)
+    cell = torch.minimum(cell_f.to(torch.int64).clamp_min(0), stride_y - 2)
     i, j, k = cell[0], cell[1], cell[2]
     wx, wy, wz = (1.0 - frac[0], frac[0]), (1.0 - frac[1], frac[1]), (1.0 - frac[2], frac[2])
     stride_z = stride_y * stride_y
@@ -337,12 +340,22 @@ class _Kernels:
         self.backward_chunk = backward_chunk
         if spec.n_rows * spec.n_features >= 2**31:
             raise ValueError("table too large for int32 scatter indices")
-        # Indices are in range by construction (NaN-free, clamped positions; masked
-        # hash), so inductor's per-gather bounds check is dropped. dynamic=True: one
+        # Indices are in range by construction (clamped cells, masked hash), so
+        # inductor's per-gather bounds check is dropped. dynamic=True: one
         # graph for every batch size, measured as fast here as a static-shape one.
         options = {"assert_indirect_indexing": False}
-        self.encode = MaybeCompiled(_encode_t, compile, dynamic=True, options=options)
-        self.scatter_args = MaybeCompiled(_scatter_args_t, compile, dynamic=True, options=options)
+        n_features, hash_mask = self.n_features, self.hash_mask
+
+        # Closures, so that the ints are compile-time constants: passed as
+        # arguments, dynamic=True would make them symbolic (1.7x slower kernels).
+        def encode(xt: Tensor, table: Tensor, *params: Tensor) -> Tensor:
+            return _encode_t(xt, table, n_features, hash_mask, *params)
+
+        def scatter_args(xt: Tensor, grad_t: Tensor, *params: Tensor) -> tuple[Tensor, Tensor]:
+            return _scatter_args_t(xt, grad_t, n_features, hash_mask, *params)
+
+        self.encode = MaybeCompiled(encode, compile, dynamic=True, options=options)
+        self.scatter_args = MaybeCompiled(scatter_args, compile, dynamic=True, options=options)
 
     @property
     def compiled(self) -> bool:
@@ -351,11 +364,10 @@ class _Kernels:
     def forward(self, xt: Tensor, table: Tensor, params: tuple[Tensor, ...]) -> Tensor:
         """(3, N), (n_rows * F,) -> (L * F, N)."""
         if self.encode.compiled:
-            return self.encode(xt, table, self.n_features, self.hash_mask, *params)
+            return self.encode(xt, table, *params)
         # Eager: one level at a time keeps the (L, N) temporaries cache-sized
         # (1.7x faster on CPU than all levels at once).
-        return torch.cat([self.encode(xt, table, self.n_features, self.hash_mask, *_level(params, lv))
-                          for lv in range(params[0].shape[0])])
+        return torch.cat([self.encode(xt, table, *_level(params, lv)) for lv in range(params[0].shape[0])])
 
     def backward(self, xt: Tensor, grad_out: Tensor, numel: int, params: tuple[Tensor, ...]) -> Tensor:
         """(3, N) positions, (N, L * F) output gradient -> (n_rows * F,) table gradient."""
@@ -370,14 +382,12 @@ class _Kernels:
             stop = min(start + self.backward_chunk, n)
             xt_chunk, grad_chunk = xt[:, start:stop], grad_t[:, start:stop]
             if self.scatter_args.compiled:
-                index, values = self.scatter_args(xt_chunk, grad_chunk, self.n_features, self.hash_mask, *params)
+                index, values = self.scatter_args(xt_chunk, grad_chunk, *params)
                 _index_add_levels(grad_table, index, values)
                 continue
             f = self.n_features
             for lv in range(params[0].shape[0]):
-                index, values = self.scatter_args(
-                    xt_chunk, grad_chunk[lv * f : (lv + 1) * f], f, self.hash_mask, *_level(params, lv)
-                )
+                index, values = self.scatter_args(xt_chunk, grad_chunk[lv * f : (lv + 1) * f], *_level(params, lv))
                 grad_table.index_add_(0, index.reshape(-1), values.reshape(-1))
         return grad_table
 
@@ -452,7 +462,7 @@ class HashEncoding(nn.Module):
         """Encode positions.
 
         Args:
-            x: (N, 3) positions in [0, 1] (clamped; NaN counts as 0).
+            x: (N, 3) positions in [0, 1] (clamped; a NaN position gives NaN features).
 
         Returns:
             (N, n_levels * n_features) features in the table's dtype, level-major

@@ -127,11 +127,15 @@ def run(ctx) -> dict:
         if (step + 1) % tcfg.checkpoint_every == 0 and step + 1 < tcfg.steps:
             save_checkpoint(step + 1)
             last_good = step + 1
+        if tcfg.max_seconds and elapsed + (time.time() - t_last) >= tcfg.max_seconds:
+            ctx.log(f"stopping at step {step + 1}: teacher.max_seconds={tcfg.max_seconds:g} reached")
+            break
     elapsed += time.time() - t_last
     bar.close()
 
     metrics = evaluate(ctx, field, estimator, root, march)
     metrics["train_seconds"] = round(elapsed, 2)
+    metrics["steps"] = step + 1 if tcfg.steps > start else start
     atomic_torch_save(ctx.out_dir / MODEL, {
         "field": field.state_dict(), "estimator": estimator.state_dict(),
         "teacher_config": dataclasses.asdict(tcfg),
