@@ -11,14 +11,17 @@ aabb, random directions), on 2 torch threads:
 
 for the naive field (same MLPs, float32, encoding by ``hash_encode_naive`` with
 plain autograd) and ours. Each figure is the median of a few timed repeats after
-warm-up (which includes any cold compile, reported separately). The last line
-of output is one JSON object with the headline figures.
+warm-up (which includes any cold compile, reported separately); repeats of the
+different fields are interleaved so that other load on the machine hits them
+alike. The last line of output is one JSON object with the headline figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import sys
 import time
@@ -68,21 +71,19 @@ def samples(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     return x, d / d.norm(dim=-1, keepdim=True)
 
 
-def timed(fn, repeats: int, warmup: int) -> tuple[float, float]:
-    """(median seconds of `repeats` calls, seconds of the warm-up calls)."""
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        fn()
-    warm = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), warm
+def _cpu_busy_seconds() -> float | None:
+    """Busy CPU seconds of the whole machine so far (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(field: NGPField, n: int, repeats: int, warmup: int) -> dict[str, float]:
+def workloads(field: NGPField, n: int) -> dict[str, object]:
+    """The three timed calls on one field at n samples."""
     x, d = samples(n)
 
     def fwd_bwd() -> None:
@@ -98,12 +99,32 @@ def measure(field: NGPField, n: int, repeats: int, warmup: int) -> dict[str, flo
         with torch.no_grad():
             field(x, d)
 
-    out = {}
-    for name, fn in (("fwd_bwd", fwd_bwd), ("fwd", fwd), ("render", render)):
-        seconds, warm = timed(fn, repeats, warmup)
-        out[name] = n / seconds
-        out[f"{name}_warmup_s"] = warm
-    return out
+    return {"fwd_bwd": fwd_bwd, "fwd": fwd, "render": render}
+
+
+def measure(fields: dict[str, NGPField], n: int, repeats: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """samples/s per field and workload, and warm-up seconds per field.
+
+    Repeats are interleaved across fields (naive, ours, naive, ours, ...) so that
+    load from other processes on a shared machine hits all fields alike.
+    """
+    calls = {kind: workloads(field, n) for kind, field in fields.items()}
+    warm = {}
+    for kind, fns in calls.items():
+        t0 = time.perf_counter()
+        for _ in range(2 if "compiled" in kind else 1):  # first compiled calls compile
+            for fn in fns.values():
+                fn()
+        warm[kind] = time.perf_counter() - t0
+    times: dict[str, dict[str, list[float]]] = {kind: {w: [] for w in fns} for kind, fns in calls.items()}
+    for _ in range(repeats):
+        for workload in ("fwd_bwd", "fwd", "render"):
+            for kind, fns in calls.items():
+                t0 = time.perf_counter()
+                fns[workload]()
+                times[kind][workload].append(time.perf_counter() - t0)
+    rates = {kind: {w: n / statistics.median(ts) for w, ts in per.items()} for kind, per in times.items()}
+    return rates, warm
 
 
 def main() -> None:
@@ -141,16 +162,26 @@ def main() -> None:
     header = f"{'field':<22}{'samples':>9}{'fwd+bwd':>12}{'fwd':>12}{'render':>12}{'warm-up s':>11}"
     print(header)
     print("-" * len(header))
-    for kind in kinds:
-        field = make_field(kind, spec, state)
-        results[kind] = {}
-        for n in SIZES:
-            warmup = 2 if "compiled" in kind else 1
-            r = measure(field, n, repeats, warmup)
-            results[kind][n] = r
-            warm = r["fwd_bwd_warmup_s"] + r["fwd_warmup_s"] + r["render_warmup_s"]
+    fields = {kind: make_field(kind, spec, state) for kind in kinds}
+    busy0, wall0 = _cpu_busy_seconds(), time.perf_counter()
+    own0 = resource.getrusage(resource.RUSAGE_SELF)
+    for n in SIZES:
+        rates, warm = measure(fields, n, repeats)
+        for kind in kinds:
+            r = rates[kind]
+            results.setdefault(kind, {})[n] = r
             print(f"{kind:<22}{'2^' + str(n.bit_length() - 1):>9}{r['fwd_bwd'] / 1e6:>10.3f}M"
-                  f"{r['fwd'] / 1e6:>11.3f}M{r['render'] / 1e6:>11.3f}M{warm:>11.1f}", flush=True)
+                  f"{r['fwd'] / 1e6:>11.3f}M{r['render'] / 1e6:>11.3f}M{warm[kind]:>11.1f}", flush=True)
+
+    busy1, wall1 = _cpu_busy_seconds(), time.perf_counter()
+    own1 = resource.getrusage(resource.RUSAGE_SELF)
+    other_cores = None
+    if busy0 is not None and busy1 is not None:
+        own = (own1.ru_utime + own1.ru_stime) - (own0.ru_utime + own0.ru_stime)
+        other_cores = max(0.0, (busy1 - busy0) - own) / (wall1 - wall0)
+        print(f"\nother processes kept {other_cores:.2f} cores busy on average during the timings")
+        if other_cores > 0.25:
+            print("warning: the machine was shared; figures (the naive ones most) are unreliable, re-run when idle")
 
     # Same weights in every field: check ours against the reference on the bench's inputs.
     x, d = samples(1 << 14, seed=1)
@@ -175,6 +206,7 @@ def main() -> None:
         "speedup_render_2p18": round(results[ours][big]["render"] / results["naive"][big]["render"], 3),
         "config": ours,
         "threads": torch.get_num_threads(),
+        "other_load_cores": None if other_cores is None else round(other_cores, 2),
     }
     print(json.dumps(headline))
 

@@ -27,10 +27,20 @@ FORMAT_VERSION = 1
 
 
 def load_student(path: Path, cfg, device: torch.device) -> NeLFStudent:
-    state = torch.load(path, map_location=device, weights_only=False)
-    model = NeLFStudent(cfg.student, StudentCamera(**{k: tuple(v) if isinstance(v, list) else v
-                                                      for k, v in state["camera"].items()}))
-    model.load_state_dict(state["model"])
+    """Load the student's `model.pt`; a missing, corrupt or foreign file is a clear error."""
+    redo = "re-run `python -m pipeline stage student --force`"
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        camera = StudentCamera(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["camera"].items()})
+    except FileNotFoundError:
+        raise StageError(f"{path}: student model not found; {redo}") from None
+    except Exception as err:
+        raise StageError(f"{path}: corrupt student model ({err.__class__.__name__}); {redo}") from None
+    model = NeLFStudent(cfg.student, camera)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as err:
+        raise StageError(f"{path}: does not fit this config's student ({err.__class__.__name__}); {redo}") from None
     return model.eval()
 
 
@@ -69,7 +79,14 @@ def run(ctx) -> dict:
     check_poses = [ref_pose] + [orbit_pose(orbit["target"], orbit["radius"], az, orbit["elevation_deg"], dist["up"])
                                 for az in np.linspace(100, 300, max(ecfg.check_poses - 1, 0))]
 
-    onnx_bytes, report = export_onnx(model, ecfg, check_poses, ctx.out_dir)
+    try:
+        onnx_bytes, report = export_onnx(model, ecfg, check_poses, ctx.out_dir)
+    except OSError:
+        raise  # a path problem: the command line names the path
+    except Exception as err:  # torch.onnx, the checker and onnxsim raise many types
+        reason = str(err).splitlines()[0][:160] if str(err) else ""
+        raise StageError(f"ONNX export failed ({err.__class__.__name__}: {reason}); try export.simplify: false "
+                         f"or another export.opset (now {ecfg.opset}); --debug shows the traceback") from err
     if report["max_abs_diff"] >= ecfg.max_abs_diff:
         raise StageError(f"ONNX output differs from torch by {report['max_abs_diff']:.2e} "
                          f"(limit export.max_abs_diff={ecfg.max_abs_diff})")

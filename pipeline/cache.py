@@ -15,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .errors import StageError
 from .io import atomic_write_json
@@ -25,11 +25,14 @@ PROGRESS = ".progress.json"  # key of the unfinished run whose partial outputs m
 LOCK = ".lock"
 
 
-def read_record(out_dir: Path) -> Optional[dict]:
+def read_record(out_dir: Path) -> dict | None:
+    """The stage's record, or None if absent or not a valid record (never an error:
+    an unreadable record only means the stage is not done)."""
     try:
-        return json.loads((out_dir / RECORD).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        rec = json.loads((out_dir / RECORD).read_text())
+    except (OSError, ValueError):
         return None
+    return rec if isinstance(rec, dict) else None
 
 
 def stage_state(out_dir: Path, key: str) -> str:
@@ -46,11 +49,15 @@ class StageLock:
 
     path: Path
     description: str
-    _fd: Optional[int] = None
+    _fd: int | None = None
 
-    def __enter__(self) -> "StageLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def __enter__(self) -> StageLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise StageError(f"cannot write the output folder {self.path.parent} ({err.strerror}: "
+                             f"{err.filename}); set runs_dir to a writable folder") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -83,9 +90,12 @@ def prepare_output(out_dir: Path, key: str, force: bool) -> bool:
     if not force and progress.exists():
         try:
             resume = json.loads(progress.read_text()).get("key") == key
-        except json.JSONDecodeError:
+        except (ValueError, AttributeError):  # torn or foreign file: start over
             resume = False
-    if not resume:
+    if resume:
+        for tmp in out_dir.rglob(".*.tmp"):  # torn writes of the interrupted run (pipeline/io.py)
+            tmp.unlink()
+    else:
         for child in out_dir.iterdir():
             if child.name == LOCK:
                 continue

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import signal
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
 
 from .errors import PipelineError, UsageError
 
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve_config(path: Optional[str], overrides: list[str]) -> tuple[Path, list[str]]:
+def _resolve_config(path: str | None, overrides: list[str]) -> tuple[Path, list[str]]:
     if path:
         return Path(path), overrides
     if LAST_RUN.is_file():
@@ -62,18 +63,43 @@ def _resolve_config(path: Optional[str], overrides: list[str]) -> tuple[Path, li
     raise UsageError(f"no config given and no previous run in this workspace; pass one of: {listing}")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def _sigterm(signum: int, frame: object) -> None:
+    # `kill PID` stops as cleanly as Ctrl-C: locks released, temporary files removed
+    raise KeyboardInterrupt
+
+
+def _one_line(err: BaseException) -> tuple[str, int]:
+    """The message and exit status for an error that escaped the stages."""
+    if isinstance(err, PipelineError):
+        return str(err), err.exit_code
+    if isinstance(err, OSError):
+        # permissions, full disk, a file where a folder should be: name the path, no traceback
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err} (check that the path exists and is writable)", 1
+    if isinstance(err, MemoryError):
+        return "out of memory; lower the batch sizes (teacher.max_batch_rays, student.batch_images)", 1
+    return (f"unexpected {err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+            "(run again with --debug for the traceback)"), 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm)
     try:
         return _main(args)
     except KeyboardInterrupt:
-        print("\ninterrupted; finished outputs are kept. Run the same command again to resume.", file=sys.stderr)
+        command = shlex.join(["python", "-m", "pipeline", *argv])
+        print(f"\ninterrupted; finished outputs and the last checkpoint are kept. "
+              f"Run `{command}` again to resume.", file=sys.stderr)
         return 130
-    except PipelineError as err:
+    except Exception as err:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+        message, code = _one_line(err)
+        print(f"error: {message}", file=sys.stderr)
+        return code
 
 
 def _main(args: argparse.Namespace) -> int:

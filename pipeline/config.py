@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -36,8 +36,9 @@ class ToySceneConfig:
 @dataclass
 class DataConfig:
     kind: Literal["toy", "blender"] = "toy"
-    root: Optional[str] = None  # a Blender-layout folder, for kind == "blender"
+    root: str | None = None  # a Blender-layout folder, for kind == "blender"
     downscale: int = 1  # integer factor applied to every image at load time
+    require_alpha: bool = False  # refuse RGB images (else they load as fully opaque)
     toy: ToySceneConfig = field(default_factory=ToySceneConfig)
 
 
@@ -97,8 +98,8 @@ class StudentConfig:
     sr_factor: int = 4  # input grid = output_size / sr_factor; power of two
     n_points: int = 8  # K points per ray
     pe_freqs: int = 6  # L frequencies of the positional encoding
-    near: Optional[float] = None  # None: derived from the cameras and the scene box
-    far: Optional[float] = None
+    near: float | None = None  # None: derived from the cameras and the scene box
+    far: float | None = None
     width: int = 64  # body channels
     n_blocks: int = 4  # residual blocks in the body
     sr_channels: list[int] = field(default_factory=lambda: [32, 16])
@@ -290,10 +291,14 @@ def _apply_override(data: dict, key: str, value: Any) -> None:
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config, apply `--set` overrides, validate; raise ConfigError."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; pass a YAML config file such as configs/toy.yaml")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; expected a YAML config") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import DataError
 from .scene import load_split, scene_files
 from .toy_scene import write_toy_scene
 
@@ -17,12 +18,16 @@ def run(ctx) -> dict:
         root = Path(cfg.data.root).resolve()
     files = scene_files(root)
     # Load every split once so that unreadable images or size mismatches fail here, early.
-    counts = {}
+    counts, size = {}, None
     for split in ("train", "val", "test"):
         if split == "val" and not (root / "transforms_val.json").exists():
             continue
-        views = load_split(root, split, cfg.data.downscale)
+        views = load_split(root, split, cfg.data.downscale, require_alpha=cfg.data.require_alpha)
         counts[split] = len(views.names)
+        if size is not None and size != [views.width, views.height]:
+            # the cameras share one focal length from camera_angle_x and the image width
+            raise DataError(f"{root}: {split} images are {views.width}x{views.height} after downscale but "
+                            f"train images are {size[0]}x{size[1]}; all images of a scene must have one size")
         size = [views.width, views.height]
     ctx.log(f"scene {root}: {counts}, {size[0]}x{size[1]} after downscale {cfg.data.downscale}")
     return {

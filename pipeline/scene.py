@@ -62,18 +62,26 @@ def read_transforms(root: Path, split: str) -> dict:
     for k, fr in enumerate(frames):
         if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
             raise DataError(f"{path}: frames[{k}] needs a string 'file_path'")
-        m = fr.get("transform_matrix")
-        arr = np.asarray(m, dtype=object) if m is not None else None
-        ok = arr is not None and arr.shape == (4, 4)
-        if ok:
-            try:
-                arr = np.asarray(m, dtype=np.float64)
-                ok = bool(np.isfinite(arr).all())
-            except (TypeError, ValueError):
-                ok = False
-        if not ok:
-            raise DataError(f"{path}: frames[{k}].transform_matrix must be a 4x4 matrix of finite numbers")
+        problem = _matrix_problem(fr.get("transform_matrix"))
+        if problem:
+            raise DataError(f"{path}: frames[{k}].transform_matrix must be a 4x4 matrix of finite numbers, "
+                            f"{problem}")
     return meta
+
+
+def _matrix_problem(m: object) -> str:
+    """'' if `m` is a 4x4 nested list of finite numbers, else what is wrong with it."""
+    if m is None:
+        return "but it is missing"
+    try:
+        arr = np.asarray(m, dtype=np.float64)
+    except (TypeError, ValueError):
+        return "got a ragged or non-numeric value"
+    if arr.shape != (4, 4):
+        return f"got shape {arr.shape}"
+    if not np.isfinite(arr).all():
+        return "got NaN or infinity"
+    return ""
 
 
 def image_path(root: Path, file_path: str) -> Path:
@@ -99,15 +107,20 @@ def scene_files(root: Path) -> list[Path]:
     return files
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path, require_alpha: bool = False) -> np.ndarray:
     try:
         img = iio.imread(path)
     except Exception as err:  # imageio raises many types for corrupt files
-        raise DataError(f"{path}: unreadable image ({err.__class__.__name__}: {str(err)[:80]})") from None
+        reason = str(err).splitlines()[0][:80] if str(err) else ""
+        raise DataError(f"{path}: unreadable or corrupt image ({err.__class__.__name__}: {reason}); "
+                        "re-export it as PNG") from None
     if img.ndim == 2:
         img = img[..., None].repeat(3, -1)
     if img.ndim != 3 or img.shape[-1] not in (3, 4):
         raise DataError(f"{path}: expected an RGB or RGBA image, got shape {img.shape}")
+    if require_alpha and img.shape[-1] != 4:
+        raise DataError(f"{path}: no alpha channel (RGB image) but data.require_alpha is true; "
+                        "export RGBA PNGs or set data.require_alpha: false (RGB loads as fully opaque)")
     scale = 65535.0 if img.dtype == np.uint16 else 255.0
     img = img.astype(np.float32) / scale
     if img.shape[-1] == 3:
@@ -124,7 +137,8 @@ def _downscale(img: np.ndarray, factor: int, path: Path) -> np.ndarray:
     return img.reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
 
 
-def load_split(root: Path, split: str, downscale: int = 1, max_views: int | None = None) -> Views:
+def load_split(root: Path, split: str, downscale: int = 1, max_views: int | None = None,
+               require_alpha: bool = False) -> Views:
     """Load one split; raise DataError with the offending file on any problem."""
     root = Path(root)
     if not root.is_dir():
@@ -137,7 +151,7 @@ def load_split(root: Path, split: str, downscale: int = 1, max_views: int | None
         p = image_path(root, fr["file_path"])
         if not p.is_file():
             raise DataError(f"{root / f'transforms_{split}.json'}: image not found: {p}")
-        img = _read_image(p)
+        img = _read_image(p, require_alpha)
         if size is None:
             size = img.shape[:2]
         elif img.shape[:2] != size:

@@ -13,9 +13,10 @@ import datetime as _dt
 import hashlib
 import importlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
@@ -34,7 +35,7 @@ class Stage:
     entry: str  # "module:function" taking a StageContext, returning {"metrics": ..., "outputs": ...}
     settings: Callable[[Config], Any]  # the config values that determine the outputs
     code: tuple[str, ...]  # source folders/files whose content is part of the key
-    external: Optional[Callable[[Config], str]] = None  # hash of inputs outside runs/
+    external: Callable[[Config], str] | None = None  # hash of inputs outside runs/
 
 
 def _data_external(cfg: Config) -> str:
@@ -112,7 +113,7 @@ class StageContext:
 class Pipeline:
     """Keys, states and execution of the stages of one config."""
 
-    def __init__(self, cfg: Config, config_path: Optional[Path] = None):
+    def __init__(self, cfg: Config, config_path: Path | None = None):
         self.cfg = cfg
         self.config_path = config_path
         self.run_dir = Path(cfg.runs_dir) / cfg.name

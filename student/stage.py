@@ -18,6 +18,7 @@ from pipeline.errors import DataError, StageError
 from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from pipeline.metrics import psnr, ssim
 from pipeline.scene import background_rgb, load_split
+from pipeline.training import all_finite, inject_faults, nonfinite_error, resume_from
 
 from .model import NeLFStudent, StudentCamera, count_params, flops_per_frame
 
@@ -27,7 +28,11 @@ MODEL = "model.pt"
 
 def load_views(folder: Path, transforms: str) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Images (N, S, S, 3) uint8 and poses (N, 4, 4) of a distill output; camera_angle_x."""
-    meta = json.loads((folder / transforms).read_text())
+    try:
+        meta = json.loads((folder / transforms).read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{folder / transforms}: missing or unreadable ({err.__class__.__name__}); "
+                        "re-run `python -m pipeline stage distill --force`") from None
     imgs, poses = [], []
     for fr in tqdm(meta["frames"], desc=f"load {transforms}", unit="view", leave=False):
         path = folder / (fr["file_path"] + ".png")
@@ -89,21 +94,29 @@ def run(ctx) -> dict:
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=scfg.lr, weight_decay=scfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(scfg))
-    start, curve, elapsed = 0, [], 0.0
+    start, curve, elapsed, trained = 0, [], 0.0, False
     ckpt_path = ctx.out_dir / CHECKPOINT
-    if ctx.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, curve, elapsed = state["step"], state["curve"], state["elapsed"]
+    targets = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    state = resume_from(ckpt_path, dev, targets, ctx.log) if ctx.resume else None
+    if state is not None:
+        start, curve, elapsed, trained = state["step"], state["curve"], state["elapsed"], state.get("trained", False)
         torch.set_rng_state(state["rng"])
-        ctx.log(f"resuming from step {start}")
+        ctx.log(f"resuming from step {start} ({ckpt_path}){'; training had finished' if trained else ''}")
+
+    def save_checkpoint(step: int, trained: bool = False) -> None:
+        if not all_finite(model.parameters()):
+            raise nonfinite_error("student", "parameters became non-finite", step, ckpt_path, last_good,
+                                  "student.lr")
+        atomic_torch_save(ckpt_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "step": step, "curve": curve,
+            "elapsed": elapsed, "rng": torch.get_rng_state(), "trained": trained})
 
     use_amp = dev.type == "cuda"
     n_real = int(round(scfg.batch_images * scfg.real_fraction)) if real is not None else 0
     t_last, last_good = time.time(), start
-    bar = tqdm(range(start, scfg.steps), desc="student", initial=start, total=scfg.steps, unit="step")
+    bar = tqdm(range(start, start if trained else scfg.steps), desc="student", initial=start, total=scfg.steps,
+               unit="step")
     for step in bar:
         model.train()
         idx = torch.randint(0, images.shape[0], (scfg.batch_images - n_real,))
@@ -115,11 +128,9 @@ def run(ctx) -> dict:
         target = batch_img.to(dev).permute(0, 3, 1, 2).float() / 255.0
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             pred = model(batch_pose.to(dev), jitter=True)
-        loss = F.mse_loss(pred.float(), target)
+        loss = inject_faults(F.mse_loss(pred.float(), target), step)
         if not torch.isfinite(loss):
-            raise StageError(f"student: loss became {loss.item()} at step {step}; training stopped. "
-                             f"The last good checkpoint (step {last_good}) is kept in {ckpt_path}; "
-                             "try a lower student.lr")
+            raise nonfinite_error("student", f"loss became {loss.item()}", step, ckpt_path, last_good, "student.lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -132,17 +143,16 @@ def run(ctx) -> dict:
                           "psnr": -10 * math.log10(max(loss.item(), 1e-10))})
             bar.set_postfix(loss=f"{loss.item():.5f}", psnr=f"{curve[-1]['psnr']:.2f}")
         if (step + 1) % scfg.checkpoint_every == 0 and step + 1 < scfg.steps:
-            atomic_torch_save(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step + 1, "curve": curve,
-                "elapsed": elapsed, "rng": torch.get_rng_state()})
+            save_checkpoint(step + 1)
             last_good = step + 1
-    elapsed += time.time() - t_last
     bar.close()
+    if not trained:
+        elapsed += time.time() - t_last
+        save_checkpoint(scfg.steps, trained=True)  # an interruption during evaluation does not retrain
 
     metrics = evaluate(ctx, model, images)
     metrics.update({"train_seconds": round(elapsed, 2), "params": count_params(model),
-                    "flops_per_frame": flops_per_frame(model)})
+                    "flops_per_frame": flops_per_frame(model), "resumed_from_step": start})
     atomic_torch_save(ctx.out_dir / MODEL, {"model": model.state_dict(), "camera": dataclasses.asdict(camera),
                                             "student_config": dataclasses.asdict(scfg)})
     atomic_write_json(ctx.out_dir / "curve.json", curve)

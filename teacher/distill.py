@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline import faults
 from pipeline.cameras import camera_directions, look_at, pinhole_rays, sample_orbit_poses, scene_up, spherical_coords
+from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json
 from pipeline.scene import background_rgb, load_split
 
@@ -59,6 +61,32 @@ def sample_poses(n: int, seed: int, train_c2w: np.ndarray, dist: dict, jitter_fr
     return poses
 
 
+def png_bytes_upper_bound(size: int) -> int:
+    """Most bytes an 8-bit RGB PNG of size x size can take: raw rows (a filter byte each),
+    deflate's stored-block overhead (5 bytes per 64 KiB) and the chunk headers."""
+    raw = size * (3 * size + 1)
+    return raw + 5 * (raw // 65535 + 1) + 1024
+
+
+def check_disk_space(ctx, n_missing: int, size: int) -> None:
+    """Refuse up front rather than fill the disk half-way through distilling."""
+    need = n_missing * png_bytes_upper_bound(size)
+    free = faults.free_bytes(ctx.out_dir)
+    if need > free:
+        raise StageError(
+            f"not enough disk space for distill.n_views={ctx.cfg.distill.n_views}: {n_missing} views of "
+            f"{size}x{size} px need up to {_mb(need)} in {ctx.out_dir}, but only {_mb(free)} are free; "
+            "free some space, lower distill.n_views, or set runs_dir to a larger disk")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.3g} MB"
+
+
+def _missing(folder: Path, n: int) -> int:
+    return sum(not (folder / f"{k:05d}.png").exists() for k in range(n))
+
+
 def _render_views(ctx, field, estimator, poses, folder: Path, size: int, focal: float, march, desc: str) -> int:
     dev = ctx.device
     bg = background_rgb(ctx.cfg.background).to(dev)
@@ -74,6 +102,7 @@ def _render_views(ctx, field, estimator, poses, folder: Path, size: int, focal: 
         img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=ctx.cfg.distill.chunk_rays)
         atomic_write_bytes(path, to_png(img))
         done += 1
+        faults.delay()
     return done
 
 
@@ -99,14 +128,15 @@ def run(ctx) -> dict:
                          dcfg.jitter_fraction, dcfg.jitter_deg)
     march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=dcfg.alpha_thre,
                           early_stop_eps=dcfg.early_stop_eps)
-    existing = len(list((ctx.out_dir / "pseudo").glob("*.png"))) if (ctx.out_dir / "pseudo").exists() else 0
-    if existing:
-        ctx.log(f"resuming: {existing} of {len(poses)} views already written")
+    test_poses = test.c2w.numpy().astype(np.float64)
+    missing = _missing(ctx.out_dir / "pseudo", len(poses))
+    check_disk_space(ctx, missing + _missing(ctx.out_dir / "test", len(test_poses)), size)
+    if missing < len(poses):
+        ctx.log(f"resuming: {len(poses) - missing} of {len(poses)} views already written")
     t0 = time.time()
     rendered = _render_views(ctx, field, estimator, poses, ctx.out_dir / "pseudo", size, focal, march, "distill")
     seconds = time.time() - t0
     # the teacher's renders of the real test cameras, so the student can be compared with its teacher
-    test_poses = test.c2w.numpy().astype(np.float64)
     _render_views(ctx, field, estimator, test_poses, ctx.out_dir / "test", size, focal, march, "distill test")
     atomic_write_json(ctx.out_dir / "transforms_test.json", _transforms(test_poses, "test", camera_angle_x))
     atomic_write_json(ctx.out_dir / "transforms.json", _transforms(poses, "pseudo", camera_angle_x))

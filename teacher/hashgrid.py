@@ -7,17 +7,23 @@ corner vertices. Coarse levels with few vertices are stored densely; fine levels
 map vertices into a fixed-size table with the Instant-NGP spatial hash
 (``x * 1 ^ y * 2654435761 ^ z * 805459861 mod T``), as tiny-cuda-nn does.
 
-Three implementations of the same function live here:
+Implementations of the same function:
 
 * ``hash_encode_naive``: a Python loop over levels and corners with plain
   autograd; slow and obviously correct, the reference for tests and benchmarks.
-* ``HashEncoding`` eager path: the same arithmetic, vectorised per level, with a
-  hand-written backward (``torch.autograd.Function``) that recomputes corner
-  indices and weights and scatters the gradient with ``index_add_``.
-* ``HashEncoding`` compiled path (``compile=True``): the eager functions wrapped
-  in ``torch.compile``, which fuses index computation, gather and interpolation
-  into one loop over points. Falls back to eager, with one warning, if compiling
+* ``HashEncoding`` (eager): corner rows and weights for all 8 corners computed
+  with tensor ops over (level, point), one level at a time; a hand-written
+  backward (``torch.autograd.Function``) recomputes them and scatters the
+  gradient into the table with ``index_add_``. No gradient w.r.t. positions.
+* ``HashEncoding(compile=True)``: the same functions through ``torch.compile``
+  (inductor fuses index, weight, gather and interpolation into one vectorised
+  loop over (level, point)); the backward's ``index_add_`` runs levels in
+  parallel on CPU threads. Falls back to eager, with one warning, if compiling
   fails.
+
+On a 2-core CPU at 2^18 points the compiled encoding takes ~65 ms forward and
+~200 ms backward, both bound by random access into the 48 MB table (the
+gather/scatter of 16 L values per point), not by arithmetic.
 
 Grid conventions: level ``l`` has resolution ``R_l = floor(base * b**l)`` with
 ``b = (max_resolution / base_resolution) ** (1 / (n_levels - 1))``; vertex
@@ -230,7 +236,8 @@ def _encode_t(
             term = w * table[r * n_features + f]
             acc = term if acc is None else acc + term
         feats.append(acc)
-    return torch.stack(feats, dim=1).reshape(-1, xt.shape[1])  # (L, F, N) -> (L * F, N)
+    # explicit row count: reshape(-1, 0) is ambiguous for an empty batch
+    return torch.stack(feats, dim=1).reshape(resolution.shape[0] * n_features, xt.shape[1])  # (L, F, N) -> (L * F, N)
 
 
 def _scatter_args_t(

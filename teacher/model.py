@@ -36,11 +36,29 @@ def load_teacher(path: Path, cfg: TeacherConfig, device: torch.device) -> tuple[
         raise StageError(f"{path}: not a teacher checkpoint (missing 'field'/'estimator')")
     saved = state.get("teacher_config")
     if saved is not None and saved != dataclasses.asdict(cfg):
-        raise StageError(f"{path}: checkpoint was trained with other teacher settings than this config's; "
-                         "re-run the teacher stage")
+        raise StageError(f"{path}: checkpoint was trained with other teacher settings than this config's "
+                         f"({_differences(saved, dataclasses.asdict(cfg))}); "
+                         "re-run `python -m pipeline stage teacher --force`")
     field, estimator = build_teacher(cfg, device)
-    field.load_state_dict(state["field"])
-    estimator.load_state_dict(state["estimator"])
+    try:
+        field.load_state_dict(state["field"])
+        estimator.load_state_dict(state["estimator"])
+    except RuntimeError as err:  # tensor shapes of other settings (a checkpoint without teacher_config)
+        raise StageError(f"{path}: does not fit this config's teacher ({str(err).splitlines()[0][:120]}); "
+                         "re-run `python -m pipeline stage teacher --force`") from None
     field.eval()
     estimator.eval()
     return field, estimator
+
+
+def _differences(saved: dict, current: dict, prefix: str = "teacher.") -> str:
+    """'teacher.hidden: 32 in the checkpoint, 64 in the config; ...' (first three)."""
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a != b:
+                diffs.append(_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} in the config")
+    return "; ".join(diffs[:3])

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.cameras import camera_directions, pinhole_rays, rays_for_pixels
-from pipeline.errors import StageError
 from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from pipeline.metrics import psnr, ssim
 from pipeline.scene import background_rgb, load_split
+from pipeline.training import all_finite, inject_faults, nonfinite_error, resume_from
 
 from .malloc_tuning import tune_malloc
 from .model import build_teacher
@@ -64,32 +64,34 @@ def run(ctx) -> dict:
                           early_stop_eps=tcfg.early_stop_eps)
     use_amp = dev.type == "cuda"
 
-    start, num_rays, curve, elapsed = 0, tcfg.init_batch_rays, [], 0.0
+    start, num_rays, curve, elapsed, trained = 0, tcfg.init_batch_rays, [], 0.0, False
     ckpt_path = ctx.out_dir / CHECKPOINT
-    if ctx.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        field.load_state_dict(state["field"])
-        estimator.load_state_dict(state["estimator"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    targets = {"field": field, "estimator": estimator, "optimizer": optimizer, "scheduler": scheduler}
+    state = resume_from(ckpt_path, dev, targets, ctx.log) if ctx.resume else None
+    if state is not None:
         start, num_rays, curve, elapsed = state["step"], state["num_rays"], state["curve"], state["elapsed"]
+        trained = state.get("trained", False)
         torch.set_rng_state(state["rng"])
-        ctx.log(f"resuming from step {start} ({ckpt_path})")
+        ctx.log(f"resuming from step {start} ({ckpt_path}){'; training had finished' if trained else ''}")
 
-    def save_checkpoint(step: int) -> None:
+    def save_checkpoint(step: int, trained: bool = False) -> None:
+        if not all_finite(field.parameters()):
+            raise nonfinite_error("teacher", "parameters became non-finite", step, ckpt_path, last_good,
+                                  "teacher.lr")
         atomic_torch_save(ckpt_path, {
             "field": field.state_dict(), "estimator": estimator.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "step": step, "num_rays": num_rays, "curve": curve, "elapsed": elapsed,
-            "rng": torch.get_rng_state(),
+            "rng": torch.get_rng_state(), "trained": trained,
         })
 
     def occ_eval_fn(x: torch.Tensor) -> torch.Tensor:
         return field.query_density(x).float()[:, None] * tcfg.render_step_size
 
     t_last = time.time()
-    last_good = start
-    bar = tqdm(range(start, tcfg.steps), desc="teacher", initial=start, total=tcfg.steps, unit="step")
+    last_good = done = start
+    bar = tqdm(range(start, start if trained else tcfg.steps), desc="teacher", initial=start, total=tcfg.steps,
+               unit="step")
     for step in bar:
         field.train()
         estimator.train()
@@ -105,10 +107,9 @@ def run(ctx) -> dict:
         if n_samples == 0:
             continue
         loss = F.smooth_l1_loss(rgb, target) if tcfg.loss == "smooth_l1" else F.mse_loss(rgb, target)
+        loss = inject_faults(loss, step)
         if not torch.isfinite(loss):
-            raise StageError(f"teacher: loss became {loss.item()} at step {step}; training stopped. "
-                             f"The last good checkpoint (step {last_good}) is kept in {ckpt_path}; "
-                             "try a lower teacher.lr")
+            raise nonfinite_error("teacher", f"loss became {loss.item()}", step, ckpt_path, last_good, "teacher.lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -124,18 +125,22 @@ def run(ctx) -> dict:
             curve.append({"step": step, "seconds": round(elapsed, 2), "loss": loss.item(),
                           "psnr": -10 * math.log10(max(mse, 1e-10)), "rays": num_rays, "samples": n_samples})
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{curve[-1]['psnr']:.2f}", rays=num_rays)
-        if (step + 1) % tcfg.checkpoint_every == 0 and step + 1 < tcfg.steps:
-            save_checkpoint(step + 1)
-            last_good = step + 1
+        done = step + 1
+        if done % tcfg.checkpoint_every == 0 and done < tcfg.steps:
+            save_checkpoint(done)
+            last_good = done
         if tcfg.max_seconds and elapsed + (time.time() - t_last) >= tcfg.max_seconds:
-            ctx.log(f"stopping at step {step + 1}: teacher.max_seconds={tcfg.max_seconds:g} reached")
+            ctx.log(f"stopping at step {done}: teacher.max_seconds={tcfg.max_seconds:g} reached")
             break
-    elapsed += time.time() - t_last
     bar.close()
+    if not trained:
+        elapsed += time.time() - t_last
+        save_checkpoint(done, trained=True)  # an interruption during evaluation does not retrain
 
     metrics = evaluate(ctx, field, estimator, root, march)
     metrics["train_seconds"] = round(elapsed, 2)
-    metrics["steps"] = step + 1 if tcfg.steps > start else start
+    metrics["steps"] = done
+    metrics["resumed_from_step"] = start
     atomic_torch_save(ctx.out_dir / MODEL, {
         "field": field.state_dict(), "estimator": estimator.state_dict(),
         "teacher_config": dataclasses.asdict(tcfg),
