@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import make_workspace, run_cli
 
 STAGES = ("data", "teacher", "distill", "student", "export")

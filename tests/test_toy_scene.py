@@ -6,7 +6,7 @@ import numpy as np
 from pipeline.cameras import focal_from_fov, orbit_pose
 from pipeline.config import ToySceneConfig
 from pipeline.scene import load_split
-from pipeline.toy_scene import BOX_FACE_COLOURS, BOX_MAX, BOX_MIN, LIGHT, AMBIENT, SPHERES, cast, write_toy_scene
+from pipeline.toy_scene import AMBIENT, BOX_FACE_COLOURS, BOX_MAX, BOX_MIN, LIGHT, SPHERES, cast, write_toy_scene
 
 
 def test_ray_hits_sphere_centre_front():
