@@ -27,14 +27,14 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 
 
+def _lr_factor(step: int, progress: float, warmup_steps: int) -> float:
+    """nerfacc's recipe: linear warm-up, then x0.33 at 1/2, 3/4 and 9/10 of training."""
+    warm = min(1.0, 0.01 + 0.99 * step / max(warmup_steps, 1))
+    return warm * 0.33 ** sum(progress >= m for m in (0.5, 0.75, 0.9))
+
+
 def _lr_lambda(cfg) -> callable:
-    milestones = [cfg.steps // 2, cfg.steps * 3 // 4, cfg.steps * 9 // 10]
-
-    def f(step: int) -> float:
-        warm = min(1.0, 0.01 + 0.99 * step / max(cfg.warmup_steps, 1))
-        return warm * 0.33 ** sum(step >= m for m in milestones)
-
-    return f
+    return lambda step: _lr_factor(step, step / cfg.steps, cfg.warmup_steps)
 
 
 def to_png(img: torch.Tensor) -> bytes:
@@ -114,6 +114,10 @@ def run(ctx) -> dict:
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if tcfg.max_seconds:  # under a time budget, decay by whichever of steps and time runs out first
+            progress = max((step + 1) / tcfg.steps, (elapsed + time.time() - t_last) / tcfg.max_seconds)
+            for group in optimizer.param_groups:
+                group["lr"] = tcfg.lr * _lr_factor(step + 1, progress, tcfg.warmup_steps)
         # adaptive batch: keep the number of samples per step near the target
         num_rays = int(min(max(num_rays * tcfg.target_samples / n_samples, 256), tcfg.max_batch_rays))
 
