@@ -108,7 +108,10 @@ def _main(args: argparse.Namespace) -> int:
     cfg_path, overrides = _resolve_config(args.config, args.overrides)
     cfg = load_config(cfg_path, overrides)
 
+    from . import distributed
     from .stages import STAGES, Pipeline, get_stage
+
+    distributed.init_from_env(cfg.device)
 
     pipe = Pipeline(cfg, cfg_path)
     if args.command == "status":
@@ -119,13 +122,16 @@ def _main(args: argparse.Namespace) -> int:
 
     from .io import atomic_write_json
 
-    atomic_write_json(LAST_RUN, {"config": str(cfg_path), "overrides": overrides})
+    if distributed.is_main():
+        atomic_write_json(LAST_RUN, {"config": str(cfg_path), "overrides": overrides})
     t0 = time.time()
     if args.command == "stage":
         get_stage(args.name)
         records = [pipe.run_stage(args.name, force=args.force)]
     else:
         records = pipe.run_all(force=args.force)
+    if not distributed.is_main():
+        return 0
     print(f"finished in {time.time() - t0:.1f} s; outputs under {pipe.run_dir}")
     for rec in records:
         if rec and rec.get("stage") == "export":

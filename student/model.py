@@ -105,17 +105,23 @@ class NeLFStudent(nn.Module):
         self.sr = nn.Sequential(*sr)
         self.tail = nn.Conv2d(c, 3, 1)
 
-    def encode(self, pose: Tensor, jitter: bool = False) -> Tensor:
-        """pose (B, 4, 4) or (4, 4) -> network input (B, C, h, w)."""
+    def encode(self, pose: Tensor, jitter: bool | Tensor = False) -> Tensor:
+        """pose (B, 4, 4) or (4, 4) -> network input (B, C, h, w).
+
+        jitter: False (bin centres), True (uniform depth jitter within each bin), or the
+        uniform noise itself, (B, h * w, K) in [0, 1), so that data-parallel ranks can
+        slice one global draw and match a single process exactly.
+        """
         if pose.dim() == 2:
             pose = pose[None]
         b = pose.shape[0]
         rot, origin = pose[:, :3, :3], pose[:, :3, 3]
         d = torch.matmul(self.dirs, rot.transpose(1, 2))  # (B, P, 3)
         t = self.t_mid
-        if jitter:  # stratified depths in training only
+        if isinstance(jitter, Tensor) or jitter:  # stratified depths in training only
+            u = jitter if isinstance(jitter, Tensor) else torch.rand(b, d.shape[1], t.shape[0], device=pose.device)
             step = (self.camera.far - self.camera.near) / self.cfg.n_points
-            t = t + (torch.rand(b, d.shape[1], t.shape[0], device=pose.device) - 0.5) * step
+            t = t + (u - 0.5) * step
             pts = origin[:, None, None, :] + t[..., None] * d[:, :, None, :]
         else:
             pts = origin[:, None, None, :] + t[None, None, :, None] * d[:, :, None, :]
@@ -123,7 +129,7 @@ class NeLFStudent(nn.Module):
         x = positional_encoding(x.reshape(b, d.shape[1], -1), self.cfg.pe_freqs)
         return x.transpose(1, 2).reshape(b, -1, self.in_size, self.in_size)
 
-    def forward(self, pose: Tensor, jitter: bool = False) -> Tensor:
+    def forward(self, pose: Tensor, jitter: bool | Tensor = False) -> Tensor:
         """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1]."""
         x = self.head(self.encode(pose, jitter))
         x = self.sr(self.body(x))

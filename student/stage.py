@@ -12,8 +12,10 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.errors import DataError, StageError
 from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from pipeline.metrics import psnr, ssim
@@ -81,6 +83,18 @@ def run(ctx) -> dict:
                          f"{scfg.output_size}; re-run distill")
     camera = student_camera(cfg, camera_angle_x, dist, cfg.teacher.aabb)
     model = NeLFStudent(scfg, camera).to(dev)
+    world, rank = distributed.world_size(), distributed.rank()
+    net = model
+    if world > 1:
+        # Data parallel: every rank takes its slice of one global batch (same seed on
+        # every rank), gradients are averaged, BatchNorm statistics are global.
+        if scfg.batch_images % world:
+            raise StageError(f"student.batch_images={scfg.batch_images} must be divisible by the number of "
+                             f"ranks ({world}): it is the global batch, split evenly across ranks")
+        model = distributed.sync_batchnorm(model, dev)
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        ctx.log(f"data parallel over {world} ranks: {scfg.batch_images // world} images per rank, "
+                f"global batch {scfg.batch_images}")
     ctx.log(f"{count_params(model):,} parameters, {flops_per_frame(model) / 1e9:.3f} GFLOP per frame, "
             f"input {model.in_size}x{model.in_size} -> {scfg.output_size}, near {camera.near:.2f} far {camera.far:.2f}")
 
@@ -104,6 +118,8 @@ def run(ctx) -> dict:
         ctx.log(f"resuming from step {start} ({ckpt_path}){'; training had finished' if trained else ''}")
 
     def save_checkpoint(step: int, trained: bool = False) -> None:
+        if not distributed.is_main():
+            return
         if not all_finite(model.parameters()):
             raise nonfinite_error("student", "parameters became non-finite", step, ckpt_path, last_good,
                                   "student.lr")
@@ -116,18 +132,20 @@ def run(ctx) -> dict:
     n_real = int(round(scfg.batch_images * scfg.real_fraction)) if real is not None else 0
     t_last, last_good = time.time(), start
     bar = tqdm(range(start, start if trained else scfg.steps), desc="student", initial=start, total=scfg.steps,
-               unit="step")
+               unit="step", disable=not distributed.is_main())
+    share = slice(rank * scfg.batch_images // world, (rank + 1) * scfg.batch_images // world)
     for step in bar:
-        model.train()
+        net.train()
         idx = torch.randint(0, images.shape[0], (scfg.batch_images - n_real,))
         batch_img, batch_pose = images[idx], poses[idx]
         if n_real:
             ridx = torch.randint(0, real[0].shape[0], (n_real,))
             batch_img = torch.cat([batch_img, real[0][ridx]])
             batch_pose = torch.cat([batch_pose, real[1][ridx]])
-        target = batch_img.to(dev).permute(0, 3, 1, 2).float() / 255.0
+        noise = torch.rand(scfg.batch_images, model.dirs.shape[0], scfg.n_points)  # depth jitter, global batch
+        target = batch_img[share].to(dev).permute(0, 3, 1, 2).float() / 255.0
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-            pred = model(batch_pose.to(dev), jitter=True)
+            pred = net(batch_pose[share].to(dev), jitter=noise[share].to(dev))
         loss = inject_faults(F.mse_loss(pred.float(), target), step)
         if not torch.isfinite(loss):
             raise nonfinite_error("student", f"loss became {loss.item()}", step, ckpt_path, last_good, "student.lr")
@@ -149,6 +167,8 @@ def run(ctx) -> dict:
     if not trained:
         elapsed += time.time() - t_last
         save_checkpoint(scfg.steps, trained=True)  # an interruption during evaluation does not retrain
+    if not distributed.is_main():
+        return {}  # rank 0 evaluates and writes the outputs
 
     metrics = evaluate(ctx, model, images)
     metrics.update({"train_seconds": round(elapsed, 2), "params": count_params(model),

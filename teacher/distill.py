@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline import faults
+from pipeline import distributed, faults
 from pipeline.cameras import camera_directions, look_at, pinhole_rays, sample_orbit_poses, scene_up, spherical_coords
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json
@@ -93,7 +93,10 @@ def _render_views(ctx, field, estimator, poses, folder: Path, size: int, focal: 
     dirs = camera_directions(size, size, focal, dev)
     folder.mkdir(parents=True, exist_ok=True)
     done = 0
-    for k in tqdm(range(len(poses)), desc=desc, unit="view"):
+    # under torchrun, rank r renders views r, r + world, ...: disjoint, deterministic
+    # slices, so any number of ranks writes the same files as one process
+    mine = range(distributed.rank(), len(poses), distributed.world_size())
+    for k in tqdm(mine, desc=desc, unit="view", disable=not distributed.is_main()):
         path = folder / f"{k:05d}.png"
         if path.exists():
             continue  # complete by construction (atomic rename)
@@ -135,15 +138,20 @@ def run(ctx) -> dict:
         ctx.log(f"resuming: {len(poses) - missing} of {len(poses)} views already written")
     t0 = time.time()
     rendered = _render_views(ctx, field, estimator, poses, ctx.out_dir / "pseudo", size, focal, march, "distill")
-    seconds = time.time() - t0
+    # every rank's share of the views, and the slowest rank's time
+    shares = distributed.gather((rendered, time.time() - t0))
+    rendered, seconds = sum(r for r, _ in shares), max(t for _, t in shares)
     # the teacher's renders of the real test cameras, so the student can be compared with its teacher
     _render_views(ctx, field, estimator, test_poses, ctx.out_dir / "test", size, focal, march, "distill test")
-    atomic_write_json(ctx.out_dir / "transforms_test.json", _transforms(test_poses, "test", camera_angle_x))
-    atomic_write_json(ctx.out_dir / "transforms.json", _transforms(poses, "pseudo", camera_angle_x))
-    metrics = {"n_views": len(poses), "rendered_now": rendered, "size": size,
+    distributed.barrier()  # every view exists before rank 0 declares the set complete
+    if distributed.is_main():
+        atomic_write_json(ctx.out_dir / "transforms_test.json", _transforms(test_poses, "test", camera_angle_x))
+        atomic_write_json(ctx.out_dir / "transforms.json", _transforms(poses, "pseudo", camera_angle_x))
+    metrics = {"n_views": len(poses), "rendered_now": rendered, "size": size, "world_size": distributed.world_size(),
                "render_seconds": round(seconds, 2),
                "views_per_s": round(rendered / seconds, 3) if rendered and seconds > 0 else None,
                "pose_distribution": dist}
-    atomic_write_json(ctx.out_dir / "metrics.json", metrics)
+    if distributed.is_main():
+        atomic_write_json(ctx.out_dir / "metrics.json", metrics)
     return {"metrics": metrics, "outputs": {"transforms": "transforms.json", "test_transforms": "transforms_test.json",
                                             "pose_distribution": dist}}
