@@ -6,8 +6,10 @@ each from scratch (`--force`). Prints a table and, last, one JSON line with
 `views_per_s_1rank`, `views_per_s_2ranks`.
 
 On this 2-core machine two ranks share the cores that one rank's two torch
-threads already use, so the speed-up is bounded by what one thread per rank
-gains over two threads in one process (memory-bound gathers, no idle core).
+threads already use: there is no idle core to add, so the speed-up is bounded
+by 2x and comes only from two single-threaded processes using the cores better
+than one process that splits each small op across two threads (measured here:
+1.6x).
 On GPUs each rank owns a device and the rate adds up: the projection line
 multiplies a one-GPU measurement (run this script there) by the rank count.
 
