@@ -106,9 +106,9 @@ def test_killed_rank_resumes_without_duplicates(base, tmp_path):
         assert time.time() - t0 < 120, "no views written"
         time.sleep(0.05)
     # kill -9 one worker (a child of torchrun); torchrun then stops the other one
-    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    workers = _children(proc.pid)
     assert workers, "no torchrun workers found"
-    os.kill(int(workers[0]), signal.SIGKILL)
+    os.kill(workers[0], signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode != 0
     written = len(list(pseudo.glob("*.png")))
@@ -122,6 +122,19 @@ def test_killed_rank_resumes_without_duplicates(base, tmp_path):
     cli(reference, "stage", "distill", CFG)
     assert _files(pseudo) == _files(reference / "runs/tiny/distill/pseudo")
     assert not list(pseudo.glob("*.tmp")) and not list(pseudo.glob(".*"))
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids of `pid`, from /proc (no procps needed)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
 
 
 def _student_params(ws: Path) -> dict[str, torch.Tensor]:
