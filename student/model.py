@@ -155,7 +155,7 @@ def flops_per_frame(model: NeLFStudent) -> int:
         elif isinstance(m, nn.ConvTranspose2d):
             size *= 2
             total += 2 * m.in_channels * m.out_channels * 4 * size * size  # k4 s2: 4 taps per output pixel
-    # convs after an upsampling run at the larger size: recount in order
+    # modules() yields layers in forward order, so `size` is each layer's resolution
     return total
 
 

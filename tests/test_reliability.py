@@ -211,14 +211,6 @@ SCENE_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(SCENE_CASES))
-def test_bad_scene_folder(case, toy_scene, tmp_path, monkeypatch, capsys):
-    ws, scene = _scene_ws(tmp_path, toy_scene)
-    break_it, needle = SCENE_CASES[case]
-    break_it(scene)
-    error_line(main_inproc(ws, monkeypatch, capsys, "stage", "data", "configs/scn.yaml"), 1, needle)
-
-
 def _rewrite_png(path: Path, transform) -> None:
     path.write_bytes(iio.imwrite("<bytes>", transform(iio.imread(path)), extension=".png"))
 
@@ -234,10 +226,10 @@ IMAGE_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(IMAGE_CASES))
-def test_bad_images(case, toy_scene, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("case", [*SCENE_CASES, *IMAGE_CASES])
+def test_bad_scene_folder_or_images(case, toy_scene, tmp_path, monkeypatch, capsys):
     ws, scene = _scene_ws(tmp_path, toy_scene)
-    break_it, needle = IMAGE_CASES[case]
+    break_it, needle = {**SCENE_CASES, **IMAGE_CASES}[case]
     break_it(scene)
     error_line(main_inproc(ws, monkeypatch, capsys, "stage", "data", "configs/scn.yaml"), 1, needle)
 
