@@ -109,9 +109,18 @@ def _main(args: argparse.Namespace) -> int:
     cfg = load_config(cfg_path, overrides)
 
     from . import distributed
-    from .stages import STAGES, Pipeline, get_stage
 
     distributed.init_from_env(cfg.device)
+    # Only a clean finish leaves the group: after an error torchrun tears the
+    # other ranks down, and a barrier here could hang.
+    code = _run(args, cfg, cfg_path, overrides)
+    distributed.shutdown()
+    return code
+
+
+def _run(args: argparse.Namespace, cfg, cfg_path: Path, overrides: list[str]) -> int:
+    from . import distributed
+    from .stages import STAGES, Pipeline, get_stage
 
     pipe = Pipeline(cfg, cfg_path)
     if args.command == "status":

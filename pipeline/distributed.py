@@ -46,6 +46,15 @@ def init_from_env(device_name: str = "auto") -> None:
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
 
 
+def shutdown() -> None:
+    """Leave the process group cleanly: every rank waits for the others, then
+    destroys it. Left to interpreter exit, gloo's threads can abort the process
+    ("terminate called without an active exception") after the work is done."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
