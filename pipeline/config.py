@@ -105,9 +105,16 @@ class StudentConfig:
     n_blocks: int = 4  # residual blocks in the body
     sr_channels: list[int] = field(default_factory=lambda: [32, 16])
     sr_blocks: int = 1  # residual blocks after each upsampling
+    # x2 upsampling: MobileR2L's ConvTranspose k4 s2, or a 1x1 conv + PixelShuffle (4x fewer
+    # FLOPs; ConvTranspose dominated a small student's time in the browser's WASM backend)
+    upsample: Literal["transpose", "pixelshuffle"] = "transpose"
     activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
     steps: int = 2000
-    batch_images: int = 8
+    batch_images: int = 8  # global batch, in images (rays mode: as many rays as that many images have)
+    # "images": each step trains on whole images; "rays": on the same number of rays drawn
+    # at random from every view (per-ray networks only, i.e. upsample: pixelshuffle):
+    # decorrelated batches, faster convergence per step
+    batch_mode: Literal["images", "rays"] = "images"
     lr: float = 0.001
     weight_decay: float = 0.0
     warmup_steps: int = 100
@@ -123,7 +130,17 @@ class ExportConfig:
     opset: int = 17
     simplify: bool = True  # run onnxsim
     check_poses: int = 3
+    preview: bool = True  # also export the model on a 2x coarser ray grid (the viewer's preview while moving)
+    fp16: bool = False  # also write model_fp16.onnx (float16 conv weights, half the file); the viewer loads it
     max_abs_diff: float = 1e-3
+
+
+@dataclass
+class ReportConfig:
+    turntable_frames: int = 60  # frames of the 360-degree orbit videos
+    fps: int = 24
+    gif_size: int = 128  # pixels of the animated GIF (README preview)
+    teacher_turntable_size: int = 64  # pixels of the teacher's turntable (0: none); the teacher is slow
 
 
 @dataclass
@@ -137,6 +154,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -248,7 +266,14 @@ def _check_ranges(cfg: Config, source: str) -> None:
          f"a list of {n_up} channel counts (one per 2x upsampling for sr_factor {s.sr_factor})")
     need(s.n_points >= 1 and s.pe_freqs >= 0 and s.width >= 1, "student.n_points", ">= 1")
     need(0.0 <= s.real_fraction <= 1.0, "student.real_fraction", "between 0 and 1")
+    need(s.batch_mode == "images" or s.upsample == "pixelshuffle", "student.batch_mode",
+         "'images' unless student.upsample is 'pixelshuffle' (ConvTranspose mixes neighbouring rays)")
     need(cfg.export.opset >= 17, "export.opset", ">= 17")
+    need(cfg.report.turntable_frames >= 1, "report.turntable_frames", ">= 1")
+    need(cfg.report.fps >= 1, "report.fps", ">= 1")
+    need(cfg.report.gif_size >= 8 and cfg.report.gif_size % 2 == 0, "report.gif_size", "an even number >= 8")
+    need(cfg.report.teacher_turntable_size >= 0 and cfg.report.teacher_turntable_size % 2 == 0,
+         "report.teacher_turntable_size", "0 (none) or an even number of pixels")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

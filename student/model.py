@@ -2,13 +2,15 @@
 
 pose (4, 4) -> a ray per pixel of a low-resolution grid -> K points per ray
 between near and far -> positional encoding -> 1x1-conv head and residual
-body -> super-resolution (ConvTranspose k4 s2 + residual blocks) -> sigmoid.
+body -> super-resolution (ConvTranspose k4 s2, or 1x1 conv + PixelShuffle, then residual
+blocks) -> sigmoid.
 Ray generation and encoding live inside the model so the ONNX export carries
 the whole camera model; the viewer only supplies the pose.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -72,6 +74,22 @@ class ConvBN(nn.Module):
         return fuse_conv_bn_eval(self.conv.eval(), self.bn.eval(), transpose=self.transpose)
 
 
+class PixelShuffleUp(nn.Module):
+    """x2 upsampling as a 1x1 conv to 4x the channels + PixelShuffle (DepthToSpace in ONNX).
+
+    A quarter of the multiply-adds of ConvTranspose k4 s2 for the same channels; each
+    input pixel predicts its own 2x2 block, so all spatial detail comes from the rays.
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.proj = ConvBN(c_in, 4 * c_out)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shuffle(self.proj(x))
+
+
 class ResBlock(nn.Module):
     def __init__(self, c: int, act: str):
         super().__init__()
@@ -99,7 +117,8 @@ class NeLFStudent(nn.Module):
         self.body = nn.Sequential(*[ResBlock(cfg.width, act) for _ in range(cfg.n_blocks)])
         sr, c = [], cfg.width
         for c_out in cfg.sr_channels:
-            sr += [ConvBN(c, c_out, transpose=True), _activation(act)]
+            up = ConvBN(c, c_out, transpose=True) if cfg.upsample == "transpose" else PixelShuffleUp(c, c_out)
+            sr += [up, _activation(act)]
             sr += [ResBlock(c_out, act) for _ in range(cfg.sr_blocks)]
             c = c_out
         self.sr = nn.Sequential(*sr)
@@ -129,11 +148,71 @@ class NeLFStudent(nn.Module):
         x = positional_encoding(x.reshape(b, d.shape[1], -1), self.cfg.pe_freqs)
         return x.transpose(1, 2).reshape(b, -1, self.in_size, self.in_size)
 
-    def forward(self, pose: Tensor, jitter: bool | Tensor = False) -> Tensor:
-        """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1]."""
-        x = self.head(self.encode(pose, jitter))
+    def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None) -> Tensor:
+        """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1].
+
+        With `ray` (training on ray batches): `forward_rays(pose, ray, jitter)`; it goes
+        through here so that DistributedDataParallel sees the call.
+        """
+        if ray is not None:
+            return self.forward_rays(pose, ray, jitter if isinstance(jitter, Tensor) else None)
+        return self.decode(self.encode(pose, jitter))
+
+    def decode(self, x: Tensor) -> Tensor:
+        """Network input (B, C, h, w) -> rgb (B, 3, h * sr, w * sr)."""
+        x = self.head(x)
         x = self.sr(self.body(x))
         return torch.sigmoid(self.tail(x))
+
+    @property
+    def per_ray(self) -> bool:
+        """True when every layer works on each ray alone (1x1 convs, PixelShuffle): the
+        network can then be trained on any set of rays, not only on whole images."""
+        return self.cfg.upsample == "pixelshuffle"
+
+    def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Arbitrary rays -> their sr x sr pixel blocks, for per-ray networks.
+
+        pose: (N, 4, 4) each ray's camera; ray: (N,) index into the ray grid (row-major,
+        in_size x in_size); noise: optional (N, K) depth jitter in [0, 1).
+        Returns (B, 3, h * sr, w * sr) with (B, h, w) = `ray_layout(N, in_size)`: ray n at
+        row-major position n of a (B, h, w) grid, its sr x sr block laid out exactly as in
+        an image (`forward`), so the weights mean the same thing.
+        """
+        if not self.per_ray:
+            raise ValueError("forward_rays needs student.upsample: pixelshuffle (ConvTranspose mixes neighbours)")
+        rot, origin = pose[:, :3, :3], pose[:, :3, 3]
+        d = torch.matmul(rot, self.dirs[ray][:, :, None])[:, :, 0]  # (N, 3)
+        t = self.t_mid.expand(d.shape[0], -1)
+        if noise is not None:
+            t = t + (noise - 0.5) * (self.camera.far - self.camera.near) / self.cfg.n_points
+        pts = origin[:, None, :] + t[..., None] * d[:, None, :]  # (N, K, 3)
+        x = positional_encoding(((pts - self.center) / self.camera.scale).reshape(d.shape[0], -1), self.cfg.pe_freqs)
+        b, h, w = ray_layout(d.shape[0], self.in_size)
+        return self.decode(x.reshape(b, h * w, -1).transpose(1, 2).reshape(b, -1, h, w))
+
+
+def ray_layout(n: int, grid: int) -> tuple[int, int, int]:
+    """How forward_rays lays out n rays: as n / grid^2 images of grid x grid rays when that
+    divides (the convolutions then run exactly as on whole images; a 1 x n strip was 2-3x
+    slower in mkldnn's conv here), else as one 1 x n strip."""
+    return (n // (grid * grid), grid, grid) if n % (grid * grid) == 0 else (1, 1, n)
+
+
+def coarser(model: NeLFStudent, factor: int = 2) -> NeLFStudent:
+    """The same network on a ray grid `factor` times coarser: an image `factor` times
+    smaller of the same view, at about 1 / factor^2 of the cost (the viewer's preview
+    while the camera moves). Every layer is per-ray or local, so the weights carry over."""
+    cfg, cam = model.cfg, model.camera
+    if cfg.output_size % (cfg.sr_factor * factor):
+        raise ValueError(f"output_size {cfg.output_size} is not divisible by sr_factor * {factor}")
+    small_cfg = dataclasses.replace(cfg, output_size=cfg.output_size // factor)
+    small_cam = dataclasses.replace(cam, output_size=cam.output_size // factor, focal=cam.focal / factor)
+    small = NeLFStudent(small_cfg, small_cam).to(model.dirs.device)
+    state = {k: v for k, v in model.state_dict().items() if k != "dirs"}
+    missing, unexpected = small.load_state_dict(state, strict=False)
+    assert missing == ["dirs"] and not unexpected, (missing, unexpected)  # only the ray grid differs
+    return small.train(model.training)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -150,7 +229,9 @@ def flops_per_frame(model: NeLFStudent) -> int:
     """Multiply-adds x 2 of the conv layers for one frame."""
     total, size = 0, model.in_size
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.PixelShuffle):
+            size *= m.upscale_factor
+        elif isinstance(m, nn.Conv2d):
             total += 2 * m.in_channels * m.out_channels * size * size
         elif isinstance(m, nn.ConvTranspose2d):
             size *= 2

@@ -22,7 +22,7 @@ from pipeline.metrics import psnr, ssim
 from pipeline.scene import background_rgb, load_split
 from pipeline.training import all_finite, inject_faults, nonfinite_error, resume_from
 
-from .model import NeLFStudent, StudentCamera, count_params, flops_per_frame
+from .model import NeLFStudent, StudentCamera, count_params, flops_per_frame, ray_layout
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -46,6 +46,22 @@ def load_views(folder: Path, transforms: str) -> tuple[torch.Tensor, torch.Tenso
         poses.append(fr["transform_matrix"])
     return (torch.from_numpy(np.stack(imgs)), torch.tensor(poses, dtype=torch.float32),
             float(meta["camera_angle_x"]))
+
+
+def ray_blocks(images: torch.Tensor, view: torch.Tensor, ray: torch.Tensor, grid: int, sr: int) -> torch.Tensor:
+    """The sr x sr pixel block of each ray, laid out like `NeLFStudent.forward_rays`.
+
+    images: (V, S, S, 3) uint8; view, ray: (N,) view index and row-major ray index on the
+    grid x grid ray grid. Returns (B, 3, h * sr, w * sr) float in [0, 1], (B, h, w) =
+    `ray_layout(N, grid)`.
+    """
+    offs = torch.arange(sr)
+    rows = (ray // grid * sr)[:, None] + offs  # (N, sr)
+    cols = (ray % grid * sr)[:, None] + offs
+    blocks = images[view[:, None, None], rows[:, :, None], cols[:, None, :]]  # (N, sr, sr, 3)
+    b, h, w = ray_layout(len(ray), grid)
+    blocks = blocks.reshape(b, h, w, sr, sr, 3).permute(0, 5, 1, 3, 2, 4)  # (B, 3, h, sr, w, sr)
+    return blocks.reshape(b, 3, h * sr, w * sr).float() / 255.0
 
 
 def student_camera(cfg, camera_angle_x: float, dist: dict, aabb: list[float]) -> StudentCamera:
@@ -129,23 +145,32 @@ def run(ctx) -> dict:
             "elapsed": elapsed, "rng": torch.get_rng_state(), "trained": trained})
 
     use_amp = dev.type == "cuda"
-    n_real = int(round(scfg.batch_images * scfg.real_fraction)) if real is not None else 0
+    rays_mode = scfg.batch_mode == "rays"
+    # one global batch per step (same seed on every rank), of whole images or of rays
+    n_items = scfg.batch_images * (model.dirs.shape[0] if rays_mode else 1)
+    n_real = int(round(n_items * scfg.real_fraction)) if real is not None else 0
+    pool_img, pool_pose = (torch.cat([images, real[0]]), torch.cat([poses, real[1]])) if n_real else (images, poses)
     t_last, last_good = time.time(), start
     bar = tqdm(range(start, start if trained else scfg.steps), desc="student", initial=start, total=scfg.steps,
                unit="step", disable=not distributed.is_main())
-    share = slice(rank * scfg.batch_images // world, (rank + 1) * scfg.batch_images // world)
+    share = slice(rank * n_items // world, (rank + 1) * n_items // world)
     for step in bar:
         net.train()
-        idx = torch.randint(0, images.shape[0], (scfg.batch_images - n_real,))
-        batch_img, batch_pose = images[idx], poses[idx]
+        # views: pseudo-views, then (real_fraction) real training views at the end of the pool
+        view = torch.randint(0, images.shape[0], (n_items - n_real,))
         if n_real:
-            ridx = torch.randint(0, real[0].shape[0], (n_real,))
-            batch_img = torch.cat([batch_img, real[0][ridx]])
-            batch_pose = torch.cat([batch_pose, real[1][ridx]])
-        noise = torch.rand(scfg.batch_images, model.dirs.shape[0], scfg.n_points)  # depth jitter, global batch
-        target = batch_img[share].to(dev).permute(0, 3, 1, 2).float() / 255.0
+            view = torch.cat([view, torch.randint(images.shape[0], pool_img.shape[0], (n_real,))])
+        if rays_mode:
+            ray = torch.randint(0, model.dirs.shape[0], (n_items,))
+            noise = torch.rand(n_items, scfg.n_points)  # depth jitter, global batch
+            target = ray_blocks(pool_img, view[share], ray[share], model.in_size, scfg.sr_factor).to(dev)
+            inputs = {"pose": pool_pose[view[share]].to(dev), "ray": ray[share].to(dev)}
+        else:
+            noise = torch.rand(n_items, model.dirs.shape[0], scfg.n_points)  # depth jitter, global batch
+            target = pool_img[view[share]].to(dev).permute(0, 3, 1, 2).float() / 255.0
+            inputs = {"pose": pool_pose[view[share]].to(dev)}
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-            pred = net(batch_pose[share].to(dev), jitter=noise[share].to(dev))
+            pred = net(**inputs, jitter=noise[share].to(dev))
         loss = inject_faults(F.mse_loss(pred.float(), target), step)
         if not torch.isfinite(loss):
             raise nonfinite_error("student", f"loss became {loss.item()}", step, ckpt_path, last_good, "student.lr")

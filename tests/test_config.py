@@ -11,6 +11,8 @@ def test_shipped_configs_load():
     assert isinstance(toy, Config) and toy.name == "toy" and toy.data.kind == "toy"
     lego = load_config(ROOT / "configs" / "lego.yaml")
     assert lego.data.kind == "blender"
+    gpu = load_config(ROOT / "configs" / "lego_gpu.yaml")
+    assert gpu.student.width == 256 and gpu.student.output_size == 800  # MobileR2L's size
 
 
 def write(tmp_path, text):

@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.cameras import orbit_pose
@@ -93,3 +94,63 @@ def test_onnx_export_matches_torch(tmp_path):
     assert report["max_abs_diff"] < 1e-4 and report["max_abs_diff_raw"] < 1e-4
     assert (tmp_path / "model.onnx").read_bytes() == onnx_bytes
     assert report["nodes"] <= report["nodes_raw"]
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "pixelshuffle"])
+def test_coarser_student_renders_the_same_view_smaller(upsample):
+    """The preview model: the same weights on a 2x coarser ray grid gives a 2x smaller image."""
+    from student.model import coarser
+
+    torch.manual_seed(0)
+    model = NeLFStudent(_cfg(upsample=upsample, output_size=32, sr_factor=4), _camera()).eval()
+    small = coarser(model, 2)
+    pose = torch.from_numpy(orbit_pose([0, 0, 0], 3.0, 40.0, 25.0)).float()
+    with torch.no_grad():
+        full, low = model(pose), small(pose)
+    assert low.shape == (1, 3, 16, 16) and small.in_size == model.in_size // 2
+    assert all(torch.equal(a, b) for (n, a), (_, b) in zip(model.state_dict().items(), small.state_dict().items(),
+                   strict=True) if n != "dirs")
+    assert full.shape == (1, 3, 32, 32) and torch.isfinite(low).all()
+
+
+def test_fp16_weights_export_is_half_size_and_close():
+    from export.onnx_export import OUTPUTS, fp16_weights, ort_session, psnr_between, simplify, to_onnx_bytes
+
+    torch.manual_seed(0)
+    model = NeLFStudent(_cfg(activation="gelu_tanh", width=128, n_blocks=4), _camera()).eval()
+    fp32 = simplify(to_onnx_bytes(model, 17))  # what export writes
+    fp16 = fp16_weights(fp32)
+    poses = [orbit_pose([0, 0, 0], 3.0, a, 25.0) for a in (0, 120)]
+    db = psnr_between(fp32, fp16, poses)
+    assert 0.45 < len(fp16) / len(fp32) < 0.6, (len(fp16), len(fp32))
+    assert db > 40.0, db
+    out = ort_session(fp16).run(OUTPUTS, {"pose": poses[0].astype(np.float32)})
+    assert out[0].dtype == np.float32 and out[1].shape == (1, 32, 32, 4)
+
+
+def test_ray_batches_match_whole_images():
+    """A per-ray (PixelShuffle) student on a batch of rays gives exactly the pixel blocks
+    it gives those rays in whole images, and ray_blocks cuts the same blocks from images."""
+    from student.stage import ray_blocks
+
+    torch.manual_seed(0)
+    model = NeLFStudent(_cfg(upsample="pixelshuffle"), _camera()).eval()
+    poses = torch.stack([torch.from_numpy(orbit_pose([0, 0, 0], 3.0, a, 25.0)).float() for a in (10, 200)])
+    with torch.no_grad():
+        full = model(poses)  # (2, 3, 32, 32)
+    view, ray = torch.tensor([0, 1, 1, 0, 1]), torch.tensor([0, 5, 63, 17, 36])
+    with torch.no_grad():
+        blocks = model(poses[view], ray=ray)
+    images = (full.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
+    expected = ray_blocks(images, view, ray, model.in_size, 4)
+    assert blocks.shape == expected.shape == (1, 3, 4, 4 * len(ray))
+    assert (blocks - expected).abs().max() <= 0.5 / 255 + 1e-6
+    # a whole number of ray grids: laid out as images; shuffled rays of two views
+    view, ray = torch.tensor([0, 1] * 32), torch.randperm(64)
+    with torch.no_grad():
+        blocks = model(poses[view], ray=ray)
+    expected = ray_blocks(images, view, ray, model.in_size, 4)
+    assert blocks.shape == expected.shape == (1, 3, 32, 32)
+    assert (blocks - expected).abs().max() <= 0.5 / 255 + 1e-6
+    with pytest.raises(ValueError, match="pixelshuffle"):
+        NeLFStudent(_cfg(upsample="transpose"), _camera())(poses[view], ray=ray)
