@@ -15,16 +15,26 @@ from torch import nn
 from pipeline.io import atomic_write_bytes
 from student.model import NeLFStudent, fold_batchnorm
 
+OUTPUTS = ["rgb", "rgba"]
+
 
 class PoseToImage(nn.Module):
-    """The exported graph: `pose` (4, 4) float32 -> `rgb` (1, 3, S, S)."""
+    """The exported graph: `pose` (4, 4) float32 -> `rgb` (1, 3, S, S) in [0, 1] and
+    `rgba` (1, S, S, 4) in [0, 255], interleaved and opaque.
+
+    `rgba` is what a canvas ImageData holds, so the viewer converts it to bytes with one
+    typed-array copy (Uint8ClampedArray.set rounds and clamps) instead of a per-pixel
+    JavaScript loop; the transpose costs the runtime next to nothing.
+    """
 
     def __init__(self, model: NeLFStudent):
         super().__init__()
         self.model = model
 
-    def forward(self, pose: torch.Tensor) -> torch.Tensor:
-        return self.model(pose[None])
+    def forward(self, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb = self.model(pose[None])
+        rgba = torch.cat([rgb * 255.0, torch.full_like(rgb[:, :1], 255.0)], dim=1).permute(0, 2, 3, 1)
+        return rgb, rgba
 
 
 def ort_session(model_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
@@ -38,7 +48,7 @@ def to_onnx_bytes(model: NeLFStudent, opset: int) -> bytes:
     wrapped = PoseToImage(fold_batchnorm(copy.deepcopy(model).eval())).eval()
     buf = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(wrapped, (torch.eye(4),), buf, input_names=["pose"], output_names=["rgb"],
+        torch.onnx.export(wrapped, (torch.eye(4),), buf, input_names=["pose"], output_names=OUTPUTS,
                           opset_version=opset, dynamo=False, do_constant_folding=True)
     return buf.getvalue()
 
@@ -52,6 +62,48 @@ def simplify(model_bytes: bytes) -> bytes:
     return simplified.SerializeToString()
 
 
+def fp16_weights(model_bytes: bytes) -> bytes:
+    """The same graph with its conv weights and biases stored as float16, each followed
+    by a Cast back to float32: half the file, and every backend can run it (onnxruntime
+    folds the Casts when it loads the model, so the arithmetic stays float32). Other
+    constants (ray directions, sample depths) stay float32: their precision matters more
+    than their size.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    weights = {i for n in graph.node if n.op_type in ("Conv", "ConvTranspose") for i in n.input[1:]}
+    # onnxsim leaves the weights it folded (e.g. GELU's 0.5) as Constant nodes: make them initializers
+    for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] in weights]:
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        if value is not None:
+            value.name = node.output[0]
+            graph.initializer.append(value)
+            graph.node.remove(node)
+    casts = []
+    for init in graph.initializer:
+        if init.name not in weights or init.data_type != TensorProto.FLOAT:
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{init.name}__fp16")
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                      name=f"{init.name}__cast"))
+        init.CopyFrom(half)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)  # the Casts first: nodes must stay topologically sorted
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def psnr_between(a_bytes: bytes, b_bytes: bytes, poses: list[np.ndarray]) -> float:
+    """PSNR (dB) of model b's `rgb` against model a's over `poses` (inf if identical)."""
+    sa, sb = ort_session(a_bytes), ort_session(b_bytes)
+    mse = np.mean([np.mean((sa.run(["rgb"], {"pose": p.astype(np.float32)})[0].astype(np.float64)
+                            - sb.run(["rgb"], {"pose": p.astype(np.float32)})[0]) ** 2) for p in poses])
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
 def max_abs_diff(model: NeLFStudent, model_bytes: bytes, poses: list[np.ndarray]) -> float:
     sess = ort_session(model_bytes)
     worst = 0.0
@@ -59,8 +111,9 @@ def max_abs_diff(model: NeLFStudent, model_bytes: bytes, poses: list[np.ndarray]
         for pose in poses:
             p = pose.astype(np.float32)
             ref = model(torch.from_numpy(p)[None]).numpy()
-            out = sess.run(["rgb"], {"pose": p})[0]
-            worst = max(worst, float(np.abs(out - ref).max()))
+            out, rgba = sess.run(OUTPUTS, {"pose": p})
+            worst = max(worst, float(np.abs(out - ref).max()),
+                        float(np.abs(rgba[0, ..., :3] / 255.0 - ref[0].transpose(1, 2, 0)).max()))
     return worst
 
 

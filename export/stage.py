@@ -18,10 +18,10 @@ import torch
 from pipeline.cameras import orbit_pose
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json
-from student.model import NeLFStudent, StudentCamera, count_params, flops_per_frame
+from student.model import NeLFStudent, StudentCamera, coarser, count_params, flops_per_frame
 from student.stage import MODEL as STUDENT_MODEL
 
-from .onnx_export import export_onnx, ort_session
+from .onnx_export import export_onnx, fp16_weights, ort_session, psnr_between
 
 FORMAT_VERSION = 1
 
@@ -42,6 +42,19 @@ def load_student(path: Path, cfg, device: torch.device) -> NeLFStudent:
     except (KeyError, RuntimeError) as err:
         raise StageError(f"{path}: does not fit this config's student ({err.__class__.__name__}); {redo}") from None
     return model.eval()
+
+
+def _reference(onnx_bytes: bytes, pose: np.ndarray) -> tuple[bytes, float]:
+    """The self-check image (8-bit PNG of onnxruntime-python's output for `pose`) and the
+    model's ms per frame in onnxruntime-python on one thread."""
+    sess = ort_session(onnx_bytes, threads=1)
+    feed = {"pose": pose.astype(np.float32)}
+    rgba = sess.run(["rgba"], feed)[0][0]
+    t0, n = time.time(), 5
+    for _ in range(n):
+        sess.run(["rgba"], feed)
+    png = iio.imwrite("<bytes>", (np.clip(rgba[..., :3], 0, 255) + 0.5).astype(np.uint8), extension=".png")
+    return png, (time.time() - t0) / n * 1000
 
 
 def update_index(site_dir: Path, name: str) -> None:
@@ -78,6 +91,8 @@ def run(ctx) -> dict:
 
     try:
         onnx_bytes, report = export_onnx(model, ecfg, check_poses, ctx.out_dir)
+        preview = coarser(model, 2) if ecfg.preview and model.in_size % 2 == 0 else None
+        preview_bytes = export_onnx(preview, ecfg, check_poses, ctx.out_dir / "preview")[0] if preview else None
     except OSError:
         raise  # a path problem: the command line names the path
     except Exception as err:  # torch.onnx, the checker and onnxsim raise many types
@@ -87,22 +102,18 @@ def run(ctx) -> dict:
     if report["max_abs_diff"] >= ecfg.max_abs_diff:
         raise StageError(f"ONNX output differs from torch by {report['max_abs_diff']:.2e} "
                          f"(limit export.max_abs_diff={ecfg.max_abs_diff})")
-    sess = ort_session(onnx_bytes, threads=1)
-    ref = sess.run(["rgb"], {"pose": ref_pose.astype(np.float32)})[0][0]
-    t0, n = time.time(), 5
-    for _ in range(n):
-        sess.run(["rgb"], {"pose": ref_pose.astype(np.float32)})
-    ort_ms = (time.time() - t0) / n * 1000
+    if ecfg.preview and preview is None:
+        ctx.log(f"no preview model: the {model.in_size}x{model.in_size} ray grid cannot be halved")
+    ref_png, ort_ms = _reference(onnx_bytes, ref_pose)
 
-    ref_png = iio.imwrite("<bytes>", (np.clip(ref.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8),
-                          extension=".png")
     size = cfg.student.output_size
     scene = {
         "format": FORMAT_VERSION,
         "name": cfg.name,
         "model": "model.onnx",
         "input": "pose",
-        "output": "rgb",
+        "output": "rgba",
+        "output_layout": "rgba255",
         "width": size,
         "height": size,
         "camera_convention": "opengl",
@@ -115,10 +126,32 @@ def run(ctx) -> dict:
     }
     atomic_write_bytes(scene_dir / "model.onnx", onnx_bytes)
     atomic_write_bytes(scene_dir / "reference.png", ref_png)
+    if ecfg.fp16:
+        fp16 = fp16_weights(onnx_bytes)
+        fp16_db = psnr_between(onnx_bytes, fp16, check_poses)
+        atomic_write_bytes(scene_dir / "model_fp16.onnx", fp16)
+        scene["model_fp16"] = "model_fp16.onnx"
+        scene["model_card"].update({"fp16_bytes": len(fp16), "fp16_psnr_vs_fp32": round(min(fp16_db, 200.0), 2)})
+        ctx.log(f"fp16 weights: {len(fp16) / 1e6:.2f} MB ({len(fp16) / len(onnx_bytes):.0%} of fp32), "
+                f"{fp16_db:.1f} dB vs fp32")
+    else:
+        (scene_dir / "model_fp16.onnx").unlink(missing_ok=True)
+    if preview_bytes is not None:
+        preview_png, preview_ms = _reference(preview_bytes, ref_pose)
+        atomic_write_bytes(scene_dir / "preview.onnx", preview_bytes)
+        atomic_write_bytes(scene_dir / "preview_reference.png", preview_png)
+        scene["preview"] = {"model": "preview.onnx", "width": size // 2, "height": size // 2,
+                            "reference_image": "preview_reference.png",
+                            "flops_per_frame": flops_per_frame(preview),
+                            "ort_python_ms_1thread": round(preview_ms, 2)}
+    else:
+        for stale in ("preview.onnx", "preview_reference.png"):
+            (scene_dir / stale).unlink(missing_ok=True)
     atomic_write_json(scene_dir / "scene.json", scene)  # written after the files it names
     update_index(site_dir, cfg.name)
     metrics = {**report, "onnx_bytes": len(onnx_bytes), "params": params, "flops_per_frame": flops,
-               "ort_python_ms_1thread": round(ort_ms, 2)}
+               "ort_python_ms_1thread": round(ort_ms, 2),
+               **{k: v for k, v in scene["model_card"].items() if k.startswith("fp16")}}
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
     ctx.log(f"{scene_dir / 'model.onnx'}: {len(onnx_bytes) / 1e6:.2f} MB, max |onnx - torch| "
             f"{report['max_abs_diff']:.2e}, {ort_ms:.1f} ms/frame in onnxruntime (1 thread)")

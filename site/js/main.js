@@ -3,8 +3,10 @@
 // For tests and scripts it exposes window.viewer (see README.md):
 //   ready: Promise (resolves after the first frame, rejects with the error message),
 //   backend, pose(), view(), lastFrameMs, frames, setView(az, el, r) -> Promise,
-//   selfCheck {psnr, backend, ok, threshold, history}, crossOriginIsolated, numThreads,
-//   scene (name), error (message or null);
+//   selfCheck {psnr, backend, ok, threshold, history, preview}, crossOriginIsolated,
+//   numThreads, scene (name), error (message or null), quality ('full' | 'preview', of
+//   the image on the canvas), previewFrames, benchmark({frames, warmup, quality}) ->
+//   Promise<{page_ms, run_ms, ...}> (see bench/viewer.py);
 // and sets document.body.dataset.state to 'loading' | 'ready' | 'error'.
 
 import { attachOrbitControls, OrbitCamera } from './camera.js';
@@ -19,6 +21,10 @@ const SELF_CHECK_MIN_PSNR_DB = 30;
 const HASH_UPDATE_MS = 250;
 /** Longest wait for coi-serviceworker to install and reload the page. */
 const ISOLATION_WAIT_MS = 3000;
+/** Adaptive quality: while the user drags, full frames slower than this switch to the preview model. */
+const FRAME_BUDGET_MS = 40;
+/** After a preview frame, the camera counts as resting (and is refined) after this long without input. */
+const REST_MS = 150;
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(window.location.search);
@@ -32,6 +38,9 @@ const viewer = {
   selfCheck: null,
   lastFrameMs: NaN,
   frames: 0,
+  previewFrames: 0,
+  quality: null,
+  weights: null,
   error: null,
   crossOriginIsolated: window.crossOriginIsolated === true,
   numThreads: 1,
@@ -97,47 +106,97 @@ async function backendOrder() {
   return { order: (await webgpuAvailable()) ? ['webgpu', 'wasm'] : ['wasm'], forced: false };
 }
 
+/** Render `model` ({url, width, height}) at the reference pose and compare with its reference image. */
+async function selfCheck(renderer, scene, reference) {
+  const rgba = await renderer.run(scene.referencePose);
+  const psnr = psnrRgba(rgba, reference.data);
+  return { backend: renderer.backend, psnr, ok: psnr >= SELF_CHECK_MIN_PSNR_DB };
+}
+
 /**
  * Create a session on the first backend that works and passes the self-check (the
- * reference pose rendered here vs reference.png from onnxruntime-python).
- * A forced backend is kept even if its self-check fails (with a warning).
+ * reference pose rendered here vs reference.png from onnxruntime-python), and the
+ * preview model's session on the same backend (dropped, with a warning, if its own
+ * self-check fails). A forced backend is kept even if its self-check fails (with a warning).
  */
-async function chooseRenderer(ort, modelBytes, scene, reference) {
+async function chooseRenderers(models, scene, references) {
   const { order, forced } = await backendOrder();
+  const threads = Number(params.get('threads')) || 0;
   const history = [];
   for (let i = 0; i < order.length; i++) {
     const backend = order[i];
     const last = i === order.length - 1;
     setLoading(`creating ${backend} session…`, NaN);
-    let renderer;
+    let ort, renderer;
     try {
-      renderer = await Renderer.create(ort, modelBytes, backend, scene);
+      ort = await loadOrt(backend, threads);
+      renderer = await Renderer.create(ort, models.full, backend, scene, models.fullModel);
     } catch (err) {
       if (last) throw err;
       showWarning(`${backend} unavailable (${err.message}); falling back to ${order[i + 1]}.`);
       continue;
     }
+    viewer.numThreads = backend === 'wasm' ? ort.env.wasm.numThreads : 1;
     setLoading(`self-check on ${backend}…`, NaN);
-    const rgba = await renderer.run(scene.referencePose);
-    const psnr = psnrRgba(rgba, reference.data);
-    const ok = psnr >= SELF_CHECK_MIN_PSNR_DB;
-    history.push({ backend, psnr, ok });
-    if (ok || last || forced) {
-      viewer.selfCheck = { psnr, backend, ok, threshold: SELF_CHECK_MIN_PSNR_DB, history };
-      if (!ok) {
+    const check = await selfCheck(renderer, scene, references.full);
+    history.push(check);
+    if (check.ok || last || forced) {
+      viewer.selfCheck = { ...check, threshold: SELF_CHECK_MIN_PSNR_DB, history, preview: null };
+      if (!check.ok) {
         showWarning(
-          `Self-check failed on ${backend}: PSNR ${psnr.toFixed(1)} dB vs the reference image ` +
+          `Self-check failed on ${backend}: PSNR ${check.psnr.toFixed(1)} dB vs the reference image ` +
           `(threshold ${SELF_CHECK_MIN_PSNR_DB} dB). The images shown may be wrong.`);
       }
-      return renderer;
+      const preview = models.preview ? await previewRenderer(ort, models.preview, backend, scene, references) : null;
+      return { renderer, preview };
     }
     showWarning(
-      `Self-check failed on ${backend}: PSNR ${psnr.toFixed(1)} dB < ${SELF_CHECK_MIN_PSNR_DB} dB; ` +
+      `Self-check failed on ${backend}: PSNR ${check.psnr.toFixed(1)} dB < ${SELF_CHECK_MIN_PSNR_DB} dB; ` +
       `falling back to ${order[i + 1]}.`);
     await renderer.release();
   }
   throw new ViewerError('No backend could be used.'); // unreachable: the last one returns or throws
 }
+
+async function previewRenderer(ort, bytes, backend, scene, references) {
+  let preview;
+  try {
+    preview = await Renderer.create(ort, bytes, backend, scene, scene.preview);
+  } catch (err) {
+    showWarning(`No preview while moving: ${err.message}`);
+    return null;
+  }
+  const check = await selfCheck(preview, scene, references.preview);
+  viewer.selfCheck.preview = check;
+  if (check.ok) return preview;
+  showWarning(`Self-check of the preview model failed on ${backend} (PSNR ${check.psnr.toFixed(1)} dB); ` +
+    'rendering full size while moving.');
+  await preview.release();
+  return null;
+}
+
+/** Fetch the full (and preview) model with one progress bar over both. */
+async function fetchModels(scene) {
+  // float16 weights (half the download; the arithmetic stays float32, so every backend
+  // runs them) unless ?weights=fp32; the self-check vouches for them like for any model
+  const fp16 = scene.full.fp16Url && params.get('weights') !== 'fp32';
+  viewer.weights = fp16 ? 'fp16' : 'fp32';
+  const full = fp16 ? { ...scene.full, url: scene.full.fp16Url } : scene.full;
+  const parts = scene.preview ? [full, scene.preview] : [full];
+  const got = parts.map(() => ({ fraction: 0, bytes: 0 }));
+  const report = () => {
+    const bytes = got.reduce((a, g) => a + g.bytes, 0);
+    const fraction = got.reduce((a, g) => a + g.fraction, 0) / got.length;
+    setLoading(`loading model… ${(bytes / 1e6).toFixed(1)} MB`, fraction);
+  };
+  const bytes = await Promise.all(parts.map((m, i) => fetchModel(m.url, (fraction, n) => {
+    got[i] = { fraction, bytes: n };
+    report();
+  })));
+  return { full: bytes[0], preview: bytes[1] ?? null, fullModel: full };
+}
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[s.length >> 1]; };
 
 async function start() {
   setState('loading');
@@ -164,70 +223,97 @@ async function start() {
     window.location.assign(`?${next}`); // new scene, default view: no hash
   });
 
+  $('results-link').href = `compare.html?scene=${encodeURIComponent(entry.name)}`;
   setLoading(`loading ${entry.path}…`, NaN);
   const scene = await loadScene(entry.path);
   viewer.scene = scene.name;
 
-  const [ort, modelBytes, reference] = await Promise.all([
-    loadOrt(),
-    fetchModel(scene.modelUrl, (fraction, bytes) =>
-      setLoading(`loading model… ${(bytes / 1e6).toFixed(1)} MB`, fraction)),
-    loadImageRgba(scene.referenceUrl, 'the reference image'),
+  const [models, refFull, refPreview] = await Promise.all([
+    fetchModels(scene),
+    loadImageRgba(scene.full.referenceUrl, 'the reference image'),
+    scene.preview ? loadImageRgba(scene.preview.referenceUrl, 'the preview reference image') : null,
   ]);
-  viewer.numThreads = ort.env.wasm.numThreads;
-  if (reference.width !== scene.width || reference.height !== scene.height) {
-    throw new ViewerError(
-      `The reference image (${scene.referenceUrl}) is ${reference.width}x${reference.height}, ` +
-      `but scene.json says ${scene.width}x${scene.height}.`);
+  for (const [model, ref] of [[scene.full, refFull], [scene.preview, refPreview]]) {
+    if (ref && (ref.width !== model.width || ref.height !== model.height)) {
+      throw new ViewerError(
+        `The reference image (${model.referenceUrl}) is ${ref.width}x${ref.height}, ` +
+        `but scene.json says ${model.width}x${model.height}.`);
+    }
   }
 
-  const renderer = await chooseRenderer(ort, modelBytes, scene, reference);
+  const { renderer, preview } = await chooseRenderers(models, scene, { full: refFull, preview: refPreview });
   viewer.backend = renderer.backend;
+  const quality = params.get('quality') ?? 'auto'; // auto | full: ?quality=full never shows the preview
+  const budgetMs = Number(params.get('budget')) || FRAME_BUDGET_MS;
 
   const canvas = $('view');
   canvas.width = scene.width;
   canvas.height = scene.height;
   const ctx = canvas.getContext('2d', { alpha: false });
+  ctx.imageSmoothingQuality = 'high';
   const image = new ImageData(scene.width, scene.height);
+  // The preview is drawn at its own size on a small canvas, then scaled up onto the view.
+  const small = preview && Object.assign(document.createElement('canvas'), { width: preview.width, height: preview.height });
+  const smallCtx = small && small.getContext('2d', { alpha: false });
+  const smallImage = preview && new ImageData(preview.width, preview.height);
 
   const camera = new OrbitCamera(scene.orbit, scene.up);
   camera.fromHash(window.location.hash);
 
+  /** pose -> pixels on the canvas, with the full model or the preview. */
+  async function paint(which, pose) {
+    if (which === 'preview') {
+      smallImage.data.set(await preview.run(pose));
+      smallCtx.putImageData(smallImage, 0, 0);
+      ctx.drawImage(small, 0, 0, canvas.width, canvas.height);
+    } else {
+      image.data.set(await renderer.run(pose));
+      ctx.putImageData(image, 0, 0);
+    }
+  }
+
   // Render loop: only when the view changed, at most one session.run in flight, and at
-  // most one frame pending (the latest view wins).
+  // most one frame pending (the latest view wins). While the user drags and full frames
+  // are slower than the budget, frames come from the preview model; once the camera
+  // rests for REST_MS, one full frame refines the image.
   let dirty = false;
+  let moving = false; // the pending change came from the user's pointer/wheel
   let running = false;
   let rafId = 0;
-  let waiters = []; // resolved when the view they asked for is on the canvas
-  let frameMsAvg = NaN;
+  let refineTimer = 0;
+  let waiters = []; // resolved when the view they asked for is on the canvas at full quality
+  let fullMsAvg = NaN;
   let lastFrameEnd = 0;
   let intervalAvg = NaN;
   const ema = (avg, x) => (Number.isFinite(avg) ? 0.8 * avg + 0.2 * x : x);
 
   const status = () => {
     const threads = renderer.backend === 'wasm' ? ` ×${viewer.numThreads} thread${viewer.numThreads > 1 ? 's' : ''}` : '';
-    const fps = Number.isFinite(intervalAvg) ? 1000 / intervalAvg : 1000 / frameMsAvg;
+    const fps = Number.isFinite(intervalAvg) ? 1000 / intervalAvg : 1000 / viewer.lastFrameMs;
     const { psnr, ok } = viewer.selfCheck;
     const db = Number.isFinite(psnr) ? `${psnr.toFixed(1)} dB` : 'exact';
     const check = ok ? `self-check ${db}` : `self-check FAILED (${db})`;
+    const size = viewer.quality === 'preview' ? `preview ${preview.width}×${preview.height}` : `${scene.width}×${scene.height}`;
     $('status').textContent =
-      `${renderer.backend}${threads} · ${viewer.lastFrameMs.toFixed(1)} ms/frame · ${fps.toFixed(0)} fps · ${check}`;
+      `${renderer.backend}${threads} · ${size} · ${viewer.lastFrameMs.toFixed(1)} ms/frame · ${fps.toFixed(0)} fps · ${check}`;
   };
 
-  const requestRender = () => {
+  const requestRender = (byUser = false) => {
     dirty = true;
+    moving = byUser;
+    if (byUser) { clearTimeout(refineTimer); refineTimer = 0; }
     if (!rafId && !running) rafId = requestAnimationFrame(frame);
   };
 
   async function frame() {
     rafId = 0;
     if (!dirty || running) return;
+    const which = preview && moving && quality !== 'full' && fullMsAvg > budgetMs ? 'preview' : 'full';
     dirty = false;
     running = true;
     const t0 = performance.now();
     try {
-      image.data.set(await renderer.run(camera.pose()));
-      ctx.putImageData(image, 0, 0);
+      await paint(which, camera.pose());
     } catch (err) {
       showError(err instanceof ViewerError ? err : new ViewerError(`Rendering failed: ${err.message ?? err}`));
       waiters.forEach((w) => w.reject(err));
@@ -236,8 +322,13 @@ async function start() {
     }
     const t1 = performance.now();
     viewer.lastFrameMs = t1 - t0;
-    viewer.frames += 1;
-    frameMsAvg = ema(frameMsAvg, viewer.lastFrameMs);
+    viewer.quality = which;
+    if (which === 'full') {
+      viewer.frames += 1;
+      fullMsAvg = ema(fullMsAvg, viewer.lastFrameMs);
+    } else {
+      viewer.previewFrames += 1;
+    }
     // Frame rate while frames follow each other; after a pause, the rate one frame allows.
     intervalAvg = lastFrameEnd && t1 - lastFrameEnd < 500 ? ema(intervalAvg, t1 - lastFrameEnd) : NaN;
     lastFrameEnd = t1;
@@ -245,13 +336,15 @@ async function start() {
     status();
     if (dirty) {
       rafId = requestAnimationFrame(frame);
+    } else if (which === 'preview') {
+      refineTimer = setTimeout(() => { refineTimer = 0; if (!dirty) requestRender(false); }, REST_MS);
     } else {
       waiters.forEach((w) => w.resolve());
       waiters = [];
     }
   }
 
-  const whenRendered = () => (!dirty && !running
+  const whenRendered = () => (!dirty && !running && !refineTimer
     ? Promise.resolve()
     : new Promise((resolve, reject) => waiters.push({ resolve, reject })));
 
@@ -262,18 +355,18 @@ async function start() {
     const hash = `#${camera.toHash()}`;
     if (window.location.hash !== hash) history.replaceState(null, '', hash);
   };
-  const onChange = () => {
-    requestRender();
+  const onChange = (byUser = false) => {
+    requestRender(byUser);
     if (!hashTimer) hashTimer = setTimeout(writeHash, HASH_UPDATE_MS);
   };
-  attachOrbitControls(canvas, camera, { onChange, onEnd: writeHash });
+  attachOrbitControls(canvas, camera, { onChange: () => onChange(true), onEnd: writeHash });
   window.addEventListener('hashchange', () => {
     if (camera.fromHash(window.location.hash)) requestRender();
   });
 
   const resetButton = $('reset-view');
   resetButton.disabled = false;
-  resetButton.addEventListener('click', () => { camera.reset(); onChange(); writeHash(); });
+  resetButton.addEventListener('click', () => { camera.reset(); onChange(false); writeHash(); });
   const saveButton = $('save-png');
   saveButton.disabled = false;
   saveButton.addEventListener('click', () => {
@@ -286,6 +379,37 @@ async function start() {
     }, 'image/png');
   });
 
+  /**
+   * Time `frames` renders of the current view two ways, interleaved: the page's own path
+   * (pose in, pixels on the canvas) and the bare session.run. Medians in ms.
+   */
+  viewer.benchmark = async ({ frames = 20, warmup = 3, quality: which = 'full' } = {}) => {
+    if (which === 'preview' && !preview) throw new Error('this scene has no preview model');
+    await whenRendered();
+    const r = which === 'preview' ? preview : renderer;
+    const pose = camera.pose();
+    const page = [], bare = [];
+    running = true; // keep the render loop out
+    try {
+      for (let i = 0; i < warmup + frames; i++) {
+        let t0 = performance.now();
+        await paint(which, pose);
+        const tPage = performance.now() - t0;
+        t0 = performance.now();
+        (await r.infer(pose)).dispose();
+        const tBare = performance.now() - t0;
+        if (i >= warmup) { page.push(tPage); bare.push(tBare); }
+      }
+    } finally {
+      running = false;
+    }
+    requestRender(false); // repaint the full-quality view
+    await whenRendered();
+    return {
+      page_ms: median(page), run_ms: median(bare), frames, quality: which, backend: renderer.backend,
+      threads: viewer.numThreads, width: r.width, height: r.height, crossOriginIsolated: window.crossOriginIsolated,
+    };
+  };
   viewer.pose = () => Array.from(camera.pose());
   viewer.view = () => ({ az: camera.azimuthDeg, el: camera.elevationDeg, r: camera.radius });
   viewer.setView = (az, el, r) => {

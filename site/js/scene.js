@@ -124,13 +124,39 @@ export async function loadScene(url) {
     c.fail('reference.pose', 'a 4x4 list of finite numbers (camera-to-world, row-major)', pose);
   }
 
+  const layout = scene.output_layout ?? 'rgb';
+  if (layout !== 'rgb' && layout !== 'rgba255') {
+    c.fail('output_layout', '"rgba255" or "rgb" (or absent: "rgb")', layout);
+  }
+
   const base = new URL(url, document.baseURI);
+  let preview = null;
+  if (scene.preview !== undefined) {
+    const p = c.object(scene, 'preview');
+    c.string(p, 'model', 'preview.model');
+    c.string(p, 'reference_image', 'preview.reference_image');
+    for (const k of ['width', 'height']) {
+      const v = p[k];
+      if (!Number.isInteger(v) || v < 1 || v > scene[k]) c.fail(`preview.${k}`, `an integer in [1, ${scene[k]}]`, v);
+    }
+    preview = {
+      url: new URL(p.model, base).href, width: p.width, height: p.height,
+      referenceUrl: new URL(p.reference_image, base).href,
+    };
+  }
   return {
     ...scene,
     url: base.href,
+    outputLayout: layout,
     modelUrl: new URL(scene.model, base).href,
     referenceUrl: new URL(ref.image, base).href,
     referencePose: new Float32Array(pose.flat()),
+    full: {
+      url: new URL(scene.model, base).href, width: scene.width, height: scene.height,
+      referenceUrl: new URL(ref.image, base).href,
+      fp16Url: scene.model_fp16 === undefined ? null : new URL(c.string(scene, 'model_fp16'), base).href,
+    },
+    preview,
   };
 }
 
