@@ -145,5 +145,6 @@ def _run(args: argparse.Namespace, cfg, cfg_path: Path, overrides: list[str]) ->
     for rec in records:
         if rec and rec.get("stage") == "export":
             site = rec["outputs"].get("site_dir")
-            print(f"viewer: python -m http.server -d {site}  then open http://localhost:8000/")
+            print(f"viewer: python -m http.server -d {site}  then open http://localhost:8000/ "
+                  "(results: http://localhost:8000/compare.html)")
     return 0

@@ -67,6 +67,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("export", ("data", "distill", "student"), "export.stage:run",
           lambda c: {"export": dataclasses.asdict(c.export), "name": c.name},
           ("export",)),
+    Stage("report", ("data", "teacher", "distill", "student", "export"), "export.report:run",
+          lambda c: {"report": dataclasses.asdict(c.report), "name": c.name, "background": c.background},
+          ("export", "pipeline/cameras.py")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_workspace, run_cli
 
-STAGES = ("data", "teacher", "distill", "student", "export")
+STAGES = ("data", "teacher", "distill", "student", "export", "report")
 
 
 def records(ws, name="toy"):
@@ -58,6 +58,7 @@ distill: {n_views: 6}
 student: {output_size: 16, sr_factor: 2, sr_channels: [8], width: 8, n_blocks: 1, steps: 10, batch_images: 2,
           n_points: 4, pe_freqs: 2}
 export: {check_poses: 1}
+report: {turntable_frames: 4, teacher_turntable_size: 16}
 """
 
 
@@ -86,10 +87,11 @@ def test_cache_rules(tiny_ws):
     assert all(f"{s}" in status for s in STAGES) and "stale" not in status and "missing" not in status
 
     third = run_cli(tiny_ws, "run", "configs/tiny.yaml", "--set", "student.steps=12")
-    assert _ran(third) == {"student", "export"}
+    assert _ran(third) == {"student", "export", "report"}
     assert records(tiny_ws, "tiny")["teacher"]["key"] == keys["teacher"]
     status = run_cli(tiny_ws, "status", "configs/tiny.yaml").stdout  # without the override: stale
-    assert "student  stale" in status and "export   stale" in status and "teacher  done" in status
+    assert "student  stale" in status and "export   stale" in status and "report   stale" in status
+    assert "teacher  done" in status
 
     # no config: the most recent run's, with its overrides
     fourth = run_cli(tiny_ws, "stage", "distill")
@@ -113,8 +115,11 @@ def test_clear_errors(tiny_ws, tmp_path):
 
 
 @pytest.mark.slow
-def test_toy_export_renders_in_chromium(toy_run, tmp_path):
-    """The exported toy student in the real viewer: canvas vs onnxruntime-python >= 40 dB."""
+@pytest.mark.parametrize("backend", ["wasm", "webgpu"])
+def test_toy_export_renders_in_chromium(toy_run, tmp_path, backend):
+    """The exported toy student in the real viewer: canvas vs onnxruntime-python >= 40 dB
+    for the full model and (after a drag, at rest) again; the preview model passes its
+    self-check and is used while dragging when full frames exceed the frame budget."""
     from browser import CHROMIUM, ConsoleLog, canvas_vs_ort_psnr, launch_chromium, require_or_skip, serve, wait_state
 
     ws, _, _ = toy_run
@@ -122,18 +127,122 @@ def test_toy_export_renders_in_chromium(toy_run, tmp_path):
     require_or_skip(CHROMIUM.exists(), f"{CHROMIUM} not found")
     require_or_skip((site / "vendor").is_dir(), "site/vendor missing: run `npm ci --prefix site`")
     sync_api = pytest.importorskip("playwright.sync_api")
+    model = site / "scenes" / "toy" / "model.onnx"
     with serve(site) as url, sync_api.sync_playwright() as p:
-        browser = launch_chromium(p)
+        browser = launch_chromium(p, webgpu=backend == "webgpu")
         try:
             page = browser.new_page(viewport={"width": 800, "height": 700})
             log = ConsoleLog(page)
-            page.goto(url + "?scene=toy&backend=wasm")
-            assert wait_state(page, timeout_ms=60_000) == "ready", page.inner_text("body")
-            value = canvas_vs_ort_psnr(page, site / "scenes" / "toy" / "model.onnx")
+            # budget=0.001 ms: every full frame is "too slow", so a drag must use the preview
+            page.goto(url + f"?scene=toy&backend={backend}&budget=0.001")
+            assert wait_state(page, timeout_ms=120_000) == "ready", page.inner_text("body")
+            assert page.evaluate("window.viewer.backend") == backend
+            value = canvas_vs_ort_psnr(page, model)
             check = page.evaluate("window.viewer.selfCheck")
-            page.screenshot(path=str(tmp_path / "toy_viewer.png"))
+            page.screenshot(path=str(tmp_path / f"toy_viewer_{backend}.png"))
+
+            box = page.locator("#view").bounding_box()
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(x, y)
+            page.mouse.down()
+            for k in range(1, 6):
+                page.mouse.move(x + 12 * k, y + 3 * k)
+                page.wait_for_timeout(60)
+            page.mouse.up()
+            page.wait_for_function("window.viewer.previewFrames > 0", timeout=60_000)
+            page.wait_for_function("window.viewer.quality === 'full'", timeout=60_000)  # refined at rest
+            after_drag = canvas_vs_ort_psnr(page, model)
+            bench = page.evaluate("window.viewer.benchmark({frames: 3, warmup: 1})")
         finally:
             browser.close()
     assert value >= 40.0, f"canvas vs onnxruntime-python: {value:.1f} dB"
+    assert after_drag >= 40.0, f"after a drag, at rest: {after_drag:.1f} dB"
     assert check["ok"], check
+    assert check["preview"] and check["preview"]["ok"], check
+    assert bench["page_ms"] > 0 and bench["run_ms"] > 0 and bench["backend"] == backend, bench
+    assert not log.errors, log.errors
+
+
+@pytest.mark.slow
+def test_report_turntable_video(toy_run):
+    """The student's turntable decodes with the configured frame count and size, and its
+    first frame is the student's render of the first orbit pose (up to H.264 loss)."""
+    import imageio.v2 as iio2
+    import torch
+
+    from export.report import turntable_poses
+    from export.stage import load_student
+    from pipeline.config import load_config
+
+    ws, _, _ = toy_run
+    cfg = load_config(ws / "configs" / "toy.yaml")
+    report_dir = ws / "site" / "scenes" / "toy" / "report"
+    frames = iio2.mimread(report_dir / "turntable_student.mp4", format="FFMPEG", memtest=False)
+    size = cfg.student.output_size
+    assert len(frames) == cfg.report.turntable_frames and frames[0].shape == (size, size, 3)
+    scene = json.loads((ws / "site" / "scenes" / "toy" / "scene.json").read_text())
+    pose = turntable_poses(scene["orbit"], scene["up"], cfg.report.turntable_frames)[0]
+    model = load_student(ws / "runs" / "toy" / "student" / "model.pt", cfg, torch.device("cpu"))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(pose).float())[0].permute(1, 2, 0).numpy()
+    mse = np.mean((frames[0] / 255.0 - expected) ** 2)
+    assert 10 * np.log10(1 / mse) > 30.0
+    gif = iio2.mimread(report_dir / "turntable_student.gif")
+    assert len(gif) == cfg.report.turntable_frames and (report_dir / "turntable_student.gif").stat().st_size < 2e6
+    teacher = iio2.mimread(report_dir / "turntable_teacher.mp4", format="FFMPEG", memtest=False)
+    assert len(teacher) == cfg.report.turntable_frames
+    assert teacher[0].shape == (cfg.report.teacher_turntable_size,) * 2 + (3,)
+
+
+@pytest.mark.slow
+def test_fp16_export_in_scene(toy_run):
+    """export.fp16 (on in configs/toy.yaml): about half the file, close to fp32 at the
+    reported PSNR, listed in scene.json."""
+    from export.onnx_export import psnr_between
+
+    ws, _, _ = toy_run
+    scene_dir = ws / "site" / "scenes" / "toy"
+    scene = json.loads((scene_dir / "scene.json").read_text())
+    fp32, fp16 = (scene_dir / "model.onnx").read_bytes(), (scene_dir / scene["model_fp16"]).read_bytes()
+    card = scene["model_card"]
+    assert card["fp16_bytes"] == len(fp16) and len(fp16) < 0.65 * len(fp32)
+    poses = [np.asarray(scene["reference"]["pose"], np.float32)]
+    assert psnr_between(fp32, fp16, poses) >= card["fp16_psnr_vs_fp32"] - 3.0
+    assert card["fp16_psnr_vs_fp32"] > 40.0
+
+
+@pytest.mark.slow
+def test_compare_page_lists_every_test_view(toy_run, tmp_path):
+    """compare.html in headless Chromium: every toy test view, worst first, with the
+    PSNRs of the student's metrics.json; no console errors."""
+    from browser import CHROMIUM, ConsoleLog, launch_chromium, require_or_skip, serve, wait_state
+
+    ws, _, _ = toy_run
+    site = ws / "site"
+    require_or_skip(CHROMIUM.exists(), f"{CHROMIUM} not found")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    metrics = json.loads((ws / "runs" / "toy" / "student" / "metrics.json").read_text())
+    with serve(site) as url, sync_api.sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            log = ConsoleLog(page)
+            page.goto(url + "compare.html?scene=toy")
+            assert wait_state(page, timeout_ms=30_000) == "ready", page.inner_text("body")
+            rows = page.evaluate("window.compare.rows")
+            shown = page.eval_on_selector_all(
+                "#views tbody tr", "trs => trs.map(t => [t.dataset.view, t.querySelector('.psnr').textContent])")
+            n_curves = page.eval_on_selector_all("#curves svg", "s => s.map(x => Number(x.dataset.points))")
+            page.evaluate("document.getElementById('flicker').click()")
+            page.wait_for_timeout(600)
+            page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+        finally:
+            browser.close()
+    per_view = {r["view"]: r["psnr"] for r in metrics["per_view"]}
+    assert sorted(v for v, _ in shown) == sorted(per_view) and len(rows) == len(per_view)
+    for view, text in shown:
+        assert text == f"{per_view[view]:.2f}", (view, text)
+    psnrs = [per_view[v] for v, _ in shown]
+    assert psnrs == sorted(psnrs)  # worst first
+    assert all(n >= 2 for n in n_curves) and len(n_curves) == 2
     assert not log.errors, log.errors

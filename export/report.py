@@ -1,0 +1,182 @@
+"""Stage 6: results people can look at, written into the viewer site.
+
+For the exported scene, into `<site_dir>/scenes/<name>/report/` (read by `site/compare.html`)
+and the stage folder:
+- turntables: a 360-degree orbit of the student (MP4 + a small animated GIF for READMEs)
+  and, at low resolution, of the teacher (MP4);
+- every test view as ground truth | teacher | student PNGs, with the per-view figures of
+  the student stage's metrics.json (the page shows exactly those numbers);
+- `report.json`: views, loss/PSNR curves of teacher and student (step and wall time),
+  the model card of scene.json, and the turntable files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import imageio.v2 as iio2
+import imageio.v3 as iio
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pipeline.cameras import camera_directions, orbit_pose, pinhole_rays
+from pipeline.errors import StageError
+from pipeline.io import atomic_write_bytes, atomic_write_json
+from pipeline.scene import background_rgb, load_split
+
+from .stage import load_student
+
+REPORT_FORMAT = 1
+
+
+def turntable_poses(orbit: dict, up: list[float], n_frames: int) -> list[np.ndarray]:
+    """n_frames poses around the orbit target at the default radius and elevation,
+    starting at the default azimuth (frame 0 is the viewer's default view)."""
+    return [orbit_pose(orbit["target"], orbit["radius"], orbit["azimuth_deg"] + 360.0 * k / n_frames,
+                       orbit["elevation_deg"], up) for k in range(n_frames)]
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(H, W, 3) float in [0, 1] -> uint8, rounded to nearest."""
+    return (img.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """MP4 (H.264, yuv420p, via the ffmpeg binary of imageio-ffmpeg), written atomically."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # macro_block_size=1: keep the exact size (our sizes are even, as yuv420p needs)
+        iio2.mimwrite(tmp, frames, format="FFMPEG", fps=fps, codec="libx264", quality=9,
+                      macro_block_size=1, ffmpeg_log_level="error")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_gif(path: Path, frames: list[np.ndarray], fps: int, size: int) -> None:
+    """A looping GIF of `frames` downscaled to `size` px (area filter)."""
+    small = [F.interpolate(torch.from_numpy(f).permute(2, 0, 1)[None].float(), size=(size, size), mode="area")[0]
+             .permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy() for f in frames]
+    atomic_write_bytes(path, iio.imwrite("<bytes>", np.stack(small), extension=".gif",
+                                         duration=1000 / fps, loop=0))
+
+
+@torch.no_grad()
+def student_frames(model, poses: list[np.ndarray]) -> list[np.ndarray]:
+    return [to_uint8(model(torch.from_numpy(p).float())[0].permute(1, 2, 0))
+            for p in tqdm(poses, desc="report: student turntable", unit="frame", leave=False)]
+
+
+@torch.no_grad()
+def teacher_frames(ctx, poses: list[np.ndarray], size: int, camera_angle_x: float) -> list[np.ndarray]:
+    from teacher.distill import MODEL as TEACHER_MODEL
+    from teacher.model import load_teacher
+    from teacher.render import MarchSettings, render_image
+
+    cfg = ctx.cfg
+    field, estimator = load_teacher(ctx.upstream["teacher"] / TEACHER_MODEL, cfg.teacher, ctx.device)
+    march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=cfg.distill.alpha_thre,
+                          early_stop_eps=cfg.distill.early_stop_eps)
+    focal = 0.5 * size / math.tan(0.5 * camera_angle_x)
+    dirs = camera_directions(size, size, focal, ctx.device)
+    bg = background_rgb(cfg.background).to(ctx.device)
+    out = []
+    for p in tqdm(poses, desc="report: teacher turntable", unit="frame", leave=False):
+        rays_o, rays_d = pinhole_rays(torch.as_tensor(p, dtype=torch.float32, device=ctx.device), dirs)
+        img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=cfg.distill.chunk_rays)
+        out.append(to_uint8(img))
+    return out
+
+
+def _curve(path: Path) -> list[dict]:
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [{k: r[k] for k in ("step", "seconds", "loss", "psnr") if k in r} for r in rows]
+
+
+def run(ctx) -> dict:
+    cfg, rcfg = ctx.cfg, ctx.cfg.report
+    t0 = time.time()
+    scene_dir = Path(ctx.upstream_records["export"]["outputs"]["scene_dir"])
+    try:
+        scene = json.loads((scene_dir / "scene.json").read_text())
+    except (OSError, ValueError) as err:
+        raise StageError(f"{scene_dir / 'scene.json'}: missing or unreadable ({err.__class__.__name__}); "
+                         "re-run `python -m pipeline stage export --force`") from None
+    report_dir = scene_dir / "report"
+    student_dir, distill_dir = ctx.upstream["student"], ctx.upstream["distill"]
+    model = load_student(student_dir / "model.pt", cfg, torch.device("cpu"))
+    size = cfg.student.output_size
+
+    # Turntables
+    poses = turntable_poses(scene["orbit"], scene["up"], rcfg.turntable_frames)
+    frames = student_frames(model, poses)
+    files = {}
+    for folder in (ctx.out_dir, report_dir):
+        write_video(folder / "turntable_student.mp4", frames, rcfg.fps)
+        write_gif(folder / "turntable_student.gif", frames, rcfg.fps, min(rcfg.gif_size, size))
+    files["student_mp4"], files["student_gif"] = "turntable_student.mp4", "turntable_student.gif"
+    if rcfg.teacher_turntable_size > 0:
+        meta = json.loads((distill_dir / "transforms_test.json").read_text())
+        t_frames = teacher_frames(ctx, poses, rcfg.teacher_turntable_size, meta["camera_angle_x"])
+        for folder in (ctx.out_dir, report_dir):
+            write_video(folder / "turntable_teacher.mp4", t_frames, rcfg.fps)
+        files["teacher_mp4"] = "turntable_teacher.mp4"
+
+    # Test views: ground truth | teacher | student, with the student stage's own figures
+    metrics = ctx.upstream_records["student"]["metrics"]
+    per_view = metrics["per_view"]
+    root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
+    test = load_split(root, "test", cfg.data.downscale)
+    gt = test.rgb_on(background_rgb(cfg.background)).permute(0, 3, 1, 2)
+    if gt.shape[-1] != size:
+        gt = F.interpolate(gt, size=(size, size), mode="area")
+    gt = gt.permute(0, 2, 3, 1)
+    names = {r["view"]: k for k, r in enumerate(per_view)}
+    if len(per_view) != len(test.names) or any(n not in names for n in test.names):
+        raise StageError(f"{student_dir / 'metrics.json'}: its test views differ from the scene's; "
+                         "re-run `python -m pipeline stage student --force`")
+    views = []
+    with torch.no_grad():
+        for k in tqdm(range(len(test.names)), desc="report: test views", unit="view", leave=False):
+            name = test.names[k]
+            row = per_view[names[name]]
+            teacher_png = (distill_dir / "test" / f"{k:05d}.png").read_bytes()
+            student = to_uint8(model(test.c2w[k])[0].permute(1, 2, 0))
+            stem = f"views/{k:05d}"
+            atomic_write_bytes(report_dir / f"{stem}_gt.png", iio.imwrite("<bytes>", to_uint8(gt[k]), extension=".png"))
+            atomic_write_bytes(report_dir / f"{stem}_teacher.png", teacher_png)
+            atomic_write_bytes(report_dir / f"{stem}_student.png", iio.imwrite("<bytes>", student, extension=".png"))
+            views.append({"view": name, "gt": f"{stem}_gt.png", "teacher": f"{stem}_teacher.png",
+                          "student": f"{stem}_student.png", "psnr": row["psnr"], "ssim": row["ssim"],
+                          "teacher_psnr": row["teacher_psnr"], "psnr_vs_teacher": row["psnr_vs_teacher"]})
+
+    report = {
+        "format": REPORT_FORMAT,
+        "name": cfg.name,
+        "size": size,
+        "summary": {k: metrics[k] for k in ("psnr", "ssim", "psnr_vs_teacher", "teacher_psnr", "baseline_psnr")},
+        "teacher_stage": {k: ctx.upstream_records["teacher"]["metrics"].get(k)
+                          for k in ("psnr", "ssim", "steps", "train_seconds")},
+        "model_card": scene.get("model_card", {}),
+        "curves": {"teacher": _curve(ctx.upstream["teacher"] / "curve.json"),
+                   "student": _curve(student_dir / "curve.json")},
+        "turntable": {**files, "frames": rcfg.turntable_frames, "fps": rcfg.fps, "size": size,
+                      "teacher_size": rcfg.teacher_turntable_size},
+        "views": views,
+    }
+    atomic_write_json(report_dir / "report.json", report)  # last: the page reads it
+    out = {"n_views": len(views), "turntable_frames": rcfg.turntable_frames, "seconds": round(time.time() - t0, 1)}
+    atomic_write_json(ctx.out_dir / "metrics.json", out)
+    ctx.log(f"{len(views)} test views and turntables -> {report_dir}; "
+            f"open compare.html on the served site")
+    return {"metrics": out, "outputs": {"report_dir": str(report_dir), **files}}
