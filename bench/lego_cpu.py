@@ -1,0 +1,85 @@
+"""The lego CPU profile end to end: teacher, distill, student, export (configs/lego.yaml).
+
+Runs `python -m pipeline run configs/lego.yaml` on lego 200x200 in a workspace of its
+own (default bench_runs/, shared with bench/teacher_lego.py; cached like any run, so
+a finished run is read back from its records, not retrained) and exports the scene
+into the repository's site/ (serve it to see lego). Prints each stage's time and the
+quality figures, then, last, one JSON line with `teacher_psnr`, `student_psnr`,
+`student_vs_teacher_psnr`, `total_seconds`.
+
+Both PSNRs are on the same views: every test view, the teacher's from its distilled
+renders of the test cameras, the student's from its own output; against ground truth.
+Targets (2 cores): student PSNR >= teacher PSNR - 1 dB; the whole profile in about an hour.
+
+    python bench/lego_cpu.py [--scene ../shared/data/nerf_synthetic_200/lego] [--set KEY=VALUE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("data", "teacher", "distill", "student", "export", "report")
+MAX_GAP_DB = 1.0
+TARGET_SECONDS = 3600
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scene", default=str(ROOT.parent / "shared/data/nerf_synthetic_200/lego"))
+    ap.add_argument("--workspace", default=str(ROOT / "bench_runs"))
+    ap.add_argument("--site", default=str(ROOT / "site"), help="viewer site the scene is exported into")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
+    args = ap.parse_args()
+    scene = Path(args.scene).resolve()
+    if not (scene / "transforms_train.json").is_file():
+        print(f"error: lego scene not found at {scene} (--scene PATH)", file=sys.stderr)
+        return 2
+    ws = Path(args.workspace)
+    (ws / "configs").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "configs" / "lego.yaml", ws / "configs" / "lego.yaml")
+    # teacher.max_seconds as bench/teacher_lego.py sets it, so both share the teacher's cache
+    sets = [f"data.root={scene}", "teacher.max_seconds=1200.0", f"export.site_dir={Path(args.site).resolve()}",
+            *args.overrides]
+    cmd = [sys.executable, "-m", "pipeline", "run", "configs/lego.yaml"]
+    for s in sets:
+        cmd += ["--set", s]
+    subprocess.run(cmd, cwd=ws, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    recs = {s: json.loads((ws / "runs" / "lego" / s / "record.json").read_text()) for s in STAGES}
+    teacher, student, export = (recs[s]["metrics"] for s in ("teacher", "student", "export"))
+    total = sum(recs[s]["seconds"] for s in STAGES)
+    print()
+    print(f"{'stage':<9}{'seconds':>9}  result")
+    notes = {
+        "teacher": f"{teacher.get('steps')} steps, PSNR {teacher['psnr']:.2f} dB on {teacher['n_views']} test views",
+        "distill": f"{recs['distill']['metrics']['n_views']} views, "
+                   f"{recs['distill']['metrics'].get('views_per_s', float('nan')):.2f} views/s",
+        "student": f"PSNR {student['psnr']:.2f} dB (teacher on the same {student['n_views']} views "
+                   f"{student['teacher_psnr']:.2f} dB), vs teacher {student['psnr_vs_teacher']:.2f} dB",
+        "export": f"{export['onnx_bytes'] / 1e6:.2f} MB ONNX, {export['params']:,} params, "
+                  f"{export['flops_per_frame'] / 1e9:.2f} GFLOP/frame, {export['ort_python_ms_1thread']:.1f} ms "
+                  "in onnxruntime-python (1 thread)",
+    }
+    for s in STAGES:
+        print(f"{s:<9}{recs[s]['seconds']:>9.0f}  {notes.get(s, '')}")
+    print(f"{'total':<9}{total:>9.0f}  (target about {TARGET_SECONDS} s)")
+    gap = student["teacher_psnr"] - student["psnr"]
+    print(f"student is {gap:.2f} dB below the teacher on the same views (target <= {MAX_GAP_DB}: "
+          f"{'met' if gap <= MAX_GAP_DB else 'MISSED'})")
+    print(json.dumps({"teacher_psnr": round(student["teacher_psnr"], 3), "student_psnr": round(student["psnr"], 3),
+                      "student_vs_teacher_psnr": round(student["psnr_vs_teacher"], 3),
+                      "total_seconds": round(total, 1), "teacher_stage_psnr": round(teacher["psnr"], 3),
+                      "student_ssim": round(student["ssim"], 4),
+                      "stage_seconds": {s: round(recs[s]["seconds"], 1) for s in STAGES}}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Regenerate README.md's results block from finished runs (never edit it by hand).
+
+Reads the stages' `record.json` of the toy run (`make demo`, in the repository) and of the
+lego CPU-profile run (`python bench/lego_cpu.py`, in bench_runs/), plus
+`bench_runs/viewer.json` from `python bench/viewer.py` if present; copies the pictures
+into bench/results/ (the toy turntable GIF, lego's side-by-side and turntable) and rewrites
+the text between `<!-- results:begin -->` and `<!-- results:end -->` in README.md.
+
+    python bench/update_readme.py [--toy-workspace .] [--lego-workspace bench_runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+STAGES = ("data", "teacher", "distill", "student", "export", "report")
+
+
+def records(ws: Path, name: str) -> dict[str, dict]:
+    out = {}
+    for s in STAGES:
+        path = ws / "runs" / name / s / "record.json"
+        if path.exists():
+            out[s] = json.loads(path.read_text())
+    return out
+
+
+def stage_rows(recs: dict[str, dict]) -> list[str]:
+    rows = ["| stage | seconds | result |", "|---|---|---|"]
+    for s, rec in recs.items():
+        m = rec.get("metrics") or {}
+        if s == "teacher":
+            note = f"{m.get('steps')} steps; test PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f} ({m['n_views']} views)"
+        elif s == "distill":
+            vps = m.get("views_per_s")
+            note = f"{m['n_views']} pseudo-views at {m['size']}x{m['size']}" + (f", {vps:.2f} views/s" if vps else "")
+        elif s == "student":
+            note = (f"PSNR {m['psnr']:.2f} dB vs ground truth (teacher on the same views {m['teacher_psnr']:.2f} dB), "
+                    f"{m['psnr_vs_teacher']:.2f} dB vs teacher; SSIM {m['ssim']:.3f}")
+        elif s == "export":
+            note = (f"{m['onnx_bytes'] / 1e6:.2f} MB ONNX, {m['params']:,} parameters, "
+                    f"{m['flops_per_frame'] / 1e9:.3f} GFLOP/frame, {m['ort_python_ms_1thread']:.1f} ms/frame in "
+                    "onnxruntime-python (1 thread)")
+            if "fp16_bytes" in m:
+                note += f"; fp16 weights {m['fp16_bytes'] / 1e6:.2f} MB ({m['fp16_psnr_vs_fp32']:.1f} dB vs fp32)"
+        elif s == "report":
+            note = f"turntables ({m.get('turntable_frames')} frames), {m.get('n_views')} test views for compare.html"
+        else:
+            note = ""
+        rows.append(f"| {s} | {rec['seconds']:.1f} | {note} |")
+    total = sum(r["seconds"] for r in recs.values())
+    rows.append(f"| **total** | **{total:.0f}** | |")
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--toy-workspace", default=str(ROOT))
+    ap.add_argument("--lego-workspace", default=str(ROOT / "bench_runs"))
+    args = ap.parse_args()
+    toy_ws, lego_ws = Path(args.toy_workspace), Path(args.lego_workspace)
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    lines = []
+
+    toy = records(toy_ws, "toy")
+    if toy:
+        gif = toy_ws / "site" / "scenes" / "toy" / "report" / "turntable_student.gif"
+        lines += ["Toy scene (`make demo`, 2 CPU cores, no GPU), from the stages' `record.json`:", ""]
+        if gif.exists():
+            shutil.copy(gif, results / "toy_turntable.gif")
+            lines += ["![toy student turntable](bench/results/toy_turntable.gif)", ""]
+        lines += stage_rows(toy) + [""]
+    lego = records(lego_ws, "lego")
+    if "student" in lego:
+        lines += ["Lego at 200x200, CPU profile (`python bench/lego_cpu.py`, 2 cores, `configs/lego.yaml`):", ""]
+        side = sorted((lego_ws / "runs" / "lego" / "student" / "side_by_side").glob("*.png"))
+        if side:
+            shutil.copy(side[0], results / "lego_side_by_side.png")
+            lines += ["![lego: ground truth | teacher | student](bench/results/lego_side_by_side.png)",
+                      "", "*ground truth | teacher | student, test view " + side[0].stem + "*", ""]
+        lines += stage_rows(lego) + [""]
+        viewer = lego_ws / "viewer.json"
+        if viewer.exists():
+            v = json.loads(viewer.read_text())
+            s = v.get("scenes", {}).get("lego")
+            if s:
+                lines += [f"In the browser (`python bench/viewer.py`, headless Chromium, 2 cores): lego renders at "
+                          f"**{s['fps_wasm2']:.1f} fps** on WASM with 2 threads ({s['wasm2_page_ms']:.1f} ms a frame, "
+                          f"{s['wasm1_page_ms']:.1f} ms on 1 thread; onnxruntime-python {s['ort2_ms']:.1f} ms on 2 "
+                          f"threads); the page's frame time is {s['page_overhead_ratio']:.2f}x the bare session.run.",
+                          ""]
+    if not lines:
+        print("error: no finished toy or lego run found (make demo; python bench/lego_cpu.py)", file=sys.stderr)
+        return 2
+
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"error: {readme} has no {BEGIN} ... {END} block", file=sys.stderr)
+        return 2
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    readme.write_text(head + BEGIN + "\n" + "\n".join(lines) + END + tail)
+    print(f"updated {readme} ({len(lines)} lines) and {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
