@@ -28,7 +28,8 @@ from tqdm import tqdm
 from pipeline.cameras import camera_directions, orbit_pose, pinhole_rays
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json
-from pipeline.scene import background_rgb, load_split
+from pipeline.scene import background_rgb
+from student.stage import test_views
 
 from .stage import load_student
 
@@ -135,12 +136,7 @@ def run(ctx) -> dict:
     # Test views: ground truth | teacher | student, with the student stage's own figures
     metrics = ctx.upstream_records["student"]["metrics"]
     per_view = metrics["per_view"]
-    root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
-    test = load_split(root, "test", cfg.data.downscale)
-    gt = test.rgb_on(background_rgb(cfg.background)).permute(0, 3, 1, 2)
-    if gt.shape[-1] != size:
-        gt = F.interpolate(gt, size=(size, size), mode="area")
-    gt = gt.permute(0, 2, 3, 1)
+    test, gt = test_views(ctx)
     names = {r["view"]: k for k, r in enumerate(per_view)}
     if len(per_view) != len(test.names) or any(n not in names for n in test.names):
         raise StageError(f"{student_dir / 'metrics.json'}: its test views differ from the scene's; "

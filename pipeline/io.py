@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-
 # mkstemp creates files readable by their owner only; outputs (site files served by a web
 # server running as another user, among others) get the usual permissions instead.
 _UMASK = os.umask(0)

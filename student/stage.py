@@ -208,18 +208,24 @@ def run(ctx) -> dict:
     return {"metrics": metrics, "outputs": {"model": MODEL, "camera": dataclasses.asdict(camera)}}
 
 
-@torch.no_grad()
-def evaluate(ctx, model: NeLFStudent, train_images: torch.Tensor, n_saved: int = 4) -> dict:
-    """Student vs the real test views and vs the teacher's renders of the same cameras."""
-    cfg, dev = ctx.cfg, ctx.device
-    model.eval()
-    size = cfg.student.output_size
+def test_views(ctx):
+    """The scene's test split and its images on the background at the student's output
+    size, (N, S, S, 3) float in [0, 1] (area-downsampled if the scene is larger)."""
+    cfg, size = ctx.cfg, ctx.cfg.student.output_size
     root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
     test = load_split(root, "test", cfg.data.downscale)
     gt = test.rgb_on(background_rgb(cfg.background)).permute(0, 3, 1, 2)
     if gt.shape[-1] != size:
         gt = F.interpolate(gt, size=(size, size), mode="area")
-    gt = gt.permute(0, 2, 3, 1)
+    return test, gt.permute(0, 2, 3, 1)
+
+
+@torch.no_grad()
+def evaluate(ctx, model: NeLFStudent, train_images: torch.Tensor, n_saved: int = 4) -> dict:
+    """Student vs the real test views and vs the teacher's renders of the same cameras."""
+    dev = ctx.device
+    model.eval()
+    test, gt = test_views(ctx)
     teacher_imgs, _, _ = load_views(ctx.upstream["distill"], "transforms_test.json")
     teacher_imgs = teacher_imgs.float() / 255.0
     mean_colour = train_images.float().mean(dim=(0, 1, 2)) / 255.0

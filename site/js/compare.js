@@ -5,7 +5,7 @@
 // For tests: window.compare = {ready: Promise, scene, rows: [{view, psnr}] as displayed,
 // error}; document.body.dataset.state is 'loading' | 'ready' | 'error'.
 
-import { ViewerError, fetchOk, loadIndex } from './scene.js';
+import { ViewerError, fetchOk, loadIndex, pickScene } from './scene.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(window.location.search);
@@ -169,15 +169,8 @@ function viewsTable(report, base) {
 
 async function start() {
   const index = await loadIndex();
-  const wanted = params.get('scene');
-  const entry = wanted ? index.find((s) => s.name === wanted) : index[0];
-  if (!entry) {
-    throw new ViewerError(`Scene "${wanted}" is not in scenes/index.json (it has: ${index.map((s) => s.name).join(', ')}).`);
-  }
-  const select = $('scene-select');
-  for (const s of index) select.add(new Option(s.name, s.name, false, s === entry));
-  select.disabled = index.length < 2;
-  select.addEventListener('change', () => window.location.assign(`?scene=${encodeURIComponent(select.value)}`));
+  const entry = pickScene(index, params.get('scene'), $('scene-select'),
+    (name) => window.location.assign(`?scene=${encodeURIComponent(name)}`));
   $('viewer-link').href = `index.html?scene=${encodeURIComponent(entry.name)}`;
   compare.scene = entry.name;
 

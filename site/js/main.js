@@ -11,7 +11,7 @@
 
 import { attachOrbitControls, OrbitCamera } from './camera.js';
 import { Renderer, loadOrt, psnrRgba, webgpuAvailable } from './render.js';
-import { ViewerError, fetchModel, loadImageRgba, loadIndex, loadScene } from './scene.js';
+import { ViewerError, fetchModel, loadImageRgba, loadIndex, loadScene, pickScene } from './scene.js';
 
 window.viewerStarted = true;
 
@@ -209,17 +209,9 @@ async function start() {
 
   setLoading('loading scene index…', NaN);
   const index = await loadIndex();
-  const wanted = params.get('scene');
-  const entry = wanted ? index.find((s) => s.name === wanted) : index[0];
-  if (!entry) {
-    throw new ViewerError(`Scene "${wanted}" is not in scenes/index.json (it has: ${index.map((s) => s.name).join(', ')}).`);
-  }
-  const select = $('scene-select');
-  for (const s of index) select.add(new Option(s.name, s.name, false, s === entry));
-  select.disabled = index.length < 2;
-  select.addEventListener('change', () => {
+  const entry = pickScene(index, params.get('scene'), $('scene-select'), (name) => {
     const next = new URLSearchParams(params);
-    next.set('scene', select.value);
+    next.set('scene', name);
     window.location.assign(`?${next}`); // new scene, default view: no hash
   });
 

@@ -85,6 +85,21 @@ export async function loadIndex(url = 'scenes/index.json') {
 }
 
 /**
+ * The index entry named `wanted` (default: the first); fills `select` with every scene and
+ * calls go(name) when the user picks another.
+ */
+export function pickScene(index, wanted, select, go) {
+  const entry = wanted ? index.find((s) => s.name === wanted) : index[0];
+  if (!entry) {
+    throw new ViewerError(`Scene "${wanted}" is not in scenes/index.json (it has: ${index.map((s) => s.name).join(', ')}).`);
+  }
+  for (const s of index) select.add(new Option(s.name, s.name, false, s === entry));
+  select.disabled = index.length < 2;
+  select.addEventListener('change', () => go(select.value));
+  return entry;
+}
+
+/**
  * Fetch and validate one scene.json. Returns the parsed scene plus absolute URLs:
  * `modelUrl`, `referenceUrl`, and `referencePose` as a Float32Array(16), row-major.
  */
