@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
+
+from lego_workspace import add_arguments, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("data", "teacher", "distill", "student", "export", "report")
@@ -32,25 +30,13 @@ TARGET_SECONDS = 3600
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scene", default=str(ROOT.parent / "shared/data/nerf_synthetic_200/lego"))
-    ap.add_argument("--workspace", default=str(ROOT / "bench_runs"))
+    add_arguments(ap)
     ap.add_argument("--site", default=str(ROOT / "site"), help="viewer site the scene is exported into")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     args = ap.parse_args()
-    scene = Path(args.scene).resolve()
-    if not (scene / "transforms_train.json").is_file():
-        print(f"error: lego scene not found at {scene} (--scene PATH)", file=sys.stderr)
-        return 2
-    ws = Path(args.workspace)
-    (ws / "configs").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "configs" / "lego.yaml", ws / "configs" / "lego.yaml")
     # teacher.max_seconds as bench/teacher_lego.py sets it, so both share the teacher's cache
-    sets = [f"data.root={scene}", "teacher.max_seconds=1200.0", f"export.site_dir={Path(args.site).resolve()}",
-            *args.overrides]
-    cmd = [sys.executable, "-m", "pipeline", "run", "configs/lego.yaml"]
-    for s in sets:
-        cmd += ["--set", s]
-    subprocess.run(cmd, cwd=ws, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    ws = run_pipeline(args, [["run"]], ["teacher.max_seconds=1200.0", f"export.site_dir={Path(args.site).resolve()}"])
+    if ws is None:
+        return 2
 
     recs = {s: json.loads((ws / "runs" / "lego" / s / "record.json").read_text()) for s in STAGES}
     teacher, student, export = (recs[s]["metrics"] for s in ("teacher", "student", "export"))

@@ -12,38 +12,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from lego_workspace import add_arguments, run_pipeline
+
 TARGET_PSNR = 31.0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scene", default=str(ROOT.parent / "shared/data/nerf_synthetic_200/lego"))
+    add_arguments(ap)
     ap.add_argument("--budget", type=float, default=1200.0, help="teacher training seconds")
-    ap.add_argument("--workspace", default=str(ROOT / "bench_runs"))
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     args = ap.parse_args()
-    scene = Path(args.scene).resolve()
-    if not (scene / "transforms_train.json").is_file():
-        print(f"error: lego scene not found at {scene} (--scene PATH)", file=sys.stderr)
+    ws = run_pipeline(args, [["stage", "data"], ["stage", "teacher"]], [f"teacher.max_seconds={args.budget}"])
+    if ws is None:
         return 2
-    ws = Path(args.workspace)
-    (ws / "configs").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "configs" / "lego.yaml", ws / "configs" / "lego.yaml")
-    sets = [f"data.root={scene}", f"teacher.max_seconds={args.budget}", *args.overrides]
-    cmd = [sys.executable, "-m", "pipeline", "stage", "teacher", "configs/lego.yaml"]
-    for s in sets:
-        cmd += ["--set", s]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for stage in ("data", "teacher"):
-        cmd[4] = stage
-        subprocess.run(cmd, cwd=ws, check=True, env=env)
     rec = json.loads((ws / "runs" / "lego" / "teacher" / "record.json").read_text())
     m = rec["metrics"]
     print()

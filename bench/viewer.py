@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the Chromium/Playwright helpers the b
 
 from browser import ConsoleLog, canvas_vs_ort_psnr, launch_chromium, serve, wait_state  # noqa: E402
 
+from export.stage import reference_image, update_index  # noqa: E402
+
 TARGET_FPS = 15.0
 TARGET_OVERHEAD = 1.15
 
@@ -66,7 +68,7 @@ def page_bench(browser, url: str, model: Path | None, frames: int, timeout_ms: i
         page.goto(url)
         if wait_state(page, timeout_ms=timeout_ms) != "ready":
             raise RuntimeError(f"{url}: viewer error: {page.evaluate('window.viewer.error')}; {log.errors}")
-        res = page.evaluate(f"window.viewer.benchmark({{frames: {frames}, warmup: 2}})", )
+        res = page.evaluate(f"window.viewer.benchmark({{frames: {frames}, warmup: 2}})")
         res["self_check_db"] = page.evaluate("window.viewer.selfCheck.psnr")
         res["psnr_vs_ort"] = canvas_vs_ort_psnr(page, model) if model else math.nan
         return res
@@ -139,8 +141,9 @@ def main() -> int:
                     raw_dir = work / "scenes" / f"{name}_raw"
                     shutil.copytree(work / "scenes" / name, raw_dir)
                     shutil.copy(Path(args.runs) / name / "export" / "model_raw.onnx", raw_dir / scene["model"])
-                    (raw_dir / "scene.json").write_text(json.dumps({**scene, "name": f"{name}_raw"}))
-                    _add(work, f"{name}_raw")
+                    raw_scene = {k: v for k, v in scene.items() if k != "model_fp16"}  # the viewer would load that
+                    (raw_dir / "scene.json").write_text(json.dumps({**raw_scene, "name": f"{name}_raw"}))
+                    update_index(work, f"{name}_raw")
                     res = page_bench(browser, f"{base}index.html?scene={name}_raw&backend=wasm&threads=2&quality=full",
                                      None, args.frames, 120_000)
                     fig["wasm2_no_onnxsim"] = res
@@ -159,15 +162,14 @@ def main() -> int:
                 fullsize_model(full_dir / "model.onnx")
                 scene = json.loads((ref / "scene.json").read_text())
                 pose = np.asarray(scene["reference"]["pose"], np.float32)
-                from browser import ort_rgb
-                rgba = ort_rgb(full_dir / "model.onnx", pose, output_name="rgb")[0].transpose(1, 2, 0)
-                from PIL import Image
-                Image.fromarray((np.clip(rgba, 0, 1) * 255 + 0.5).astype(np.uint8)).save(full_dir / "reference.png")
+                png, _ = reference_image((full_dir / "model.onnx").read_bytes(), pose)
+                (full_dir / "reference.png").write_bytes(png)
                 scene = {**scene, "name": "mobiler2l_size", "width": 800, "height": 800, "output": "rgba",
                          "output_layout": "rgba255"}
                 scene.pop("preview", None)
+                scene.pop("model_fp16", None)
                 (full_dir / "scene.json").write_text(json.dumps(scene))
-                _add(work, "mobiler2l_size")
+                update_index(work, "mobiler2l_size")
                 ort2 = ort_ms(full_dir / "model.onnx", 2, 5, pose)
                 res = page_bench(browser, f"{base}index.html?scene=mobiler2l_size&backend=wasm&threads=2&quality=full",
                                  None, 5, 300_000)
@@ -212,12 +214,6 @@ def _summary(fig: dict) -> dict:
             if not math.isnan(fig[key]["psnr_vs_ort"]):
                 out[f"{key}_psnr_vs_ort"] = round(fig[key]["psnr_vs_ort"], 2)
     return out
-
-
-def _add(site: Path, name: str) -> None:
-    from fake_scene import add_to_index
-
-    add_to_index(site, name)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from pipeline.cameras import camera_directions, orbit_pose, pinhole_rays
 from pipeline.errors import StageError
-from pipeline.io import atomic_write_bytes, atomic_write_json
+from pipeline.io import atomic_write_bytes, atomic_write_json, to_uint8
 from pipeline.scene import background_rgb
 from student.stage import test_views
 
@@ -41,11 +41,6 @@ def turntable_poses(orbit: dict, up: list[float], n_frames: int) -> list[np.ndar
     starting at the default azimuth (frame 0 is the viewer's default view)."""
     return [orbit_pose(orbit["target"], orbit["radius"], orbit["azimuth_deg"] + 360.0 * k / n_frames,
                        orbit["elevation_deg"], up) for k in range(n_frames)]
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(H, W, 3) float in [0, 1] -> uint8, rounded to nearest."""
-    return (img.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
@@ -77,9 +72,9 @@ def student_frames(model, poses: list[np.ndarray]) -> list[np.ndarray]:
 
 @torch.no_grad()
 def teacher_frames(ctx, poses: list[np.ndarray], size: int, camera_angle_x: float) -> list[np.ndarray]:
-    from teacher.distill import MODEL as TEACHER_MODEL
     from teacher.model import load_teacher
     from teacher.render import MarchSettings, render_image
+    from teacher.stage import MODEL as TEACHER_MODEL
 
     cfg = ctx.cfg
     field, estimator = load_teacher(ctx.upstream["teacher"] / TEACHER_MODEL, cfg.teacher, ctx.device)
@@ -121,17 +116,16 @@ def run(ctx) -> dict:
     # Turntables
     poses = turntable_poses(scene["orbit"], scene["up"], rcfg.turntable_frames)
     frames = student_frames(model, poses)
-    files = {}
-    for folder in (ctx.out_dir, report_dir):
-        write_video(folder / "turntable_student.mp4", frames, rcfg.fps)
-        write_gif(folder / "turntable_student.gif", frames, rcfg.fps, min(rcfg.gif_size, size))
-    files["student_mp4"], files["student_gif"] = "turntable_student.mp4", "turntable_student.gif"
+    files = {"student_mp4": "turntable_student.mp4", "student_gif": "turntable_student.gif"}
+    write_video(report_dir / files["student_mp4"], frames, rcfg.fps)
+    write_gif(report_dir / files["student_gif"], frames, rcfg.fps, min(rcfg.gif_size, size))
     if rcfg.teacher_turntable_size > 0:
         meta = json.loads((distill_dir / "transforms_test.json").read_text())
         t_frames = teacher_frames(ctx, poses, rcfg.teacher_turntable_size, meta["camera_angle_x"])
-        for folder in (ctx.out_dir, report_dir):
-            write_video(folder / "turntable_teacher.mp4", t_frames, rcfg.fps)
         files["teacher_mp4"] = "turntable_teacher.mp4"
+        write_video(report_dir / files["teacher_mp4"], t_frames, rcfg.fps)
+    for name in files.values():  # the run folder keeps its own copy of the videos
+        atomic_write_bytes(ctx.out_dir / name, (report_dir / name).read_bytes())
 
     # Test views: ground truth | teacher | student, with the student stage's own figures
     metrics = ctx.upstream_records["student"]["metrics"]

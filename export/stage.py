@@ -44,7 +44,7 @@ def load_student(path: Path, cfg, device: torch.device) -> NeLFStudent:
     return model.eval()
 
 
-def _reference(onnx_bytes: bytes, pose: np.ndarray) -> tuple[bytes, float]:
+def reference_image(onnx_bytes: bytes, pose: np.ndarray) -> tuple[bytes, float]:
     """The self-check image (8-bit PNG of onnxruntime-python's output for `pose`) and the
     model's ms per frame in onnxruntime-python on one thread."""
     sess = ort_session(onnx_bytes, threads=1)
@@ -92,19 +92,21 @@ def run(ctx) -> dict:
     try:
         onnx_bytes, report = export_onnx(model, ecfg, check_poses, ctx.out_dir)
         preview = coarser(model, 2) if ecfg.preview and model.in_size % 2 == 0 else None
-        preview_bytes = export_onnx(preview, ecfg, check_poses, ctx.out_dir / "preview")[0] if preview else None
+        preview_bytes, preview_report = (export_onnx(preview, ecfg, check_poses, ctx.out_dir / "preview")
+                                         if preview else (None, {"max_abs_diff": 0.0}))
     except OSError:
         raise  # a path problem: the command line names the path
     except Exception as err:  # torch.onnx, the checker and onnxsim raise many types
         reason = str(err).splitlines()[0][:160] if str(err) else ""
         raise StageError(f"ONNX export failed ({err.__class__.__name__}: {reason}); try export.simplify: false "
                          f"or another export.opset (now {ecfg.opset}); --debug shows the traceback") from err
-    if report["max_abs_diff"] >= ecfg.max_abs_diff:
-        raise StageError(f"ONNX output differs from torch by {report['max_abs_diff']:.2e} "
-                         f"(limit export.max_abs_diff={ecfg.max_abs_diff})")
+    for what, rep in (("", report), ("preview ", preview_report)):
+        if rep["max_abs_diff"] >= ecfg.max_abs_diff:
+            raise StageError(f"{what}ONNX output differs from torch by {rep['max_abs_diff']:.2e} "
+                             f"(limit export.max_abs_diff={ecfg.max_abs_diff})")
     if ecfg.preview and preview is None:
         ctx.log(f"no preview model: the {model.in_size}x{model.in_size} ray grid cannot be halved")
-    ref_png, ort_ms = _reference(onnx_bytes, ref_pose)
+    ref_png, ort_ms = reference_image(onnx_bytes, ref_pose)
 
     size = cfg.student.output_size
     scene = {
@@ -137,7 +139,7 @@ def run(ctx) -> dict:
     else:
         (scene_dir / "model_fp16.onnx").unlink(missing_ok=True)
     if preview_bytes is not None:
-        preview_png, preview_ms = _reference(preview_bytes, ref_pose)
+        preview_png, preview_ms = reference_image(preview_bytes, ref_pose)
         atomic_write_bytes(scene_dir / "preview.onnx", preview_bytes)
         atomic_write_bytes(scene_dir / "preview_reference.png", preview_png)
         scene["preview"] = {"model": "preview.onnx", "width": size // 2, "height": size // 2,

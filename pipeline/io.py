@@ -39,6 +39,11 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def to_uint8(img: torch.Tensor):
+    """(..., 3) float image in [0, 1] -> numpy uint8, rounded to nearest."""
+    return (img.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype("uint8")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic(path, lambda f: f.write(data))
 

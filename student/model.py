@@ -136,17 +136,22 @@ class NeLFStudent(nn.Module):
         b = pose.shape[0]
         rot, origin = pose[:, :3, :3], pose[:, :3, 3]
         d = torch.matmul(self.dirs, rot.transpose(1, 2))  # (B, P, 3)
-        t = self.t_mid
+        u = None
         if isinstance(jitter, Tensor) or jitter:  # stratified depths in training only
-            u = jitter if isinstance(jitter, Tensor) else torch.rand(b, d.shape[1], t.shape[0], device=pose.device)
-            step = (self.camera.far - self.camera.near) / self.cfg.n_points
-            t = t + (u - 0.5) * step
-            pts = origin[:, None, None, :] + t[..., None] * d[:, :, None, :]
-        else:
-            pts = origin[:, None, None, :] + t[None, None, :, None] * d[:, :, None, :]
-        x = (pts - self.center) / self.camera.scale  # (B, P, K, 3)
-        x = positional_encoding(x.reshape(b, d.shape[1], -1), self.cfg.pe_freqs)
+            u = jitter if isinstance(jitter, Tensor) else torch.rand(b, d.shape[1], self.cfg.n_points,
+                                                                     device=pose.device)
+        x = self.ray_features(origin[:, None, :], d, u)  # (B, P, C)
         return x.transpose(1, 2).reshape(b, -1, self.in_size, self.in_size)
+
+    def ray_features(self, origin: Tensor, d: Tensor, u: Tensor | None = None) -> Tensor:
+        """Encoded K points along rays: origin, d (..., 3) (broadcastable), u (..., K)
+        optional depth jitter in [0, 1) -> (..., K * 3 * (1 + 2 * pe_freqs))."""
+        t = self.t_mid
+        if u is not None:
+            t = t + (u - 0.5) * (self.camera.far - self.camera.near) / self.cfg.n_points
+        pts = origin[..., None, :] + t[..., None] * d[..., None, :]  # (..., K, 3)
+        x = (pts - self.center) / self.camera.scale
+        return positional_encoding(x.flatten(-2), self.cfg.pe_freqs)
 
     def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None) -> Tensor:
         """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1].
@@ -181,13 +186,8 @@ class NeLFStudent(nn.Module):
         """
         if not self.per_ray:
             raise ValueError("forward_rays needs student.upsample: pixelshuffle (ConvTranspose mixes neighbours)")
-        rot, origin = pose[:, :3, :3], pose[:, :3, 3]
-        d = torch.matmul(rot, self.dirs[ray][:, :, None])[:, :, 0]  # (N, 3)
-        t = self.t_mid.expand(d.shape[0], -1)
-        if noise is not None:
-            t = t + (noise - 0.5) * (self.camera.far - self.camera.near) / self.cfg.n_points
-        pts = origin[:, None, :] + t[..., None] * d[:, None, :]  # (N, K, 3)
-        x = positional_encoding(((pts - self.center) / self.camera.scale).reshape(d.shape[0], -1), self.cfg.pe_freqs)
+        d = torch.matmul(pose[:, :3, :3], self.dirs[ray][:, :, None])[:, :, 0]  # (N, 3)
+        x = self.ray_features(pose[:, :3, 3], d, noise)  # (N, C)
         b, h, w = ray_layout(d.shape[0], self.in_size)
         return self.decode(x.reshape(b, h * w, -1).transpose(1, 2).reshape(b, -1, h, w))
 

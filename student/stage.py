@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from pipeline import distributed
 from pipeline.errors import DataError, StageError
-from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, to_uint8
 from pipeline.metrics import psnr, ssim
 from pipeline.scene import background_rgb, load_split
 from pipeline.training import all_finite, inject_faults, nonfinite_error, resume_from
@@ -237,9 +237,8 @@ def evaluate(ctx, model: NeLFStudent, train_images: torch.Tensor, n_saved: int =
                      "baseline_psnr": psnr(mean_colour.expand_as(gt[k]), gt[k])})
         if k < n_saved:
             side = torch.cat([gt[k], teacher_imgs[k], pred], dim=1)
-            arr = (side.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
             atomic_write_bytes(ctx.out_dir / "side_by_side" / f"{test.names[k]}.png",
-                               iio.imwrite("<bytes>", arr, extension=".png"))
+                               iio.imwrite("<bytes>", to_uint8(side), extension=".png"))
     mean = {key: float(np.mean([r[key] for r in rows]))
             for key in ("psnr", "ssim", "psnr_vs_teacher", "teacher_psnr", "baseline_psnr")}
     return {**mean, "n_views": len(rows), "per_view": rows}

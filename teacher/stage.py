@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.cameras import camera_directions, pinhole_rays, rays_for_pixels
-from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, to_uint8
 from pipeline.metrics import psnr, ssim
 from pipeline.scene import background_rgb, load_split
 from pipeline.training import all_finite, inject_faults, nonfinite_error, resume_from
@@ -38,8 +38,7 @@ def _lr_lambda(cfg) -> callable:
 
 
 def to_png(img: torch.Tensor) -> bytes:
-    arr = (img.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-    return iio.imwrite("<bytes>", arr, extension=".png")
+    return iio.imwrite("<bytes>", to_uint8(img), extension=".png")
 
 
 def run(ctx) -> dict:
