@@ -10,10 +10,13 @@ aabb, random directions), on 2 torch threads:
 * render:  forward under torch.no_grad (pseudo-view rendering for distillation),
 
 for the naive field (same MLPs, float32, encoding by ``hash_encode_naive`` with
-plain autograd) and ours. Each figure is the median of a few timed repeats after
-warm-up (which includes any cold compile, reported separately); repeats of the
-different fields are interleaved so that other load on the machine hits them
-alike. The last line of output is one JSON object with the headline figures.
+plain autograd) and ours: the hash encoding's C kernels (the CPU default) with
+eager or compiled MLPs, and (without --quick) the torch-only encoding
+(``-torch``: inductor-compiled gather, index_add_ scatter) for comparison.
+Each figure is the median of a few timed repeats after warm-up (which includes
+any cold compile, reported separately); repeats of the different fields are
+interleaved so that other load on the machine hits them alike. The last line of
+output is one JSON object with the headline figures.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from teacher import hashgrid_native  # noqa: E402
 from teacher.field import NGPField  # noqa: E402
 from teacher.hashgrid import HashEncoding, HashGridSpec, hash_encode_naive  # noqa: E402
 from teacher.malloc_tuning import tune_malloc  # noqa: E402
@@ -55,7 +59,7 @@ class NaiveHashEncoding(nn.Module):
 def make_field(kind: str, spec: HashGridSpec, state: dict | None) -> NGPField:
     compile = kind.startswith("ours-compiled")
     mlp_dtype = torch.bfloat16 if kind.endswith("bf16") else None
-    field = NGPField(AABB, spec, compile=compile, mlp_dtype=mlp_dtype)
+    field = NGPField(AABB, spec, compile=compile, mlp_dtype=mlp_dtype, native="-torch" not in kind)
     if state is not None:
         field.load_state_dict(state)
     if kind == "naive":
@@ -149,11 +153,13 @@ def main() -> None:
     ours += "-bf16" if args.mlp_dtype == "bf16" else "-fp32"
     kinds = ["naive"]
     if not args.quick:
-        kinds += [k for k in ("ours-eager-fp32", "ours-compiled-fp32") if k != ours and (args.compile or "eager" in k)]
+        kinds += [k for k in ("ours-eager-fp32", "ours-compiled-fp32", "ours-compiled-torch-bf16")
+                  if k != ours and (args.compile or "eager" in k)]
     kinds.append(ours)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, malloc tuning "
-          f"{'on' if malloc_tuned else 'off'}, hash grid {spec}")
+          f"{'on' if malloc_tuned else 'off'}, hash grid {spec}, C kernels "
+          f"{'built' if hashgrid_native.load() is not None else 'UNAVAILABLE (torch path)'}")
     print(f"samples/s, median of {repeats} after warm-up; fwd = training forward, render = no_grad forward\n")
 
     torch.manual_seed(0)

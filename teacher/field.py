@@ -101,6 +101,7 @@ class NGPField(nn.Module):
         mlp_dtype: run the MLPs under autocast in this dtype (e.g. torch.bfloat16
             on CPUs with AMX/AVX512-BF16; float16 or bfloat16 on CUDA); None: float32.
             The hash encoding and all outputs stay float32.
+        native: the hash encoding's C kernels on CPU (see ``HashEncoding``).
     """
 
     def __init__(
@@ -112,13 +113,14 @@ class NGPField(nn.Module):
         sh_degree: int = 4,
         compile: bool = False,
         mlp_dtype: torch.dtype | None = None,
+        native: bool = True,
     ) -> None:
         super().__init__()
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(6).clone())
         self.geo_feat_dim = geo_feat_dim
         self.sh_degree = sh_degree
         self.mlp_dtype = mlp_dtype
-        self.encoding = HashEncoding(spec, compile=compile)
+        self.encoding = HashEncoding(spec, compile=compile, native=native)
         self.density_mlp = nn.Sequential(
             nn.Linear(self.encoding.out_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1 + geo_feat_dim)
         )

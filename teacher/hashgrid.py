@@ -19,11 +19,17 @@ Implementations of the same function:
   (inductor fuses index, weight, gather and interpolation into one vectorised
   loop over (level, point)); the backward's ``index_add_`` runs levels in
   parallel on CPU threads. Falls back to eager, with one warning, if compiling
-  fails.
+  fails. This is the path on CUDA.
+* On CPU tensors, by default: fused C kernels (``hashgrid_native``, built on
+  first use) that gather in the forward and add each weighted gradient where it
+  is computed in the backward, instead of materialising (L, 8, F, N) index and
+  value arrays and scattering them. Falls back to the torch path without a C
+  compiler.
 
-On a 2-core CPU at 2^18 points the compiled encoding takes ~65 ms forward and
-~200 ms backward, both bound by random access into the 48 MB table (the
-gather/scatter of 16 L values per point), not by arithmetic.
+On a 2-core CPU at 2^18 points the compiled torch encoding takes ~65 ms forward
+and ~200 ms backward, both bound by memory traffic into the 48 MB table and the
+scatter buffers, not by arithmetic; see ``bench/teacher_throughput.py`` for the
+C kernels' figures.
 
 Grid conventions: level ``l`` has resolution ``R_l = floor(base * b**l)`` with
 ``b = (max_resolution / base_resolution) ** (1 / (n_levels - 1))``; vertex
@@ -44,6 +50,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from . import hashgrid_native
 
 # Instant-NGP spatial-hash primes (the x prime is 1).
 _PRIME_Y = 2654435761
@@ -341,12 +349,17 @@ class MaybeCompiled:
 class _Kernels:
     """Forward and backward of the encoding for one spec, eager or compiled."""
 
-    def __init__(self, spec: HashGridSpec, compile: bool, backward_chunk: int) -> None:
+    def __init__(self, spec: HashGridSpec, compile: bool, backward_chunk: int, native: bool = True) -> None:
         self.n_features = spec.n_features
         self.hash_mask = spec.table_size - 1
         self.backward_chunk = backward_chunk
         if spec.n_rows * spec.n_features >= 2**31:
             raise ValueError("table too large for int32 scatter indices")
+        self.native = hashgrid_native.load() if native else None
+        levels = spec.levels()
+        self.native_levels = hashgrid_native.LevelArgs(
+            [lv.resolution for lv in levels], [lv.offset for lv in levels], [lv.dense for lv in levels],
+            spec.n_features, self.hash_mask)
         # Indices are in range by construction (clamped cells, masked hash), so
         # inductor's per-gather bounds check is dropped. dynamic=True: one
         # graph for every batch size, measured as fast here as a static-shape one.
@@ -367,6 +380,9 @@ class _Kernels:
     @property
     def compiled(self) -> bool:
         return self.encode.compiled and self.scatter_args.compiled
+
+    def use_native(self, x: Tensor, table: Tensor) -> bool:
+        return self.native is not None and hashgrid_native.supports(x, table)
 
     def forward(self, xt: Tensor, table: Tensor, params: tuple[Tensor, ...]) -> Tensor:
         """(3, N), (n_rows * F,) -> (L * F, N)."""
@@ -410,11 +426,16 @@ class _HashEncodeFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, table: Tensor, kernels: _Kernels, *params: Tensor) -> Tensor:  # type: ignore[override]
-        xt = x.detach().to(table.dtype).t().contiguous()  # (3, N)
-        out_t = kernels.forward(xt, table.detach(), params)  # (L * F, N)
+        ctx.native = kernels.use_native(x, table)
+        if ctx.native:
+            xs = x.detach().to(table.dtype).contiguous()  # (N, 3)
+            out_t = hashgrid_native.forward(kernels.native, xs, table.detach().contiguous(), kernels.native_levels)
+        else:
+            xs = x.detach().to(table.dtype).t().contiguous()  # (3, N)
+            out_t = kernels.forward(xs, table.detach(), params)  # (L * F, N)
         # Corner indices and weights are recomputed in backward: storing them
         # would cost 16 L values per point instead of 3.
-        ctx.save_for_backward(xt, *params)
+        ctx.save_for_backward(xs, *params)
         ctx.kernels = kernels
         ctx.numel = table.numel()
         # (N, L * F) view of the transposed result: the next Linear layer reads
@@ -423,10 +444,13 @@ class _HashEncodeFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        xt, *params = ctx.saved_tensors
+        xs, *params = ctx.saved_tensors
         grad_table = None
-        if ctx.needs_input_grad[1]:
-            grad_table = ctx.kernels.backward(xt, grad_out.to(xt.dtype), ctx.numel, tuple(params))
+        if ctx.needs_input_grad[1] and ctx.native:
+            grad_table = hashgrid_native.backward(ctx.kernels.native, xs, grad_out.to(xs.dtype), ctx.numel,
+                                                  ctx.kernels.native_levels)
+        elif ctx.needs_input_grad[1]:
+            grad_table = ctx.kernels.backward(xs, grad_out.to(xs.dtype), ctx.numel, tuple(params))
         return (None, grad_table, None) + (None,) * len(params)
 
 
@@ -440,7 +464,9 @@ class HashEncoding(nn.Module):
             index/weight computation, both shape-dynamic). Cold compile takes
             seconds to a minute; results are cached on disk by inductor. Falls
             back to eager, with one warning, if compiling fails.
-        backward_chunk: points per backward chunk (bounds the scatter buffers).
+        backward_chunk: points per backward chunk (bounds the torch path's scatter buffers).
+        native: on CPU tensors, use the fused C kernels (``hashgrid_native``) when
+            they can be built; otherwise, and on CUDA, the torch path.
 
     Parameters:
         table: (n_rows * n_features,) features of all levels, level after level
@@ -448,13 +474,14 @@ class HashEncoding(nn.Module):
             init uniform(-1e-4, 1e-4).
     """
 
-    def __init__(self, spec: HashGridSpec, compile: bool = False, backward_chunk: int = 1 << 16) -> None:
+    def __init__(self, spec: HashGridSpec, compile: bool = False, backward_chunk: int = 1 << 16,
+                 native: bool = True) -> None:
         super().__init__()
         self.spec = spec
         self.table = nn.Parameter(torch.empty(spec.n_rows * spec.n_features).uniform_(-1e-4, 1e-4))
         for name, value in _level_params(spec).items():
             self.register_buffer(f"level_{name}", value, persistent=False)
-        self._kernels = _Kernels(spec, compile, backward_chunk)
+        self._kernels = _Kernels(spec, compile, backward_chunk, native)
 
     @property
     def out_dim(self) -> int:
@@ -462,8 +489,13 @@ class HashEncoding(nn.Module):
 
     @property
     def compiled(self) -> bool:
-        """Whether the compiled path is in use (False after a fallback)."""
+        """Whether the compiled torch path is in use (False after a fallback)."""
         return self._kernels.compiled
+
+    @property
+    def native(self) -> bool:
+        """Whether CPU inputs go through the C kernels."""
+        return self._kernels.native is not None
 
     def forward(self, x: Tensor) -> Tensor:
         """Encode positions.
@@ -487,4 +519,4 @@ class HashEncoding(nn.Module):
         return _HashEncodeFunction.apply(x, table, self._kernels, *params)
 
     def extra_repr(self) -> str:
-        return f"{self.spec}, n_rows={self.spec.n_rows}, compiled={self.compiled}"
+        return f"{self.spec}, n_rows={self.spec.n_rows}, compiled={self.compiled}, native={self.native}"

@@ -1,7 +1,8 @@
 """The teacher's hash encoding and radiance field against slow references and closed forms.
 
-The compiled path is off here (cold compiles take tens of seconds); set
-NELF_TEST_COMPILE=1 to also check it against the naive reference.
+Both CPU paths are checked: the C kernels (``native``, the default) and the
+eager torch path. The compiled torch path is off here (cold compiles take tens
+of seconds); set NELF_TEST_COMPILE=1 to also check it against the naive reference.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import warnings
 import pytest
 import torch
 
+from teacher import hashgrid_native
 from teacher.field import NGPField, sh_encode, trunc_exp
 from teacher.hashgrid import HashEncoding, HashGridSpec, MaybeCompiled, hash_encode_naive
 from teacher.malloc_tuning import tune_malloc
@@ -79,10 +81,33 @@ def test_single_level_spec():
 
 # ------------------------------------------------------------------ encoding vs reference
 
+PATHS = pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
 
+
+def test_native_kernels_build_here():
+    """CI has a C compiler: the fast path must really be in use, not silently replaced."""
+    enc = HashEncoding(MIXED)
+    assert enc.native, "C kernels did not build; see the RuntimeWarning"
+    assert not HashEncoding(MIXED, native=False).native
+
+
+def test_native_build_failure_falls_back_with_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setattr(hashgrid_native, "_lib", None)
+    monkeypatch.setattr(hashgrid_native, "_tried", False)
+    monkeypatch.setenv("NELF_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(hashgrid_native, "FLAGS", ("-O3", "--no-such-flag"))
+    with pytest.warns(RuntimeWarning, match="using the torch path"):
+        enc = _encoding(MIXED)
+    assert not enc.native
+    x = _points(100)
+    torch.testing.assert_close(enc(x), hash_encode_naive(x, enc.table, MIXED), rtol=1e-5, atol=1e-6)
+    assert not list(tmp_path.iterdir())  # no partly written library left behind
+
+
+@PATHS
 @pytest.mark.parametrize("spec", [MIXED, HashGridSpec()], ids=["mixed", "default"])
-def test_forward_matches_naive(spec):
-    enc = _encoding(spec)
+def test_forward_matches_naive(spec, native):
+    enc = _encoding(spec, native=native)
     x = _points(3000)
     out = enc(x)
     assert out.shape == (3000, spec.out_dim) and out.dtype == torch.float32
@@ -115,9 +140,10 @@ def test_interpolation_is_trilinear_on_dense_level():
     torch.testing.assert_close(out, x @ a + 0.5, rtol=1e-5, atol=1e-5)
 
 
+@PATHS
 @pytest.mark.parametrize("spec", [MIXED, HashGridSpec()], ids=["mixed", "default"])
-def test_table_gradient_matches_naive(spec):
-    enc = _encoding(spec)
+def test_table_gradient_matches_naive(spec, native):
+    enc = _encoding(spec, native=native)
     x = _points(2000, seed=1)
     grad_out = torch.randn(2000, spec.out_dim, generator=torch.Generator().manual_seed(2))
     (enc(x) * grad_out).sum().backward()
@@ -131,23 +157,44 @@ def test_backward_chunks_agree():
     x = _points(1000)
     grads = []
     for chunk in (1000, 333):
-        enc = _encoding(MIXED, backward_chunk=chunk)
+        enc = _encoding(MIXED, backward_chunk=chunk, native=False)
         enc(x).square().sum().backward()
         grads.append(enc.table.grad)
     torch.testing.assert_close(grads[0], grads[1])
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("n_features", [2, 3])
+def test_native_multithreaded_matches_torch_path(n_features):
+    """Enough points that the C kernels split work over threads (points forward, levels backward)."""
+    spec = HashGridSpec(n_levels=5, n_features=n_features, log2_table_size=12, base_resolution=4, max_resolution=64)
+    x = _points(40000, seed=3)
+    grad_out = torch.randn(40000, spec.out_dim, generator=torch.Generator().manual_seed(4))
+    outs, grads = [], []
+    for native in (True, False):
+        enc = _encoding(spec, native=native)
+        assert enc.native == native
+        out = enc(x)
+        (out * grad_out).sum().backward()
+        outs.append(out)
+        grads.append(enc.table.grad)
+    assert torch.get_num_threads() == 1 or hashgrid_native.load() is not None
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4)
+
+
+@PATHS
+def test_gradcheck_float64(native):
     spec = HashGridSpec(n_levels=2, n_features=2, log2_table_size=5, base_resolution=2, max_resolution=4)
     assert [lv.dense for lv in spec.levels()] == [True, False]
-    enc = HashEncoding(spec).double()
+    enc = HashEncoding(spec, native=native).double()
     table = torch.empty_like(enc.table).uniform_(-1, 1).requires_grad_(True)
     x = _points(16).double()
     assert torch.autograd.gradcheck(lambda t: enc.encode(x, t), (table,), eps=1e-6, atol=1e-8)
 
 
-def test_no_gradient_to_positions_and_nan_safe():
-    enc = _encoding(MIXED)
+@PATHS
+def test_no_gradient_to_positions_and_nan_safe(native):
+    enc = _encoding(MIXED, native=native)
     x = _points(16).requires_grad_(True)
     enc(x).sum().backward()
     assert x.grad is None
@@ -157,8 +204,9 @@ def test_no_gradient_to_positions_and_nan_safe():
     assert torch.isnan(out[0]).all() and torch.isfinite(out[1:]).all()
 
 
-def test_clamps_points_outside_unit_cube():
-    enc = _encoding(MIXED)
+@PATHS
+def test_clamps_points_outside_unit_cube(native):
+    enc = _encoding(MIXED, native=native)
     x = torch.tensor([[-0.5, 0.2, 1.7]])
     torch.testing.assert_close(enc(x), enc(torch.tensor([[0.0, 0.2, 1.0]])))
 
