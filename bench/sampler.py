@@ -1,7 +1,8 @@
 """Time the CPU occupancy-grid sampler: 8192 rays through a 128^3 grid, ~10% occupied around the centre.
 
 Run: python -m bench.sampler  (last line: JSON for the main case: solid ball, plain marching,
-at the faster of 1 thread and torch's default thread count)
+at the faster of 1 thread and torch's default thread count, for the C marcher (the CPU default)
+and the torch version, and their ratio)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import torch
 from nerfacc import OccGridEstimator
 
+from teacher import sampler
 from teacher.malloc_tuning import tune_malloc
 from teacher.sampler import occ_grid_sampling
 
@@ -65,7 +67,11 @@ def main() -> None:
     rays_o, rays_d = _rays(N_RAYS)
     default_threads = torch.get_num_threads()
     rows = []
-    for threads in sorted({1, default_threads}):
+    c_marcher = sampler._occgrid_lib
+    for impl, threads in [(i, t) for i in ("C", "torch") for t in sorted({1, default_threads})]:
+        if c_marcher() is None and impl == "C":
+            continue
+        sampler._occgrid_lib = c_marcher if impl == "C" else (lambda: None)
         torch.set_num_threads(threads)
         for kind in ("ball", "shells"):
             est = _grid(kind)
@@ -76,25 +82,31 @@ def main() -> None:
                 n_samples = run()[0].numel()
                 sec = _time(run)
                 rows.append(dict(
-                    threads=threads, grid=kind, occupied=float(est.binaries.float().mean()), stratified=stratified,
+                    impl=impl, threads=threads, grid=kind, occupied=float(est.binaries.float().mean()),
+                    stratified=stratified,
                     samples=n_samples, ms=1e3 * sec, rays_per_s=N_RAYS / sec, samples_per_s=n_samples / sec,
                 ))
+    sampler._occgrid_lib = c_marcher
     torch.set_num_threads(default_threads)
     print(f"CPU sampler, {N_RAYS} rays, {RES}^3 grid, step {STEP:.5f}, median of 5")
-    print(
-        f"{'threads':>7} {'grid':8} {'occ':>5} {'strat':>5} {'samples':>9} {'ms':>8} {'rays/s':>10} {'samples/s':>11}"
-    )
+    print(f"{'impl':>5} {'threads':>7} {'grid':8} {'occ':>5} {'strat':>5} {'samples':>9} {'ms':>8} {'rays/s':>10} "
+          f"{'samples/s':>11}")
     for r in rows:
         print(
-            f"{r['threads']:7d} {r['grid']:8} {r['occupied']:5.3f} {r['stratified']!s:>5} {r['samples']:9d} "
-            f"{r['ms']:8.1f} {r['rays_per_s']:10.0f} {r['samples_per_s']:11.3g}"
+            f"{r['impl']:>5} {r['threads']:7d} {r['grid']:8} {r['occupied']:5.3f} {r['stratified']!s:>5} "
+            f"{r['samples']:9d} {r['ms']:8.1f} {r['rays_per_s']:10.0f} {r['samples_per_s']:11.3g}"
         )
     # Main case: solid ball, plain marching, at whichever thread count was faster here.
-    best = max((r for r in rows if r["grid"] == "ball" and not r["stratified"]), key=lambda r: r["rays_per_s"])
+    best = {impl: max((r for r in rows if r["impl"] == impl and r["grid"] == "ball" and not r["stratified"]),
+                      key=lambda r: r["rays_per_s"], default=None) for impl in ("C", "torch")}
+    main_row = best["C"] or best["torch"]
     print(json.dumps({
-        "rays_per_s": round(best["rays_per_s"]),
-        "samples_per_s": round(best["samples_per_s"]),
-        "threads": best["threads"],
+        "rays_per_s": round(main_row["rays_per_s"]),
+        "samples_per_s": round(main_row["samples_per_s"]),
+        "threads": main_row["threads"],
+        "impl": main_row["impl"],
+        "torch_rays_per_s": round(best["torch"]["rays_per_s"]),
+        "speedup_c_over_torch": round(best["C"]["rays_per_s"] / best["torch"]["rays_per_s"], 2) if best["C"] else None,
     }))
 
 

@@ -69,6 +69,7 @@ class TeacherConfig:
     target_samples: int = 65536  # adaptive ray batch keeps samples/step near this
     max_batch_rays: int = 16384
     lr: float = 0.01
+    adam_beta2: float = 0.999  # Instant-NGP uses 0.99 (faster adaptation), nerfacc's example torch's 0.999
     weight_decay: float = 1e-6
     warmup_steps: int = 100
     loss: Literal["smooth_l1", "mse"] = "smooth_l1"
@@ -257,6 +258,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
          "teacher.aabb", "min < max on every axis")
     need(cfg.teacher.steps >= 1, "teacher.steps", ">= 1")
     need(cfg.teacher.render_step_size > 0, "teacher.render_step_size", "> 0")
+    need(0.0 <= cfg.teacher.adam_beta2 < 1.0, "teacher.adam_beta2", "in [0, 1)")
     need(cfg.distill.n_views >= 1, "distill.n_views", ">= 1")
     s = cfg.student
     need(s.sr_factor >= 1 and (s.sr_factor & (s.sr_factor - 1)) == 0, "student.sr_factor", "a power of two")

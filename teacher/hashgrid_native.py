@@ -1,85 +1,15 @@
-"""The hash encoding's CPU kernels in C (``csrc/hashgrid.c``), built on first use and loaded with ctypes.
-
-The library is compiled once per machine with the system C compiler (``$CC``,
-else ``cc``/``gcc``; about a second) into a cache folder (``$NELF_CACHE_DIR``,
-else ``~/.cache/nelf-pipeline``) under a name that hashes the source and the
-flags, written to a temporary name and renamed, so concurrent first uses are
-safe. Without a compiler, or if building fails, ``load()`` returns None once with
-a warning and the torch path is used instead.
-
-Threads: the library is built with OpenMP and binds to the libgomp that torch
-has loaded, so it runs on torch's own threads (``torch.set_num_threads``); where
-``-fopenmp`` does not build, it is built single-threaded.
-"""
+"""ctypes wrappers of the hash encoding's C kernels (``csrc/hashgrid.c``; built by ``native.load``)."""
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import warnings
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-SOURCE = Path(__file__).with_name("csrc") / "hashgrid.c"
-# -march=native: the library is built on the machine that runs it (the name hashes the
-# CPU model too); AVX-512 gave ~10% on the gathers here.
-FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno")
+from . import native
+
 ABI_VERSION = 3
-
-_lib: ctypes.CDLL | None = None
-_tried = False
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("NELF_CACHE_DIR") or Path.home() / ".cache" / "nelf-pipeline")
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
-
-
-def _build(cc: str, flags: tuple[str, ...]) -> Path:
-    key = hashlib.sha256(SOURCE.read_bytes() + repr((flags, cc, platform.machine(), _cpu_model())).encode())
-    out = cache_dir() / f"hashgrid-{key.hexdigest()[:16]}.so"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name, suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"{cc} failed")
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return out
-
-
-def _build_any(cc: str) -> Path:
-    """With OpenMP if the compiler has it, else single-threaded."""
-    try:
-        return _build(cc, (*FLAGS, "-fopenmp"))
-    except (RuntimeError, subprocess.TimeoutExpired):
-        return _build(cc, FLAGS)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -95,26 +25,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 def load() -> ctypes.CDLL | None:
     """The compiled kernels, or None (with one warning) where they cannot be built."""
-    global _lib, _tried
-    if _tried:
-        return _lib
-    _tried = True
-    if os.environ.get("NELF_NATIVE_HASHGRID", "1") == "0":
-        return None
-    try:
-        cc = _compiler()
-        if cc is None:
-            raise RuntimeError("no C compiler found (set CC)")
-        lib = ctypes.CDLL(str(_build_any(cc)))
-        lib.hg_abi_version.restype = ctypes.c_int
-        if lib.hg_abi_version() != ABI_VERSION:
-            raise RuntimeError("stale library")
-        _declare(lib)
-        _lib = lib
-    except Exception as err:  # noqa: BLE001 - any failure means "use the torch path"
-        warnings.warn(f"native hash-grid kernels unavailable ({err}); using the torch path", RuntimeWarning,
-                      stacklevel=2)
-    return _lib
+    return native.load("hashgrid", ABI_VERSION, _declare)
 
 
 def supports(x: Tensor, table: Tensor) -> bool:

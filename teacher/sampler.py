@@ -18,8 +18,12 @@ and constant steps (cone_angle == 0):
   (aabb_max - aabb_min). The two can only disagree for a midpoint within float32
   rounding of a cell face.
 
-Empty space is skipped in two stages so that the work scales with the occupied
-region, not with the aabb: each ray is first clipped to the bounding box of the
+On CPU the marching itself runs in C by default (``csrc/occgrid.c``: the
+kernel's float32 loop replayed per ray, which is what the brute-force test
+reference does, 4-5x faster than the torch version below); the torch version
+is the fallback without a C compiler. In the torch version, empty space is
+skipped in two stages so that the work scales with the occupied region, not
+with the aabb: each ray is first clipped to the bounding box of the
 occupied cells, then groups of `_GROUP` steps are culled with a summed-area
 table of the grid before any per-step work. Per-step work is done in chunks of
 at most `max_samples_per_chunk` candidate steps.
@@ -27,6 +31,7 @@ at most `max_samples_per_chunk` candidate steps.
 
 from __future__ import annotations
 
+import ctypes
 import weakref
 from collections.abc import Callable
 
@@ -35,6 +40,7 @@ import torch.nn.functional as F
 from nerfacc import OccGridEstimator
 from torch import Tensor
 
+from . import native
 from .volrend import render_visibility_from_density
 
 _GROUP = 32  # steps per culling test: fewer means tighter culling but more tests
@@ -153,6 +159,7 @@ def traverse_grid(
     far_planes: Tensor,
     step_size: float,
     max_samples_per_chunk: int = 1 << 20,
+    use_native: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """CPU twin of nerfacc's `traverse_grids` for one level and constant steps.
 
@@ -162,7 +169,8 @@ def traverse_grid(
         aabb: (6,) grid bounds {min xyz, max xyz}.
         near_planes, far_planes: (n_rays,) float32; marching starts at near_planes.
         step_size: marching step (world units).
-        max_samples_per_chunk: bound on candidate steps processed at once.
+        max_samples_per_chunk: bound on candidate steps processed at once (torch version).
+        use_native: march in C (``csrc/occgrid.c``) when it can be built.
     Returns:
         ray_indices (N,) long, t_starts (N,) float32, t_ends (N,) float32, sorted by ray then t.
     """
@@ -193,12 +201,16 @@ def traverse_grid(
     lo_box = torch.maximum(lo, b_entry)
     hi_box = torch.minimum(hi, b_exit)
     valid &= b_hit & (lo_box < hi_box)
-    rays = valid.nonzero()[:, 0]
-    if rays.numel() == 0:
-        return empty
     # Grid coordinate of o + t d is g0 + gd * t (float32, same formula everywhere).
     g0 = (rays_o - aabb[:3]) * scale
     gd = rays_d * scale
+    lib = _occgrid_lib() if use_native and device.type == "cpu" else None
+    if lib is not None:
+        return _march_native(lib, grid, g0, gd, near_planes, torch.where(valid, lo, torch.inf), hi, lo_box, hi_box,
+                             dt, half)
+    rays = valid.nonzero()[:, 0]
+    if rays.numel() == 0:
+        return empty
 
     cap = max(int(max_samples_per_chunk), _GROUP)
     out_rays, out_t = [], []
@@ -220,6 +232,37 @@ def traverse_grid(
     return torch.cat(out_rays), t_starts, t_starts + dt  # t_{k+1} = fl32(t_k + dt), as in the kernel
 
 
+def _declare_occgrid(lib: ctypes.CDLL) -> None:
+    i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+    common = [ptr] * 7 + [i64, ptr, i64, i64, i64, f32, f32]
+    lib.og_count.argtypes = [*common, ptr]
+    lib.og_fill.argtypes = [*common, ptr, ptr, ptr]
+    lib.og_count.restype = lib.og_fill.restype = None
+
+
+def _occgrid_lib() -> ctypes.CDLL | None:
+    return native.load("occgrid", 1, _declare_occgrid)
+
+
+def _march_native(
+    lib: ctypes.CDLL, grid: _GridTables, g0: Tensor, gd: Tensor, near: Tensor, lo: Tensor, hi: Tensor,
+    lo_box: Tensor, hi_box: Tensor, dt: Tensor, half: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`traverse_grid` in C: count each ray's samples, prefix-sum, then write them in ray order.
+    lo is +inf for rays that miss; all per-ray tensors (n_rays,) float32, g0/gd (n_rays, 3)."""
+    per_ray = [t.float().contiguous() for t in (g0, gd, near, lo, hi, lo_box, hi_box)]
+    occ = grid.binaries_u8
+    args = [t.data_ptr() for t in per_ray] + [g0.shape[0], occ.data_ptr(), *grid.res, float(dt), float(half)]
+    counts = torch.empty(g0.shape[0], dtype=torch.int64)
+    lib.og_count(*args, counts.data_ptr())
+    offsets = torch.cumsum(counts, 0) - counts
+    n = int(counts.sum())
+    ray_indices = torch.empty(n, dtype=torch.int64)
+    t_starts = torch.empty(n, dtype=torch.float32)
+    lib.og_fill(*args, offsets.data_ptr(), ray_indices.data_ptr(), t_starts.data_ptr())
+    return ray_indices, t_starts, t_starts + dt  # t_{k+1} = fl32(t_k + dt), as in the kernel
+
+
 class _GridTables:
     """Per-grid lookup tables: flat occupancy, a summed-area table, the occupied bounding box."""
 
@@ -227,6 +270,7 @@ class _GridTables:
         binaries = binaries[0]
         self.res = tuple(int(r) for r in binaries.shape)
         self.binaries_flat = binaries.reshape(-1)
+        self.binaries_u8 = binaries.to(torch.uint8).contiguous().reshape(-1)
         counts = binaries.to(torch.int32)
         # sat[i, j, k] = occupied cells in [0, i) x [0, j) x [0, k).
         sat = F.pad(counts, (1, 0, 1, 0, 1, 0))

@@ -14,7 +14,7 @@ import warnings
 import pytest
 import torch
 
-from teacher import hashgrid_native
+from teacher import hashgrid_native, native
 from teacher.field import NGPField, sh_encode, trunc_exp
 from teacher.hashgrid import HashEncoding, HashGridSpec, MaybeCompiled, hash_encode_naive
 from teacher.malloc_tuning import tune_malloc
@@ -92,13 +92,15 @@ def test_native_kernels_build_here():
 
 
 def test_native_build_failure_falls_back_with_one_warning(monkeypatch, tmp_path):
-    monkeypatch.setattr(hashgrid_native, "_lib", None)
-    monkeypatch.setattr(hashgrid_native, "_tried", False)
+    monkeypatch.setattr(native, "_libs", {})
     monkeypatch.setenv("NELF_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(hashgrid_native, "FLAGS", ("-O3", "--no-such-flag"))
+    monkeypatch.setattr(native, "FLAGS", ("-O3", "--no-such-flag"))
     with pytest.warns(RuntimeWarning, match="using the torch path"):
         enc = _encoding(MIXED)
     assert not enc.native
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once only
+        assert not _encoding(MIXED).native
     x = _points(100)
     torch.testing.assert_close(enc(x), hash_encode_naive(x, enc.table, MIXED), rtol=1e-5, atol=1e-6)
     assert not list(tmp_path.iterdir())  # no partly written library left behind
@@ -170,9 +172,9 @@ def test_native_multithreaded_matches_torch_path(n_features):
     x = _points(40000, seed=3)
     grad_out = torch.randn(40000, spec.out_dim, generator=torch.Generator().manual_seed(4))
     outs, grads = [], []
-    for native in (True, False):
-        enc = _encoding(spec, native=native)
-        assert enc.native == native
+    for use_c in (True, False):
+        enc = _encoding(spec, native=use_c)
+        assert enc.native == use_c
         out = enc(x)
         (out * grad_out).sum().backward()
         outs.append(out)

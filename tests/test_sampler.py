@@ -1,4 +1,8 @@
-"""CPU occupancy-grid sampler vs a brute-force per-ray replay of nerfacc's CUDA kernel."""
+"""CPU occupancy-grid sampler vs a brute-force per-ray replay of nerfacc's CUDA kernel.
+
+Every test runs twice on CPU: with the marching in C (the default) and with the
+torch version (the fallback without a C compiler).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,20 @@ import pytest
 import torch
 from nerfacc import OccGridEstimator
 
+from teacher import sampler
 from teacher.sampler import occ_grid_sampling
 from teacher.volrend import render_visibility_from_density
 
 AABB = [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]
+
+
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def marcher(request, monkeypatch):
+    if request.param == "torch":
+        monkeypatch.setattr(sampler, "_occgrid_lib", lambda: None)
+    else:
+        assert sampler._occgrid_lib() is not None, "C marcher did not build; see the RuntimeWarning"
+    return request.param
 
 
 def _estimator(res: int = 32, p_occ: float = 0.15, seed: int = 0) -> OccGridEstimator:

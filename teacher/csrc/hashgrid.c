@@ -143,4 +143,4 @@
 DEFINE_KERNELS(float, f32, floorf)
 DEFINE_KERNELS(double, f64, floor)
 
-int hg_abi_version(void) { return 3; }
+int abi_version(void) { return 3; }

@@ -1,0 +1,107 @@
+"""The teacher's C kernels (``csrc/*.c``): built on first use with the system compiler, loaded with ctypes.
+
+Each library is compiled once per machine (``$CC``, else ``cc``/``gcc``/``clang``;
+about a second, plain C with no headers beyond libc) into a cache folder
+(``$NELF_CACHE_DIR``, else ``~/.cache/nelf-pipeline``) under a name that hashes
+the source, the flags, the compiler and the CPU model; it is written to a
+temporary name and renamed, so concurrent first uses are safe. Without a
+compiler, or if building fails, ``load`` returns None once with a warning, and
+callers use their torch path. ``NELF_NATIVE=0`` turns the kernels off.
+
+Threads: built with ``-fopenmp``, a library binds to the libgomp that torch has
+already loaded, so it runs on torch's own threads (``torch.set_num_threads``)
+instead of competing with their spinning workers; where ``-fopenmp`` does not
+build, it is built single-threaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch  # noqa: F401 - loads torch's libgomp before any kernel library binds to it
+
+CSRC = Path(__file__).with_name("csrc")
+# -march=native: built on the machine that runs it (the name hashes the CPU model).
+# -ffp-contract=off: float32 results must round as the torch/CUDA twins do (no FMA).
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-fno-math-errno")
+
+_libs: dict[str, ctypes.CDLL | None] = {}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NELF_CACHE_DIR") or Path.home() / ".cache" / "nelf-pipeline")
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
+def _build(source: Path, cc: str, flags: tuple[str, ...]) -> Path:
+    key = hashlib.sha256(source.read_bytes() + repr((flags, cc, platform.machine(), _cpu_model())).encode())
+    out = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=out.name, suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *flags, "-o", tmp, str(source), "-lm"], capture_output=True, text=True,
+                              timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"{cc} failed")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def load(name: str, abi_version: int, declare: Callable[[ctypes.CDLL], None]) -> ctypes.CDLL | None:
+    """``csrc/<name>.c`` built and loaded (cached per process), or None with one warning.
+
+    The library exports ``int abi_version(void)``, which must return
+    ``abi_version`` (a stale cached build is refused); ``declare`` sets the
+    ctypes signatures of its functions.
+    """
+    if name in _libs:
+        return _libs[name]
+    _libs[name] = None
+    if os.environ.get("NELF_NATIVE", "1") == "0":
+        return None
+    try:
+        cc = _compiler()
+        if cc is None:
+            raise RuntimeError("no C compiler found (set CC)")
+        source = CSRC / f"{name}.c"
+        try:
+            path = _build(source, cc, (*FLAGS, "-fopenmp"))
+        except (RuntimeError, subprocess.TimeoutExpired):
+            path = _build(source, cc, FLAGS)
+        lib = ctypes.CDLL(str(path))
+        lib.abi_version.restype = ctypes.c_int
+        if lib.abi_version() != abi_version:
+            raise RuntimeError(f"{path.name} is stale (ABI {lib.abi_version()}, expected {abi_version})")
+        declare(lib)
+        _libs[name] = lib
+    except Exception as err:  # noqa: BLE001 - any failure means "use the torch path"
+        warnings.warn(f"C kernels '{name}' unavailable ({err}); using the torch path", RuntimeWarning, stacklevel=3)
+    return _libs[name]
