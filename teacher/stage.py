@@ -37,6 +37,20 @@ def _lr_lambda(cfg) -> callable:
     return lambda step: _lr_factor(step, step / cfg.steps, cfg.warmup_steps)
 
 
+def refill_empty_grid(estimator) -> bool:
+    """Mark every cell occupied if none is; True if it was empty.
+
+    A near-constant density at the start can leave no cell above the grid's
+    mean-based threshold: no samples, no gradient, and training stalls until
+    jitter happens to lift a cell (seen on lego: 450 steps). The next updates
+    carve the grid again.
+    """
+    if bool(estimator.binaries.any()):
+        return False
+    estimator.binaries.fill_(True)
+    return True
+
+
 def to_png(img: torch.Tensor) -> bytes:
     return iio.imwrite("<bytes>", to_uint8(img), extension=".png")
 
@@ -99,6 +113,8 @@ def run(ctx) -> dict:
         estimator.train()
         estimator.update_every_n_steps(step=step, occ_eval_fn=occ_eval_fn, occ_thre=tcfg.occ_threshold,
                                        warmup_steps=tcfg.grid_warmup_steps, n=tcfg.grid_update_every)
+        if step % tcfg.grid_update_every == 0 and refill_empty_grid(estimator):
+            ctx.log(f"step {step}: the occupancy grid came out empty; every cell is marked occupied again")
         idx = torch.randint(0, pixels.shape[0], (num_rays,), device=dev)
         rays_o, rays_d = rays_for_pixels(c2w[idx // n_pix], dirs[idx % n_pix])
         rgba = pixels[idx]

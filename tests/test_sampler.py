@@ -251,3 +251,16 @@ def test_cpu_matches_nerfacc_cuda(stratified):
     if key_cpu == key_gpu:
         _assert_same(cpu, gpu)
         assert torch.equal(cpu[1], gpu[1])
+
+
+def test_empty_grid_is_refilled_for_training():
+    from teacher.stage import refill_empty_grid
+
+    est = _estimator()
+    est.binaries.zero_()
+    rays_o, rays_d = _rays(16)
+    assert occ_grid_sampling(est, rays_o, rays_d, render_step_size=0.05)[0].numel() == 0
+    assert refill_empty_grid(est)
+    assert bool(est.binaries.all())
+    assert occ_grid_sampling(est, rays_o, rays_d, render_step_size=0.05)[0].numel() > 0
+    assert not refill_empty_grid(est)  # an occupied grid is left alone
