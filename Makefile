@@ -1,10 +1,11 @@
 # Two commands on a fresh machine (README): `make demo` and `make test`.
 # Both install what they need first: a venv with the CPU build of torch, the
-# project, the viewer's npm packages, and Debian's chromium for browser tests.
+# project, the viewer's npm packages, Debian's chromium for browser tests, and a
+# C compiler for the teacher's CPU kernels (built on first use).
 PY := .venv/bin/python
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: setup demo test serve chromium lint
+.PHONY: setup demo test serve chromium cc lint
 
 .venv/.ready: pyproject.toml
 	python3 -m venv .venv
@@ -21,7 +22,10 @@ site/vendor/.ready: site/package.json site/package-lock.json
 chromium:
 	@command -v chromium >/dev/null || $(APT) install -y chromium || ($(APT) update && $(APT) install -y chromium)
 
-setup: .venv/.ready site/vendor/.ready chromium
+cc:
+	@command -v cc >/dev/null || command -v gcc >/dev/null || $(APT) install -y gcc || ($(APT) update && $(APT) install -y gcc)
+
+setup: .venv/.ready site/vendor/.ready chromium cc
 
 # The main job: the toy scene end to end, then the site is ready to serve.
 demo: setup

@@ -85,7 +85,8 @@ def _code_digest(paths: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for rel in paths:
         p = ROOT / rel
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        # .c: the teacher's CPU kernels (teacher/csrc) are code the stage runs too
+        files = sorted([*p.rglob("*.py"), *p.rglob("*.c")]) if p.is_dir() else [p]
         for f in files:
             h.update(str(f.relative_to(ROOT)).encode())
             h.update(f.read_bytes())
