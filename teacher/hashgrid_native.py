@@ -9,7 +9,7 @@ from torch import Tensor
 
 from . import native
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 
 def _declare(lib: ctypes.CDLL) -> None:

@@ -100,7 +100,9 @@
             for (int l = 0; l < L; ++l) {                                                                  \
                 const T *tab = table + offset[l] * F;                                                      \
                 T *o = out + (int64_t)l * F * N;                                                           \
-                if (F == 2) /* constant F: the feature loops unroll */                                     \
+                if (F == 2 && SIMD_F2 && mask < (1u << 30))                                              \
+                    FORWARD_F2_SIMD(x, n0, n1, N, tab, o, res[l], dense[l], mask);                         \
+                else if (F == 2) /* constant F: the feature loops unroll */                                \
                     forward_level_##SUFFIX(x, n0, n1, N, tab, o, 2, res[l], dense[l], mask);               \
                 else                                                                                       \
                     forward_level_##SUFFIX(x, n0, n1, N, tab, o, F, res[l], dense[l], mask);               \
@@ -140,7 +142,64 @@
         }                                                                                                  \
     }
 
+
+/* float32, F = 2: the forward's point loop written so that the compiler vectorises it
+ * (omp simd: 16 points per AVX-512 register, the 8 corner reads as gathers), one loop
+ * per level kind. Same operations in the same order as the scalar kernel. Rows are
+ * int32: a level holds at most 2^30 rows here (checked by the caller). */
+#define CORNER_F2(DX, DY, DZ)                                                                              \
+    {                                                                                                      \
+        const int32_t row = DENSE_ROW ? (int32_t)((i + DX) + (j + DY) * s1 + (k + DZ) * s2)                \
+                                      : (int32_t)(((i + DX) ^ ((j + DY) * PRIME_Y) ^ ((k + DZ) * PRIME_Z)) & mask); \
+        const float w = ((DX ? fx : 1 - fx) * (DY ? fy : 1 - fy)) * (DZ ? fz : 1 - fz);                    \
+        a0 += w * tab[2 * row];                                                                            \
+        a1 += w * tab[2 * row + 1];                                                                        \
+    }
+
+#define FORWARD_F2_LOOP                                                                                    \
+    _Pragma("omp simd")                                                                                    \
+    for (int64_t n = n0; n < n1; ++n) {                                                                    \
+        float x = xs[3 * n], y = xs[3 * n + 1], z = xs[3 * n + 2];                                         \
+        const int bad = (x != x) | (y != y) | (z != z);                                                    \
+        x = x > 0 ? x : 0; x = x < 1 ? x : 1;                                                              \
+        y = y > 0 ? y : 0; y = y < 1 ? y : 1;                                                              \
+        z = z > 0 ? z : 0; z = z < 1 ? z : 1;                                                              \
+        const float ux = x * r, uy = y * r, uz = z * r;                                                    \
+        float cx = floorf(ux), cy = floorf(uy), cz = floorf(uz);                                           \
+        cx = cx < top ? cx : top;                                                                          \
+        cy = cy < top ? cy : top;                                                                          \
+        cz = cz < top ? cz : top;                                                                          \
+        const float fx = ux - cx, fy = uy - cy, fz = uz - cz;                                              \
+        const uint32_t i = (uint32_t)(int32_t)cx, j = (uint32_t)(int32_t)cy, k = (uint32_t)(int32_t)cz;     \
+        float a0 = 0, a1 = 0;                                                                              \
+        CORNER_F2(0, 0, 0) CORNER_F2(1, 0, 0) CORNER_F2(0, 1, 0) CORNER_F2(1, 1, 0)                        \
+        CORNER_F2(0, 0, 1) CORNER_F2(1, 0, 1) CORNER_F2(0, 1, 1) CORNER_F2(1, 1, 1)                        \
+        o[n] = bad ? (float)NAN : a0;                                                                      \
+        o[N + n] = bad ? (float)NAN : a1;                                                                  \
+    }
+
+static void forward_level_f2_simd(const float *xs, int64_t n0, int64_t n1, int64_t N, const float *tab, float *o,
+                                  int32_t R, int dense, uint32_t mask) {
+    const float r = (float)R, top = (float)(R - 1);
+    const uint32_t s1 = (uint32_t)R + 1, s2 = s1 * s1;
+    if (dense) {
+#define DENSE_ROW 1
+        FORWARD_F2_LOOP
+#undef DENSE_ROW
+    } else {
+#define DENSE_ROW 0
+        FORWARD_F2_LOOP
+#undef DENSE_ROW
+    }
+}
+
+#define SIMD_F2 1
+#define FORWARD_F2_SIMD forward_level_f2_simd
 DEFINE_KERNELS(float, f32, floorf)
+#undef SIMD_F2
+#undef FORWARD_F2_SIMD
+#define SIMD_F2 0
+#define FORWARD_F2_SIMD(...) ((void)0)
 DEFINE_KERNELS(double, f64, floor)
 
-int abi_version(void) { return 3; }
+int abi_version(void) { return 4; }
