@@ -24,7 +24,8 @@
  * point-outer here, where each point walks the whole 48 MB table), and the inner
  * loop is branch-free so the compiler can vectorise the forward's gathers.
  *
- * A NaN coordinate gives NaN features (and no gradient), like the torch path.
+ * A NaN coordinate gives NaN features, like the torch path; its gradient is dropped (the torch
+ * path would add NaN into the table).
  */
 #include <math.h>
 #ifdef _OPENMP
