@@ -20,10 +20,10 @@ and constant steps (cone_angle == 0):
 
 On CPU the marching itself runs in C by default (``csrc/occgrid.c``: the
 kernel's float32 loop replayed per ray, which is what the brute-force test
-reference does, 4-5x faster than the torch version below); the torch version
-is the fallback without a C compiler. In the torch version, empty space is
-skipped in two stages so that the work scales with the occupied region, not
-with the aabb: each ray is first clipped to the bounding box of the
+reference does; 2.8x faster than the torch version below in bench/sampler.py,
+8192 rays on 2 threads); the torch version is the fallback without a C
+compiler. In the torch version, empty space is skipped in two stages so that
+the work scales with the occupied region, not with the aabb: each ray is first clipped to the bounding box of the
 occupied cells, then groups of `_GROUP` steps are culled with a summed-area
 table of the grid before any per-step work. Per-step work is done in chunks of
 at most `max_samples_per_chunk` candidate steps.
