@@ -23,9 +23,9 @@ kernel's float32 loop replayed per ray, which is what the brute-force test
 reference does; 2.8x faster than the torch version below in bench/sampler.py,
 8192 rays on 2 threads); the torch version is the fallback without a C
 compiler. In the torch version, empty space is skipped in two stages so that
-the work scales with the occupied region, not with the aabb: each ray is first clipped to the bounding box of the
-occupied cells, then groups of `_GROUP` steps are culled with a summed-area
-table of the grid before any per-step work. Per-step work is done in chunks of
+the work scales with the occupied region, not with the aabb: each ray is first
+clipped to the bounding box of the occupied cells, then groups of `_GROUP`
+steps are culled with a summed-area table of the grid before any per-step work. Per-step work is done in chunks of
 at most `max_samples_per_chunk` candidate steps.
 """
 
@@ -159,7 +159,6 @@ def traverse_grid(
     far_planes: Tensor,
     step_size: float,
     max_samples_per_chunk: int = 1 << 20,
-    use_native: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """CPU twin of nerfacc's `traverse_grids` for one level and constant steps.
 
@@ -169,8 +168,8 @@ def traverse_grid(
         aabb: (6,) grid bounds {min xyz, max xyz}.
         near_planes, far_planes: (n_rays,) float32; marching starts at near_planes.
         step_size: marching step (world units).
-        max_samples_per_chunk: bound on candidate steps processed at once (torch version).
-        use_native: march in C (``csrc/occgrid.c``) when it can be built.
+        max_samples_per_chunk: bound on candidate steps processed at once (torch version;
+            the C marcher, used when it builds, needs no chunking).
     Returns:
         ray_indices (N,) long, t_starts (N,) float32, t_ends (N,) float32, sorted by ray then t.
     """
@@ -204,7 +203,7 @@ def traverse_grid(
     # Grid coordinate of o + t d is g0 + gd * t (float32, same formula everywhere).
     g0 = (rays_o - aabb[:3]) * scale
     gd = rays_d * scale
-    lib = _occgrid_lib() if use_native and device.type == "cpu" else None
+    lib = _occgrid_lib() if device.type == "cpu" else None
     if lib is not None:
         return _march_native(lib, grid, g0, gd, near_planes, torch.where(valid, lo, torch.inf), hi, lo_box, hi_box,
                              dt, half)

@@ -40,10 +40,11 @@ def _lr_lambda(cfg) -> callable:
 def refill_empty_grid(estimator) -> bool:
     """Mark every cell occupied if none is; True if it was empty.
 
-    A near-constant density at the start can leave no cell above the grid's
-    mean-based threshold: no samples, no gradient, and training stalls until
-    jitter happens to lift a cell (seen on lego: 450 steps). The next updates
-    carve the grid again.
+    At initialisation the density can be exactly constant (the bf16 MLP rounds
+    the 1e-4 hash features away): no cell is above the grid's mean-based
+    threshold, so there are no samples, no gradient, and training stalls until
+    something lifts a cell (lego with max_resolution 256 lost 450 steps). The
+    next updates carve the grid again.
     """
     if bool(estimator.binaries.any()):
         return False
