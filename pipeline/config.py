@@ -111,6 +111,9 @@ class StudentConfig:
     upsample: Literal["transpose", "pixelshuffle"] = "transpose"
     activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
     steps: int = 2000
+    # wall-clock training budget; 0 = none. Training stops at whichever of `steps` and this
+    # comes first, and the cosine decay follows whichever is further along.
+    max_seconds: float = 0.0
     batch_images: int = 8  # global batch, in images (rays mode: as many rays as that many images have)
     # "images": each step trains on whole images; "rays": on the same number of rays drawn
     # at random from every view (per-ray networks only, i.e. upsample: pixelshuffle):
@@ -267,6 +270,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(len(s.sr_channels) == n_up, "student.sr_channels",
          f"a list of {n_up} channel counts (one per 2x upsampling for sr_factor {s.sr_factor})")
     need(s.n_points >= 1 and s.pe_freqs >= 0 and s.width >= 1, "student.n_points", ">= 1")
+    need(s.steps >= 1, "student.steps", ">= 1")
+    need(s.max_seconds >= 0, "student.max_seconds", ">= 0 (0: no time budget)")
     need(0.0 <= s.real_fraction <= 1.0, "student.real_fraction", "between 0 and 1")
     need(s.batch_mode == "images" or s.upsample == "pixelshuffle", "student.batch_mode",
          "'images' unless student.upsample is 'pixelshuffle' (ConvTranspose mixes neighbouring rays)")

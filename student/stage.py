@@ -79,13 +79,25 @@ def student_camera(cfg, camera_angle_x: float, dist: dict, aabb: list[float]) ->
                          center=tuple(center), scale=radius)
 
 
+def _lr_factor(step: int, progress: float, warmup_steps: int) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine decay to 5% as `progress` goes 0 -> 1."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
 def _lr_lambda(cfg):
     def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
         p = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+        return _lr_factor(step, p, cfg.warmup_steps)
     return f
+
+
+def _time_progress(cfg, step: int, spent: float) -> float:
+    """Training progress in [0, 1+) under a time budget: whichever of steps and seconds is
+    further along (rank 0's clock decides, so that every rank stops at the same step)."""
+    by_steps = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+    return max(by_steps, spent / cfg.max_seconds)
 
 
 def run(ctx) -> dict:
@@ -150,7 +162,7 @@ def run(ctx) -> dict:
     n_items = scfg.batch_images * (model.dirs.shape[0] if rays_mode else 1)
     n_real = int(round(n_items * scfg.real_fraction)) if real is not None else 0
     pool_img, pool_pose = (torch.cat([images, real[0]]), torch.cat([poses, real[1]])) if n_real else (images, poses)
-    t_last, last_good = time.time(), start
+    t_last, last_good, done = time.time(), start, start
     bar = tqdm(range(start, start if trained else scfg.steps), desc="student", initial=start, total=scfg.steps,
                unit="step", disable=not distributed.is_main())
     share = slice(rank * n_items // world, (rank + 1) * n_items // world)
@@ -178,6 +190,13 @@ def run(ctx) -> dict:
         loss.backward()
         optimizer.step()
         scheduler.step()
+        out_of_time = False
+        if scfg.max_seconds:
+            spent = distributed.broadcast(elapsed + time.time() - t_last)
+            out_of_time = spent >= scfg.max_seconds
+            for group in optimizer.param_groups:
+                group["lr"] = scfg.lr * _lr_factor(step + 1, _time_progress(scfg, step + 1, spent),
+                                                   scfg.warmup_steps)
         if step % scfg.log_every == 0 or step == scfg.steps - 1:
             now = time.time()
             elapsed += now - t_last
@@ -185,18 +204,22 @@ def run(ctx) -> dict:
             curve.append({"step": step, "seconds": round(elapsed, 2), "loss": loss.item(),
                           "psnr": -10 * math.log10(max(loss.item(), 1e-10))})
             bar.set_postfix(loss=f"{loss.item():.5f}", psnr=f"{curve[-1]['psnr']:.2f}")
-        if (step + 1) % scfg.checkpoint_every == 0 and step + 1 < scfg.steps:
-            save_checkpoint(step + 1)
-            last_good = step + 1
+        done = step + 1
+        if done % scfg.checkpoint_every == 0 and done < scfg.steps:
+            save_checkpoint(done)
+            last_good = done
+        if out_of_time:
+            ctx.log(f"stopping at step {done}: student.max_seconds={scfg.max_seconds:g} reached")
+            break
     bar.close()
     if not trained:
         elapsed += time.time() - t_last
-        save_checkpoint(scfg.steps, trained=True)  # an interruption during evaluation does not retrain
+        save_checkpoint(done, trained=True)  # an interruption during evaluation does not retrain
     if not distributed.is_main():
         return {}  # rank 0 evaluates and writes the outputs
 
     metrics = evaluate(ctx, model, images)
-    metrics.update({"train_seconds": round(elapsed, 2), "params": count_params(model),
+    metrics.update({"train_seconds": round(elapsed, 2), "steps": done, "params": count_params(model),
                     "flops_per_frame": flops_per_frame(model), "resumed_from_step": start})
     atomic_torch_save(ctx.out_dir / MODEL, {"model": model.state_dict(), "camera": dataclasses.asdict(camera),
                                             "student_config": dataclasses.asdict(scfg)})

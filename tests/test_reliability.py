@@ -320,6 +320,15 @@ def test_student_nan_then_corrupt_checkpoint_restarts(ws):
     assert rec["resumed"] is True and rec["metrics"]["resumed_from_step"] == 0
 
 
+def test_student_time_budget_stops_early_and_is_recorded(ws):
+    proc = cli(ws, "stage", "student", CFG, "--force", "--set", "student.max_seconds=0.001")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "stopping at step 1: student.max_seconds=0.001 reached" in proc.stdout
+    rec = record(ws, "student")
+    assert rec["metrics"]["steps"] == 1 and rec["settings"]["student"]["max_seconds"] == 0.001
+    error_line(cli(ws, "stage", "student", CFG, "--set", "student.max_seconds=-1"), 2, "student.max_seconds", ">= 0")
+
+
 # ---------------------------------------------------------------------------
 # Interruptions
 
