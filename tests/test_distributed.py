@@ -175,3 +175,9 @@ def test_student_ddp_step_matches_single_process_and_loss_decreases(base, tmp_pa
     curve = json.loads((two / "runs/tiny/student/curve.json").read_text())
     first, last = curve[0]["loss"], min(c["loss"] for c in curve[-5:])
     assert last < first, (first, last)
+
+    # under a time budget, rank 0's clock decides: every rank stops at the same step (no hang)
+    (two / "configs" / "tiny.yaml").write_text(_config(steps=25, max_seconds=0.001))
+    out = cli(two, "stage", "student", CFG, ranks=2)
+    assert "stopping at step 1: student.max_seconds=0.001 reached" in out.stdout
+    assert json.loads((two / "runs/tiny/student/metrics.json").read_text())["steps"] == 1
