@@ -78,8 +78,12 @@ class TeacherConfig:
     eval_chunk_rays: int = 8192
     checkpoint_every: int = 500
     log_every: int = 50
-    compile: bool = False  # torch.compile the MLP heads, and the hash encoding where its C kernels are not used (CUDA)
-    mlp_bf16: bool = False  # CPU: run the small MLPs under bfloat16 autocast (CUDA always uses bf16 autocast)
+    # torch.compile the MLP heads, and the hash encoding where its C kernels are not used (CUDA);
+    # auto: on CUDA only (on the CPU a cold compile costs a minute or more and gains little)
+    compile: bool | Literal["auto"] = "auto"
+    # CPU: run the small MLPs under bfloat16 autocast (CUDA always uses bf16 autocast);
+    # auto: measured once per machine (pipeline/machine.py), on only where bf16 is faster
+    mlp_bf16: bool | Literal["auto"] = "auto"
     seed: int = 0
 
 
