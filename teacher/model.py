@@ -18,8 +18,8 @@ from .hashgrid import HashGridSpec
 def build_teacher(cfg: TeacherConfig, device: torch.device) -> tuple[NGPField, OccGridEstimator]:
     aabb = torch.tensor(cfg.aabb, dtype=torch.float32)
     spec = HashGridSpec(**dataclasses.asdict(cfg.hash))
-    mlp_dtype = torch.bfloat16 if cfg.mlp_bf16 else None
-    field = NGPField(aabb, spec, hidden=cfg.hidden, compile=cfg.compile, mlp_dtype=mlp_dtype).to(device)
+    mlp_dtype = torch.bfloat16 if cfg.mlp_bf16 is True else None
+    field = NGPField(aabb, spec, hidden=cfg.hidden, compile=cfg.compile is True, mlp_dtype=mlp_dtype).to(device)
     estimator = OccGridEstimator(roi_aabb=aabb, resolution=cfg.grid_resolution, levels=1).to(device)
     return field, estimator
 
