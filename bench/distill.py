@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.cameras import camera_directions, pinhole_rays  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
+from pipeline.machine import describe  # noqa: E402
 from pipeline.scene import background_rgb, load_split  # noqa: E402
 from teacher.distill import pose_distribution, sample_poses  # noqa: E402
 from teacher.malloc_tuning import tune_malloc  # noqa: E402
@@ -91,7 +92,7 @@ def main() -> int:
     print(f"2,000 views at 100x100: {2000 / v100 / 60:.1f} min (target <= 5 min: "
           f"{'met' if v100 >= TARGET_VIEWS_PER_S_100 else 'MISSED'})")
     print(json.dumps({"views_per_s_100": round(v100, 3), "views_per_s_200": round(rows[200]["views_per_s"], 3),
-                      "samples_per_pixel_100": round(rows[100]["samples_per_pixel"], 2)}))
+                      "samples_per_pixel_100": round(rows[100]["samples_per_pixel"], 2), "machine": describe(dev)}))
     return 0
 
 

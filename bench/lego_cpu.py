@@ -22,6 +22,8 @@ from pathlib import Path
 
 from lego_workspace import add_arguments, run_pipeline
 
+from pipeline.machine import short
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("data", "teacher", "distill", "student", "export", "report")
 MAX_GAP_DB = 1.0
@@ -42,6 +44,7 @@ def main() -> int:
     teacher, student, export = (recs[s]["metrics"] for s in ("teacher", "student", "export"))
     total = sum(recs[s]["seconds"] for s in STAGES)
     print()
+    print(f"machine: {short(recs['student']['machine'])}")
     print(f"{'stage':<9}{'seconds':>9}  result")
     notes = {
         "teacher": f"{teacher.get('steps')} steps, PSNR {teacher['psnr']:.2f} dB on {teacher['n_views']} test views",
@@ -63,7 +66,9 @@ def main() -> int:
                       "student_vs_teacher_psnr": round(student["psnr_vs_teacher"], 3),
                       "total_seconds": round(total, 1), "teacher_stage_psnr": round(teacher["psnr"], 3),
                       "student_ssim": round(student["ssim"], 4),
-                      "stage_seconds": {s: round(recs[s]["seconds"], 1) for s in STAGES}}))
+                      "stage_seconds": {s: round(recs[s]["seconds"], 1) for s in STAGES},
+                      "student_kind": recs["student"]["settings"]["student"].get("kind", "mobiler2l"),
+                      "resolved": recs["teacher"].get("resolved"), "machine": recs["student"].get("machine")}))
     return 0
 
 

@@ -14,6 +14,7 @@ import time
 import torch
 from nerfacc import OccGridEstimator
 
+from pipeline.machine import describe
 from teacher import sampler
 from teacher.malloc_tuning import tune_malloc
 from teacher.sampler import occ_grid_sampling
@@ -107,6 +108,7 @@ def main() -> None:
         "impl": main_row["impl"],
         "torch_rays_per_s": round(best["torch"]["rays_per_s"]),
         "speedup_c_over_torch": round(best["C"]["rays_per_s"] / best["torch"]["rays_per_s"], 2) if best["C"] else None,
+        "machine": describe("cpu"),
     }))
 
 

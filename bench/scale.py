@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from pipeline.machine import describe
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,7 +73,8 @@ def main() -> int:
         print("no GPU here: on N GPUs expect about N x the one-GPU rate (disjoint views, no communication "
               "until the final barrier); run this script on a GPU machine for the per-GPU figure")
     print(json.dumps({"views_per_s_1rank": round(v1, 3), "views_per_s_2ranks": round(v2, 3),
-                      "speedup": round(v2 / v1, 3), "cores": cores}))
+                      "speedup": round(v2 / v1, 3), "cores": cores,
+                      "machine": describe("cuda" if torch.cuda.is_available() else "cpu")}))
     return 0
 
 

@@ -15,6 +15,8 @@ import json
 
 from lego_workspace import add_arguments, run_pipeline
 
+from pipeline.machine import short
+
 TARGET_PSNR = 31.0
 
 
@@ -29,11 +31,13 @@ def main() -> int:
     rec = json.loads((ws / "runs" / "lego" / "teacher" / "record.json").read_text())
     m = rec["metrics"]
     print()
+    print(f"machine: {short(rec['machine'])}; {', '.join(f'{k}={v}' for k, v in rec['resolved'].items())}")
     print(f"{'scene':<10}{'steps':>8}{'train s':>10}{'PSNR dB':>10}{'SSIM':>8}{'target':>10}")
     print(f"{'lego 200':<10}{m.get('steps', 0):>8}{m['train_seconds']:>10.0f}{m['psnr']:>10.2f}{m['ssim']:>8.4f}"
           f"{'>= ' + str(TARGET_PSNR):>10}  {'met' if m['psnr'] >= TARGET_PSNR else 'MISSED'}")
     print(json.dumps({"psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 4),
-                      "train_seconds": m["train_seconds"], "steps": m.get("steps"), "n_views": m["n_views"]}))
+                      "train_seconds": m["train_seconds"], "steps": m.get("steps"), "n_views": m["n_views"],
+                      "resolved": rec.get("resolved"), "machine": rec.get("machine")}))
     return 0
 
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.machine import describe  # noqa: E402
 from teacher import hashgrid_native  # noqa: E402
 from teacher.field import NGPField  # noqa: E402
 from teacher.hashgrid import HashEncoding, HashGridSpec, hash_encode_naive  # noqa: E402
@@ -213,6 +214,7 @@ def main() -> None:
         "config": ours,
         "threads": torch.get_num_threads(),
         "other_load_cores": None if other_cores is None else round(other_cores, 2),
+        "machine": describe("cpu"),
     }
     print(json.dumps(headline))
 

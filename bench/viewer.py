@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the Chromium/Playwright helpers the b
 from browser import ConsoleLog, canvas_vs_ort_psnr, launch_chromium, serve, wait_state  # noqa: E402
 
 from export.stage import reference_image, update_index  # noqa: E402
+from pipeline.machine import describe  # noqa: E402
 
 TARGET_FPS = 15.0
 TARGET_OVERHEAD = 1.15
@@ -196,7 +197,7 @@ def main() -> int:
     result = {"fps_wasm2": round(fig["fps_wasm2"], 2), "scene": main_scene,
               "page_overhead_ratio": round(fig["page_overhead_ratio"], 3),
               "wasm_over_ort_ratio_fullsize": None if math.isnan(ratio_full) else round(ratio_full, 2),
-              "scenes": {n: _summary(f) for n, f in per_scene.items()}}
+              "scenes": {n: _summary(f) for n, f in per_scene.items()}, "machine": describe("cpu")}
     out = Path(args.json_out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -55,6 +55,9 @@ class HashGridConfig:
 class TeacherConfig:
     steps: int = 2000
     max_seconds: float = 0.0  # wall-clock training budget; 0 = none (stops early, then evaluates)
+    # steps the recipe needs to do its job (0: `steps`); a warning when max_seconds at the
+    # measured step rate allows fewer than half of them
+    expected_steps: int = 0
     aabb: list[float] = field(default_factory=lambda: [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5])
     hash: HashGridConfig = field(default_factory=HashGridConfig)
     hidden: int = 64
@@ -118,6 +121,9 @@ class StudentConfig:
     # wall-clock training budget; 0 = none. Training stops at whichever of `steps` and this
     # comes first, and the cosine decay follows whichever is further along.
     max_seconds: float = 0.0
+    # steps the recipe needs to do its job (0: `steps`); a warning when max_seconds at the
+    # measured step rate allows fewer than half of them
+    expected_steps: int = 0
     batch_images: int = 8  # global batch, in images (rays mode: as many rays as that many images have)
     # "images": each step trains on whole images; "rays": on the same number of rays drawn
     # at random from every view (per-ray networks only, i.e. upsample: pixelshuffle):

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from . import cache, distributed
+from . import cache, distributed, machine
 from .config import Config
 from .errors import PipelineError, StageError, UsageError
 from .io import hash_files, hash_json
@@ -220,6 +220,8 @@ class Pipeline:
                 "upstream": {u: self.key(u) for u in st.upstream},
                 "settings": st.settings(self.cfg),
                 "device": str(ctx.device),
+                "machine": machine.describe(ctx.device),
+                "resolved": result.get("resolved", {}),  # speed switches as `auto` decided them here
                 "world_size": world if st.distributed else 1,
                 "resumed": resume,
                 "seconds": round(seconds, 2),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -20,11 +19,10 @@ from pipeline.errors import DataError, StageError
 from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, to_uint8
 from pipeline.metrics import psnr, ssim
 from pipeline.scene import background_rgb, load_split
-from pipeline.training import all_finite, inject_faults, nonfinite_error, resume_from
+from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 
 from .model import NeLFStudent, StudentCamera, count_params, flops_per_frame, ray_layout
 
-CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 
 
@@ -79,25 +77,17 @@ def student_camera(cfg, camera_angle_x: float, dist: dict, aabb: list[float]) ->
                          center=tuple(center), scale=radius)
 
 
-def _lr_factor(step: int, progress: float, warmup_steps: int) -> float:
-    """Linear warm-up over `warmup_steps`, then cosine decay to 5% as `progress` goes 0 -> 1."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+def lr_schedule(warmup_steps: int, steps: int):
+    """Linear warm-up over `warmup_steps`, then cosine decay to 5% over the rest of training.
+    Returns (step, progress in [0, 1+)) -> learning-rate factor."""
+    warm = warmup_steps / steps  # the share of training the warm-up takes
 
-
-def _lr_lambda(cfg):
-    def f(step: int) -> float:
-        p = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
-        return _lr_factor(step, p, cfg.warmup_steps)
-    return f
-
-
-def _time_progress(cfg, step: int, spent: float) -> float:
-    """Training progress in [0, 1+) under a time budget: whichever of steps and seconds is
-    further along (rank 0's clock decides, so that every rank stops at the same step)."""
-    by_steps = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
-    return max(by_steps, spent / cfg.max_seconds)
+    def factor(step: int, progress: float) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        p = min(max((progress - warm) / max(1.0 - warm, 1e-9), 0.0), 1.0)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+    return factor
 
 
 def run(ctx) -> dict:
@@ -129,44 +119,21 @@ def run(ctx) -> dict:
     real = None
     if scfg.real_fraction > 0:
         root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
-        train = load_split(root, "train", cfg.data.downscale)
-        rgb = train.rgb_on(background_rgb(cfg.background)).permute(0, 3, 1, 2)
+        views = load_split(root, "train", cfg.data.downscale)
+        rgb = views.rgb_on(background_rgb(cfg.background)).permute(0, 3, 1, 2)
         rgb = F.interpolate(rgb, size=(scfg.output_size,) * 2, mode="area")
-        real = ((rgb.permute(0, 2, 3, 1) * 255 + 0.5).clamp(0, 255).to(torch.uint8), train.c2w)
+        real = ((rgb.permute(0, 2, 3, 1) * 255 + 0.5).clamp(0, 255).to(torch.uint8), views.c2w)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=scfg.lr, weight_decay=scfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(scfg))
-    start, curve, elapsed, trained = 0, [], 0.0, False
-    ckpt_path = ctx.out_dir / CHECKPOINT
-    targets = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
-    state = resume_from(ckpt_path, dev, targets, ctx.log) if ctx.resume else None
-    if state is not None:
-        start, curve, elapsed, trained = state["step"], state["curve"], state["elapsed"], state.get("trained", False)
-        torch.set_rng_state(state["rng"])
-        ctx.log(f"resuming from step {start} ({ckpt_path}){'; training had finished' if trained else ''}")
-
-    def save_checkpoint(step: int, trained: bool = False) -> None:
-        if not distributed.is_main():
-            return
-        if not all_finite(model.parameters()):
-            raise nonfinite_error("student", "parameters became non-finite", step, ckpt_path, last_good,
-                                  "student.lr")
-        atomic_torch_save(ckpt_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "step": step, "curve": curve,
-            "elapsed": elapsed, "rng": torch.get_rng_state(), "trained": trained})
-
     use_amp = dev.type == "cuda"
     rays_mode = scfg.batch_mode == "rays"
     # one global batch per step (same seed on every rank), of whole images or of rays
     n_items = scfg.batch_images * (model.dirs.shape[0] if rays_mode else 1)
     n_real = int(round(n_items * scfg.real_fraction)) if real is not None else 0
     pool_img, pool_pose = (torch.cat([images, real[0]]), torch.cat([poses, real[1]])) if n_real else (images, poses)
-    t_last, last_good, done = time.time(), start, start
-    bar = tqdm(range(start, start if trained else scfg.steps), desc="student", initial=start, total=scfg.steps,
-               unit="step", disable=not distributed.is_main())
     share = slice(rank * n_items // world, (rank + 1) * n_items // world)
-    for step in bar:
+
+    def step_fn(step: int) -> StepOutput:
         net.train()
         # views: pseudo-views, then (real_fraction) real training views at the end of the pool
         view = torch.randint(0, images.shape[0], (n_items - n_real,))
@@ -183,49 +150,25 @@ def run(ctx) -> dict:
             inputs = {"pose": pool_pose[view[share]].to(dev)}
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             pred = net(**inputs, jitter=noise[share].to(dev))
-        loss = inject_faults(F.mse_loss(pred.float(), target), step)
-        if not torch.isfinite(loss):
-            raise nonfinite_error("student", f"loss became {loss.item()}", step, ckpt_path, last_good, "student.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        out_of_time = False
-        if scfg.max_seconds:
-            spent = distributed.broadcast(elapsed + time.time() - t_last)
-            out_of_time = spent >= scfg.max_seconds
-            for group in optimizer.param_groups:
-                group["lr"] = scfg.lr * _lr_factor(step + 1, _time_progress(scfg, step + 1, spent),
-                                                   scfg.warmup_steps)
-        if step % scfg.log_every == 0 or step == scfg.steps - 1:
-            now = time.time()
-            elapsed += now - t_last
-            t_last = now
-            curve.append({"step": step, "seconds": round(elapsed, 2), "loss": loss.item(),
-                          "psnr": -10 * math.log10(max(loss.item(), 1e-10))})
-            bar.set_postfix(loss=f"{loss.item():.5f}", psnr=f"{curve[-1]['psnr']:.2f}")
-        done = step + 1
-        if done % scfg.checkpoint_every == 0 and done < scfg.steps:
-            save_checkpoint(done)
-            last_good = done
-        if out_of_time:
-            ctx.log(f"stopping at step {done}: student.max_seconds={scfg.max_seconds:g} reached")
-            break
-    bar.close()
-    if not trained:
-        elapsed += time.time() - t_last
-        save_checkpoint(done, trained=True)  # an interruption during evaluation does not retrain
+        return StepOutput(F.mse_loss(pred.float(), target))
+
+    loop = LoopSettings(name="student", knob="student", steps=scfg.steps, max_seconds=scfg.max_seconds,
+                        expected_steps=scfg.expected_steps, checkpoint_every=scfg.checkpoint_every,
+                        log_every=scfg.log_every, collective=world > 1)
+    result = train(ctx, loop, step_fn, lr_schedule(scfg.warmup_steps, scfg.steps), optimizer,
+                   targets={"model": model}, params=model.parameters)
     if not distributed.is_main():
         return {}  # rank 0 evaluates and writes the outputs
 
     metrics = evaluate(ctx, model, images)
-    metrics.update({"train_seconds": round(elapsed, 2), "steps": done, "params": count_params(model),
-                    "flops_per_frame": flops_per_frame(model), "resumed_from_step": start})
+    metrics.update({"train_seconds": round(result.seconds, 2), "steps": result.steps,
+                    "params": count_params(model), "flops_per_frame": flops_per_frame(model),
+                    "resumed_from_step": result.start})
     atomic_torch_save(ctx.out_dir / MODEL, {"model": model.state_dict(), "camera": dataclasses.asdict(camera),
                                             "student_config": dataclasses.asdict(scfg)})
-    atomic_write_json(ctx.out_dir / "curve.json", curve)
+    atomic_write_json(ctx.out_dir / "curve.json", result.curve)
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
-    ckpt_path.unlink(missing_ok=True)
+    (ctx.out_dir / CHECKPOINT).unlink(missing_ok=True)
     ctx.log(f"PSNR vs ground truth {metrics['psnr']:.2f} dB, vs teacher {metrics['psnr_vs_teacher']:.2f} dB "
             f"(constant-colour baseline {metrics['baseline_psnr']:.2f} dB)")
     return {"metrics": metrics, "outputs": {"model": MODEL, "camera": dataclasses.asdict(camera)}}

@@ -25,7 +25,7 @@ from pipeline.io import atomic_write_bytes, atomic_write_json
 from pipeline.scene import background_rgb, load_split
 
 from .malloc_tuning import tune_malloc
-from .model import load_teacher
+from .model import load_teacher, speed_switches
 from .render import MarchSettings, render_image
 from .stage import MODEL, to_png
 
@@ -121,7 +121,11 @@ def run(ctx) -> dict:
     root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
     train = load_split(root, "train", cfg.data.downscale)
     test = load_split(root, "test", cfg.data.downscale)
-    field, estimator = load_teacher(ctx.upstream["teacher"] / MODEL, cfg.teacher, ctx.device)
+    # rank 0 decides: every rank must render with the same switches (files identical to one process)
+    switches = distributed.broadcast(speed_switches(cfg.teacher, ctx.device) if distributed.is_main() else None)
+    for key, choice in switches.items():
+        ctx.log(f"{key}: {choice.value} ({choice.reason})")
+    field, estimator = load_teacher(ctx.upstream["teacher"] / MODEL, cfg.teacher, ctx.device, switches)
     size = cfg.student.output_size
     camera_angle_x = 2 * math.atan(0.5 * train.width / train.focal)
     focal = 0.5 * size / math.tan(0.5 * camera_angle_x)
@@ -154,4 +158,5 @@ def run(ctx) -> dict:
     if distributed.is_main():
         atomic_write_json(ctx.out_dir / "metrics.json", metrics)
     return {"metrics": metrics, "outputs": {"transforms": "transforms.json", "test_transforms": "transforms_test.json",
-                                            "pose_distribution": dist}}
+                                            "pose_distribution": dist},
+            "resolved": {key: choice.value for key, choice in switches.items()}}

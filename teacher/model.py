@@ -3,29 +3,68 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import time
 from pathlib import Path
 
 import torch
 from nerfacc import OccGridEstimator
 
+from pipeline import machine
 from pipeline.config import TeacherConfig
 from pipeline.errors import StageError
+from pipeline.machine import Choice
 
 from .field import NGPField
 from .hashgrid import HashGridSpec
 
 
-def build_teacher(cfg: TeacherConfig, device: torch.device) -> tuple[NGPField, OccGridEstimator]:
+def speed_switches(cfg: TeacherConfig, device: torch.device) -> dict[str, Choice]:
+    """teacher.compile and teacher.mlp_bf16 resolved for this machine (`auto` decided here)."""
+    measure = functools.partial(machine.measured, "teacher-field-bf16", field_bf16_speedup)
+    return {"teacher.compile": machine.resolve_compile(cfg.compile, device),
+            "teacher.mlp_bf16": machine.resolve_mlp_bf16(cfg.mlp_bf16, device, measure)}
+
+
+def field_bf16_speedup(n_points: int = 1 << 15, repeats: int = 2) -> float:
+    """float32 time / bf16 time of one forward + backward of a lego-size field (hash grid
+    2^19 x 16 levels, both MLPs) at `n_points` points on the CPU: the teacher's real step,
+    casts included, without the sampler. About two seconds on 2 cores."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n_points, 3, generator=gen) * 2 - 1
+    d = torch.randn(n_points, 3, generator=gen)
+    times = {}
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        field = NGPField(torch.tensor([-1.0, -1, -1, 1, 1, 1]), HashGridSpec(max_resolution=512), mlp_dtype=dtype)
+        best = float("inf")
+        for k in range(repeats + 1):  # the first call warms up
+            t0 = time.perf_counter()
+            rgb, sigma = field(x, d)
+            (rgb.sum() + sigma.sum()).backward()
+            if k:
+                best = min(best, time.perf_counter() - t0)
+        times[dtype] = best
+    return times[None] / times[torch.bfloat16]
+
+
+def build_teacher(cfg: TeacherConfig, device: torch.device,
+                  switches: dict[str, Choice] | None = None) -> tuple[NGPField, OccGridEstimator]:
+    """The field and occupancy grid of `cfg`; `switches` from `speed_switches` (resolved here if None)."""
+    switches = switches or speed_switches(cfg, device)
     aabb = torch.tensor(cfg.aabb, dtype=torch.float32)
     spec = HashGridSpec(**dataclasses.asdict(cfg.hash))
-    mlp_dtype = torch.bfloat16 if cfg.mlp_bf16 is True else None
-    field = NGPField(aabb, spec, hidden=cfg.hidden, compile=cfg.compile is True, mlp_dtype=mlp_dtype).to(device)
+    mlp_dtype = torch.bfloat16 if switches["teacher.mlp_bf16"].value else None
+    field = NGPField(aabb, spec, hidden=cfg.hidden, compile=switches["teacher.compile"].value,
+                     mlp_dtype=mlp_dtype).to(device)
     estimator = OccGridEstimator(roi_aabb=aabb, resolution=cfg.grid_resolution, levels=1).to(device)
     return field, estimator
 
 
-def load_teacher(path: Path, cfg: TeacherConfig, device: torch.device) -> tuple[NGPField, OccGridEstimator]:
-    """Load `model.pt`; a checkpoint of other settings or a corrupt file is a clear error."""
+def load_teacher(path: Path, cfg: TeacherConfig, device: torch.device,
+                 switches: dict[str, Choice] | None = None) -> tuple[NGPField, OccGridEstimator]:
+    """Load `model.pt`; a checkpoint of other settings or a corrupt file is a clear error.
+    `switches`: from `speed_switches` (resolved here if None)."""
     try:
         state = torch.load(path, map_location=device, weights_only=False)
     except FileNotFoundError:
@@ -40,7 +79,7 @@ def load_teacher(path: Path, cfg: TeacherConfig, device: torch.device) -> tuple[
         raise StageError(f"{path}: checkpoint was trained with other teacher settings than this config's "
                          f"({_differences(saved, dataclasses.asdict(cfg))}); "
                          "re-run `python -m pipeline stage teacher --force`")
-    field, estimator = build_teacher(cfg, device)
+    field, estimator = build_teacher(cfg, device, switches)
     try:
         field.load_state_dict(state["field"])
         estimator.load_state_dict(state["estimator"])

@@ -3,7 +3,8 @@
 Each library is compiled once per machine (``$CC``, else ``cc``/``gcc``/``clang``;
 about a second, plain C with no headers beyond libc) into a cache folder
 (``$NELF_CACHE_DIR``, else ``~/.cache/nelf-pipeline``) under a name that hashes
-the source, the flags, the compiler and the CPU model; it is written to a
+the source, the flags, the compiler and the CPU (model name and instruction-set
+flags); it is written to a
 temporary name and renamed, so concurrent first uses are safe. Without a
 compiler, or if building fails, ``load`` returns None once with a warning, and
 callers use their torch path. ``NELF_NATIVE=0`` turns the kernels off.
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import torch  # noqa: F401 - loads torch's libgomp before any kernel library binds to it
 
+from pipeline import machine
+
 CSRC = Path(__file__).with_name("csrc")
 # -march=native: built on the machine that runs it (the name hashes the CPU model).
 # -ffp-contract=off: float32 results must round as the torch/CUDA twins do (no FMA).
@@ -38,10 +41,6 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fP
 _libs: dict[str, ctypes.CDLL | None] = {}
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("NELF_CACHE_DIR") or Path.home() / ".cache" / "nelf-pipeline")
-
-
 def _compiler() -> str | None:
     for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if name and shutil.which(name):
@@ -49,17 +48,13 @@ def _compiler() -> str | None:
     return None
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
-
-
 def _build(source: Path, cc: str, flags: tuple[str, ...]) -> Path:
-    key = hashlib.sha256(source.read_bytes() + repr((flags, cc, platform.machine(), _cpu_model())).encode())
-    out = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
+    """The library's path in the cache, compiled first if absent. The name hashes the
+    CPU's model and instruction-set flags (`-march=native`: a build for a newer CPU dies
+    with an illegal instruction on an older one that reports the same model name)."""
+    cpu = machine.cpu_info().fingerprint()
+    key = hashlib.sha256(source.read_bytes() + repr((flags, cc, platform.machine(), cpu)).encode())
+    out = machine.cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

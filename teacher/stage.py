@@ -17,24 +17,22 @@ from pipeline.cameras import camera_directions, pinhole_rays, rays_for_pixels
 from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, to_uint8
 from pipeline.metrics import psnr, ssim
 from pipeline.scene import background_rgb, load_split
-from pipeline.training import all_finite, inject_faults, nonfinite_error, resume_from
+from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 
 from .malloc_tuning import tune_malloc
-from .model import build_teacher
+from .model import build_teacher, speed_switches
 from .render import MarchSettings, render_image, render_rays
 
-CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 
 
-def _lr_factor(step: int, progress: float, warmup_steps: int) -> float:
-    """nerfacc's recipe: linear warm-up, then x0.33 at 1/2, 3/4 and 9/10 of training."""
-    warm = min(1.0, 0.01 + 0.99 * step / max(warmup_steps, 1))
-    return warm * 0.33 ** sum(progress >= m for m in (0.5, 0.75, 0.9))
-
-
-def _lr_lambda(cfg) -> callable:
-    return lambda step: _lr_factor(step, step / cfg.steps, cfg.warmup_steps)
+def lr_schedule(warmup_steps: int):
+    """nerfacc's recipe: linear warm-up, then x0.33 at 1/2, 3/4 and 9/10 of training.
+    Returns (step, progress in [0, 1+)) -> learning-rate factor."""
+    def factor(step: int, progress: float) -> float:
+        warm = min(1.0, 0.01 + 0.99 * step / max(warmup_steps, 1))
+        return warm * 0.33 ** sum(progress >= m for m in (0.5, 0.75, 0.9))
+    return factor
 
 
 def refill_empty_grid(estimator) -> bool:
@@ -61,61 +59,42 @@ def run(ctx) -> dict:
     cfg, tcfg, dev = ctx.cfg, ctx.cfg.teacher, ctx.device
     torch.manual_seed(tcfg.seed)
     root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
-    train = load_split(root, "train", cfg.data.downscale)
+    views = load_split(root, "train", cfg.data.downscale)
     bg = background_rgb(cfg.background).to(dev)
-    H, W = train.height, train.width
+    H, W = views.height, views.width
 
     # every training pixel as one flat table; rays are built per batch
-    pixels = train.images.reshape(-1, 4).to(dev)
-    c2w = train.c2w.to(dev)
-    dirs = camera_directions(H, W, train.focal, dev).reshape(-1, 3)
+    pixels = views.images.reshape(-1, 4).to(dev)
+    c2w = views.c2w.to(dev)
+    dirs = camera_directions(H, W, views.focal, dev).reshape(-1, 3)
     n_pix = H * W
 
-    field, estimator = build_teacher(tcfg, dev)
+    switches = speed_switches(tcfg, dev)
+    for key, choice in switches.items():
+        ctx.log(f"{key}: {choice.value} ({choice.reason})")
+    field, estimator = build_teacher(tcfg, dev, switches)
     # fused: one kernel over all parameters; on 2 CPU cores the 11M-entry hash table's
     # update went from 33 to 7 ms a step (of ~250), measured on lego
     optimizer = torch.optim.Adam(field.parameters(), lr=tcfg.lr, betas=(0.9, tcfg.adam_beta2), eps=1e-15,
                                  weight_decay=tcfg.weight_decay, fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(tcfg))
     march = MarchSettings(render_step_size=tcfg.render_step_size, alpha_thre=tcfg.alpha_thre,
                           early_stop_eps=tcfg.early_stop_eps)
     use_amp = dev.type == "cuda"
-
-    start, num_rays, curve, elapsed, trained = 0, tcfg.init_batch_rays, [], 0.0, False
-    ckpt_path = ctx.out_dir / CHECKPOINT
-    targets = {"field": field, "estimator": estimator, "optimizer": optimizer, "scheduler": scheduler}
-    state = resume_from(ckpt_path, dev, targets, ctx.log) if ctx.resume else None
-    if state is not None:
-        start, num_rays, curve, elapsed = state["step"], state["num_rays"], state["curve"], state["elapsed"]
-        trained = state.get("trained", False)
-        torch.set_rng_state(state["rng"])
-        ctx.log(f"resuming from step {start} ({ckpt_path}){'; training had finished' if trained else ''}")
-
-    def save_checkpoint(step: int, trained: bool = False) -> None:
-        if not all_finite(field.parameters()):
-            raise nonfinite_error("teacher", "parameters became non-finite", step, ckpt_path, last_good,
-                                  "teacher.lr")
-        atomic_torch_save(ckpt_path, {
-            "field": field.state_dict(), "estimator": estimator.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "step": step, "num_rays": num_rays, "curve": curve, "elapsed": elapsed,
-            "rng": torch.get_rng_state(), "trained": trained,
-        })
+    batch = {"num_rays": tcfg.init_batch_rays}  # adaptive: keeps the samples per step near the target
 
     def occ_eval_fn(x: torch.Tensor) -> torch.Tensor:
         return field.query_density(x).float()[:, None] * tcfg.render_step_size
 
-    t_last = time.time()
-    last_good = done = start
-    bar = tqdm(range(start, start if trained else tcfg.steps), desc="teacher", initial=start, total=tcfg.steps,
-               unit="step")
-    for step in bar:
+    def update_grid(step: int) -> None:
         field.train()
         estimator.train()
         estimator.update_every_n_steps(step=step, occ_eval_fn=occ_eval_fn, occ_thre=tcfg.occ_threshold,
                                        warmup_steps=tcfg.grid_warmup_steps, n=tcfg.grid_update_every)
         if step % tcfg.grid_update_every == 0 and refill_empty_grid(estimator):
             ctx.log(f"step {step}: the occupancy grid came out empty; every cell is marked occupied again")
+
+    def step_fn(step: int) -> StepOutput | None:
+        num_rays = batch["num_rays"]
         idx = torch.randint(0, pixels.shape[0], (num_rays,), device=dev)
         rays_o, rays_d = rays_for_pixels(c2w[idx // n_pix], dirs[idx % n_pix])
         rgba = pixels[idx]
@@ -124,56 +103,37 @@ def run(ctx) -> dict:
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             rgb, _, _, n_samples = render_rays(field, estimator, rays_o, rays_d, background, march, stratified=True)
         if n_samples == 0:
-            continue
+            return None
+        batch["num_rays"] = int(min(max(num_rays * tcfg.target_samples / n_samples, 256), tcfg.max_batch_rays))
         loss = F.smooth_l1_loss(rgb, target) if tcfg.loss == "smooth_l1" else F.mse_loss(rgb, target)
-        loss = inject_faults(loss, step)
-        if not torch.isfinite(loss):
-            raise nonfinite_error("teacher", f"loss became {loss.item()}", step, ckpt_path, last_good, "teacher.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if tcfg.max_seconds:  # under a time budget, decay by whichever of steps and time runs out first
-            progress = max((step + 1) / tcfg.steps, (elapsed + time.time() - t_last) / tcfg.max_seconds)
-            for group in optimizer.param_groups:
-                group["lr"] = tcfg.lr * _lr_factor(step + 1, progress, tcfg.warmup_steps)
-        # adaptive batch: keep the number of samples per step near the target
-        num_rays = int(min(max(num_rays * tcfg.target_samples / n_samples, 256), tcfg.max_batch_rays))
 
-        if step % tcfg.log_every == 0 or step == tcfg.steps - 1:
-            now = time.time()
-            elapsed += now - t_last
-            t_last = now
+        def log() -> dict:
             mse = F.mse_loss(rgb.detach(), target).item()
-            curve.append({"step": step, "seconds": round(elapsed, 2), "loss": loss.item(),
-                          "psnr": -10 * math.log10(max(mse, 1e-10)), "rays": num_rays, "samples": n_samples})
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{curve[-1]['psnr']:.2f}", rays=num_rays)
-        done = step + 1
-        if done % tcfg.checkpoint_every == 0 and done < tcfg.steps:
-            save_checkpoint(done)
-            last_good = done
-        if tcfg.max_seconds and elapsed + (time.time() - t_last) >= tcfg.max_seconds:
-            ctx.log(f"stopping at step {done}: teacher.max_seconds={tcfg.max_seconds:g} reached")
-            break
-    bar.close()
-    if not trained:
-        elapsed += time.time() - t_last
-        save_checkpoint(done, trained=True)  # an interruption during evaluation does not retrain
+            return {"psnr": -10 * math.log10(max(mse, 1e-10)), "rays": num_rays, "samples": n_samples}
+        return StepOutput(loss, log)
+
+    loop = LoopSettings(name="teacher", knob="teacher", steps=tcfg.steps, max_seconds=tcfg.max_seconds,
+                        expected_steps=tcfg.expected_steps, checkpoint_every=tcfg.checkpoint_every,
+                        log_every=tcfg.log_every)
+    result = train(ctx, loop, step_fn, lr_schedule(tcfg.warmup_steps), optimizer,
+                   targets={"field": field, "estimator": estimator}, params=field.parameters,
+                   extra=batch, before_step=update_grid)
 
     metrics = evaluate(ctx, field, estimator, root, march)
-    metrics["train_seconds"] = round(elapsed, 2)
-    metrics["steps"] = done
-    metrics["resumed_from_step"] = start
+    metrics["train_seconds"] = round(result.seconds, 2)
+    metrics["steps"] = result.steps
+    metrics["resumed_from_step"] = result.start
     atomic_torch_save(ctx.out_dir / MODEL, {
         "field": field.state_dict(), "estimator": estimator.state_dict(),
         "teacher_config": dataclasses.asdict(tcfg),
     })
-    atomic_write_json(ctx.out_dir / "curve.json", curve)
+    atomic_write_json(ctx.out_dir / "curve.json", result.curve)
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
-    ckpt_path.unlink(missing_ok=True)
+    (ctx.out_dir / CHECKPOINT).unlink(missing_ok=True)
     ctx.log(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {metrics['n_views']} views "
-            f"after {elapsed:.0f} s of training")
-    return {"metrics": metrics, "outputs": {"model": MODEL, "renders": "renders/"}}
+            f"after {result.steps} steps, {result.seconds:.0f} s of training")
+    return {"metrics": metrics, "outputs": {"model": MODEL, "renders": "renders/"},
+            "resolved": {key: choice.value for key, choice in switches.items()}}
 
 
 @torch.no_grad()

@@ -154,13 +154,3 @@ def test_ray_batches_match_whole_images():
     assert (blocks - expected).abs().max() <= 0.5 / 255 + 1e-6
     with pytest.raises(ValueError, match="pixelshuffle"):
         NeLFStudent(_cfg(upsample="transpose"), _camera())(poses[view], ray=ray)
-
-
-def test_time_budget_progress_follows_whichever_is_further():
-    from student.stage import _lr_factor, _time_progress
-    cfg = _cfg(steps=1000, warmup_steps=0, max_seconds=100.0)
-    assert _time_progress(cfg, 100, 50.0) == 0.5  # time is further along than steps
-    assert _time_progress(cfg, 900, 50.0) == 0.9  # steps are
-    assert _lr_factor(10, 0.0, 0) == 1.0 and abs(_lr_factor(10, 1.0, 0) - 0.05) < 1e-12
-    assert abs(_lr_factor(10, 0.5, 0) - 0.525) < 1e-12  # cosine midpoint: 0.05 + 0.95 / 2
-    assert _lr_factor(4, 0.9, 10) == 0.5  # warm-up first
