@@ -32,5 +32,5 @@ def run(ctx) -> dict:
     ctx.log(f"scene {root}: {counts}, {size[0]}x{size[1]} after downscale {cfg.data.downscale}")
     return {
         "metrics": {"n_files": len(files), **{f"n_{k}": v for k, v in counts.items()}},
-        "outputs": {"scene_root": str(root), "image_size": size},
+        "outputs": {"scene": str(root)},
     }

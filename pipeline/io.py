@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .errors import StageError
+
 # mkstemp creates files readable by their owner only; outputs (site files served by a web
 # server running as another user, among others) get the usual permissions instead.
 _UMASK = os.umask(0)
@@ -44,6 +46,13 @@ def to_uint8(img: torch.Tensor):
     return (img.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype("uint8")
 
 
+def png_bytes(img: torch.Tensor) -> bytes:
+    """(H, W, 3) float image in [0, 1] -> 8-bit PNG file contents (`to_uint8` rounding)."""
+    import imageio.v3 as iio  # here, not at the top: most users of this module write no images
+
+    return iio.imwrite("<bytes>", to_uint8(img), extension=".png")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic(path, lambda f: f.write(data))
 
@@ -54,6 +63,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file another stage wrote; a missing or torn one is a one-line error naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise StageError(f"{path}: missing or unreadable ({err.__class__.__name__}); re-run the stage that "
+                         "writes it with --force") from None
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:

@@ -15,6 +15,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from .cameras import focal_from_fov
 from .errors import DataError
@@ -170,6 +171,37 @@ def load_split(root: Path, split: str, downscale: int = 1, max_views: int | None
         width=w,
         names=names,
     )
+
+
+def split_on_background(root: Path, split: str, downscale: int, background: str, size: int) -> tuple[Views, Tensor]:
+    """A split and its images composited on `background` ('white' | 'black'), area-resized
+    to size x size if they are not: (N, size, size, 3) float in [0, 1]."""
+    views = load_split(root, split, downscale)
+    rgb = views.rgb_on(background_rgb(background)).permute(0, 3, 1, 2)
+    if rgb.shape[-2:] != (size, size):
+        rgb = torch.nn.functional.interpolate(rgb, size=(size, size), mode="area")
+    return views, rgb.permute(0, 2, 3, 1)
+
+
+def load_rendered_views(transforms: Path) -> tuple[Tensor, Tensor, float]:
+    """Views a stage rendered (Blender layout: `transforms` JSON + 8-bit PNGs beside it):
+    images (N, H, W, 3) uint8, poses (N, 4, 4) float32, camera_angle_x (radians)."""
+    transforms = Path(transforms)
+    redo = "re-run `python -m pipeline stage distill --force`"
+    try:
+        meta = json.loads(transforms.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{transforms}: missing or unreadable ({err.__class__.__name__}); {redo}") from None
+    imgs, poses = [], []
+    for fr in tqdm(meta["frames"], desc=f"load {transforms.name}", unit="view", leave=False):
+        path = image_path(transforms.parent, fr["file_path"])
+        try:
+            imgs.append(iio.imread(path)[..., :3])
+        except Exception as err:
+            raise DataError(f"{path}: unreadable view ({err.__class__.__name__}); {redo}") from None
+        poses.append(fr["transform_matrix"])
+    return (torch.from_numpy(np.stack(imgs)), torch.tensor(poses, dtype=torch.float32),
+            float(meta["camera_angle_x"]))
 
 
 def background_rgb(name: str) -> Tensor:

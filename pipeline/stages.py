@@ -1,9 +1,11 @@
 """The stage graph and the runner that skips stages whose cache is valid.
 
 A stage is a function `run(ctx) -> dict` (its metrics and declared outputs)
-from its config section and its upstream stages' output folders to its own
-folder `runs/<config name>/<stage>/`. Stages read each other only through
-`ctx.upstream[name]` (folder) and `ctx.upstream_records[name]`.
+from its config section and its upstream stages' outputs to its own folder
+`runs/<config name>/<stage>/`. Each stage declares its outputs by name
+(`Stage.outputs`); a stage reads another only by asking for one of them,
+`ctx.input("distill", "views")`, and no stage module imports another
+(tests/test_layout.py checks both). Shared code lives in library modules.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Stage:
     entry: str  # "module:function" taking a StageContext, returning {"metrics": ..., "outputs": ...}
     settings: Callable[[Config], Any]  # the config values that determine the outputs
     code: tuple[str, ...]  # source folders/files whose content is part of the key
+    # name -> what it is; run() returns each as a path (relative to the stage folder, or absolute)
+    outputs: dict[str, str] = field(default_factory=dict)
     external: Callable[[Config], str] | None = None  # hash of inputs outside runs/
     distributed: bool = False  # runs on every torchrun rank (else on rank 0 only)
 
@@ -52,24 +56,42 @@ def _data_external(cfg: Config) -> str:
 STAGES: tuple[Stage, ...] = (
     Stage("data", (), "pipeline.data_stage:run",
           lambda c: {"data": dataclasses.asdict(c.data) | {"root": None}},
-          ("pipeline/toy_scene.py", "pipeline/scene.py", "pipeline/data_stage.py"), _data_external),
+          ("pipeline/toy_scene.py", "pipeline/scene.py", "pipeline/data_stage.py"),
+          outputs={"scene": "the scene folder (Blender layout): the toy scene rendered here, or data.root"},
+          external=_data_external),
     Stage("teacher", ("data",), "teacher.stage:run",
           lambda c: {"teacher": dataclasses.asdict(c.teacher), "background": c.background,
                      "downscale": c.data.downscale},
-          ("teacher", "pipeline/scene.py", "pipeline/cameras.py")),
-    Stage("distill", ("data", "teacher"), "teacher.distill:run",
+          ("teacher", "pipeline/scene.py", "pipeline/cameras.py"),
+          outputs={"model": "model.pt: field, occupancy grid and the teacher settings they were built with",
+                   "metrics": "metrics.json: test PSNR/SSIM", "curve": "curve.json: loss and PSNR per step",
+                   "renders": "renders/: ground truth | teacher for the first test views"}),
+    Stage("distill", ("data", "teacher"), "distill.stage:run",
           lambda c: {"distill": dataclasses.asdict(c.distill), "output_size": c.student.output_size,
                      "background": c.background},
-          ("teacher", "pipeline/cameras.py"), distributed=True),
+          ("distill", "teacher", "pipeline/cameras.py"),
+          outputs={"views": "transforms.json: the pseudo-views (Blender layout, PNGs in pseudo/)",
+                   "test_views": "transforms_test.json: the teacher at the test cameras (PNGs in test/)",
+                   "cameras": "cameras.json: the scene box and the band of camera positions around it",
+                   "metrics": "metrics.json"},
+          distributed=True),
     Stage("student", ("data", "distill"), "student.stage:run",
           lambda c: {"student": dataclasses.asdict(c.student), "background": c.background},
-          ("student", "pipeline/cameras.py"), distributed=True),
+          ("student", "pipeline/cameras.py"),
+          outputs={"model": "model.pt: weights, architecture and camera (student.model.load_student)",
+                   "metrics": "metrics.json: PSNR/SSIM vs ground truth and vs the teacher, per view",
+                   "curve": "curve.json", "side_by_side": "side_by_side/: ground truth | teacher | student"},
+          distributed=True),
     Stage("export", ("data", "distill", "student"), "export.stage:run",
           lambda c: {"export": dataclasses.asdict(c.export), "name": c.name},
-          ("export",)),
-    Stage("report", ("data", "teacher", "distill", "student", "export"), "export.report:run",
+          ("export",),
+          outputs={"site": "the viewer site (export.site_dir)", "scene": "<site>/scenes/<name>/: scene.json, "
+                   "model.onnx and the files it names", "metrics": "metrics.json"}),
+    Stage("report", ("data", "teacher", "distill", "student", "export"), "report.stage:run",
           lambda c: {"report": dataclasses.asdict(c.report), "name": c.name, "background": c.background},
-          ("export", "pipeline/cameras.py")),
+          ("report", "pipeline/cameras.py"),
+          outputs={"report": "<scene>/report/: report.json, turntables, test views for compare.html",
+                   "metrics": "metrics.json"}),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -118,6 +140,34 @@ class StageContext:
     def log(self, msg: str) -> None:
         if distributed.is_main():
             print(f"[{self.stage.name}] {msg}", flush=True)
+
+    def input(self, stage: str, name: str) -> Path:
+        """The path of upstream `stage`'s declared output `name`."""
+        if stage not in self.upstream:
+            raise StageError(f"stage '{self.stage.name}' reads stage '{stage}', which is not one of its upstream "
+                             f"stages ({', '.join(self.stage.upstream) or 'none'})")
+        if name not in get_stage(stage).outputs:
+            raise StageError(f"stage '{stage}' declares no output '{name}' (it has: "
+                             f"{', '.join(get_stage(stage).outputs)})")
+        rec = self.upstream_records[stage]
+        value = (rec.get("outputs") or {}).get(name) if rec else None
+        if not isinstance(value, str):
+            raise StageError(f"{self.upstream[stage] / cache.RECORD}: no output '{name}'; re-run "
+                             f"`python -m pipeline stage {stage} --force`")
+        path = Path(value)
+        return path if path.is_absolute() else self.upstream[stage] / path
+
+
+def check_outputs(st: Stage, out_dir: Path, outputs: dict) -> dict[str, str]:
+    """The run's outputs as declared: exactly `st.outputs`' names, each an existing path."""
+    if set(outputs) != set(st.outputs):
+        raise StageError(f"stage '{st.name}' returned outputs {sorted(outputs)}, but declares "
+                         f"{sorted(st.outputs)}")
+    for name, value in outputs.items():
+        path = Path(value) if Path(value).is_absolute() else out_dir / value
+        if not path.exists():
+            raise StageError(f"stage '{st.name}': its output '{name}' ({path}) was not written")
+    return {name: str(value) for name, value in outputs.items()}
 
 
 class Pipeline:
@@ -227,7 +277,7 @@ class Pipeline:
                 "seconds": round(seconds, 2),
                 "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "metrics": result.get("metrics", {}),
-                "outputs": result.get("outputs", {}),
+                "outputs": check_outputs(st, out, result.get("outputs", {})) if distributed.is_main() else {},
             }
             if distributed.is_main():
                 cache.finish_output(out, record)

@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from pipeline import distributed
-from pipeline.errors import DataError, StageError
-from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, to_uint8
+from pipeline.errors import StageError
+from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, png_bytes, read_json
 from pipeline.metrics import psnr, ssim
-from pipeline.scene import background_rgb, load_split
+from pipeline.scene import load_rendered_views, split_on_background
 from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 
 from .model import NeLFStudent, StudentCamera, count_params, flops_per_frame, ray_layout
 
 MODEL = "model.pt"
-
-
-def load_views(folder: Path, transforms: str) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Images (N, S, S, 3) uint8 and poses (N, 4, 4) of a distill output; camera_angle_x."""
-    try:
-        meta = json.loads((folder / transforms).read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{folder / transforms}: missing or unreadable ({err.__class__.__name__}); "
-                        "re-run `python -m pipeline stage distill --force`") from None
-    imgs, poses = [], []
-    for fr in tqdm(meta["frames"], desc=f"load {transforms}", unit="view", leave=False):
-        path = folder / (fr["file_path"] + ".png")
-        try:
-            imgs.append(iio.imread(path)[..., :3])
-        except Exception as err:
-            raise DataError(f"{path}: unreadable pseudo-view ({err.__class__.__name__}); "
-                            "re-run `python -m pipeline stage distill --force`") from None
-        poses.append(fr["transform_matrix"])
-    return (torch.from_numpy(np.stack(imgs)), torch.tensor(poses, dtype=torch.float32),
-            float(meta["camera_angle_x"]))
 
 
 def ray_blocks(images: torch.Tensor, view: torch.Tensor, ray: torch.Tensor, grid: int, sr: int) -> torch.Tensor:
@@ -62,14 +38,15 @@ def ray_blocks(images: torch.Tensor, view: torch.Tensor, ray: torch.Tensor, grid
     return blocks.reshape(b, 3, h * sr, w * sr).float() / 255.0
 
 
-def student_camera(cfg, camera_angle_x: float, dist: dict, aabb: list[float]) -> StudentCamera:
+def student_camera(cfg, camera_angle_x: float, scene_cameras: dict) -> StudentCamera:
     """Near/far: the camera radius band of the pseudo-views around the scene box's
     bounding sphere; points are normalised by that sphere."""
     s = cfg.student
+    aabb = scene_cameras["aabb"]
     center = [(aabb[i] + aabb[i + 3]) / 2 for i in range(3)]
     half = [(aabb[i + 3] - aabb[i]) / 2 for i in range(3)]
     radius = math.sqrt(sum(h * h for h in half))
-    r_min, r_max = dist["radius"]
+    r_min, r_max = scene_cameras["radius"]
     near = s.near if s.near is not None else max(r_min - radius, 0.05)
     far = s.far if s.far is not None else r_max + radius
     focal = 0.5 * s.output_size / math.tan(0.5 * camera_angle_x)
@@ -93,13 +70,13 @@ def lr_schedule(warmup_steps: int, steps: int):
 def run(ctx) -> dict:
     cfg, scfg, dev = ctx.cfg, ctx.cfg.student, ctx.device
     torch.manual_seed(scfg.seed)
-    distill_dir = ctx.upstream["distill"]
-    dist = ctx.upstream_records["distill"]["outputs"]["pose_distribution"]
-    images, poses, camera_angle_x = load_views(distill_dir, "transforms.json")
+    views_path = ctx.input("distill", "views")
+    scene_cameras = read_json(ctx.input("distill", "cameras"))
+    images, poses, camera_angle_x = load_rendered_views(views_path)
     if images.shape[1] != scfg.output_size:
-        raise StageError(f"{distill_dir}: pseudo-views are {images.shape[1]} px, student.output_size is "
+        raise StageError(f"{views_path}: pseudo-views are {images.shape[1]} px, student.output_size is "
                          f"{scfg.output_size}; re-run distill")
-    camera = student_camera(cfg, camera_angle_x, dist, cfg.teacher.aabb)
+    camera = student_camera(cfg, camera_angle_x, scene_cameras)
     model = NeLFStudent(scfg, camera).to(dev)
     world, rank = distributed.world_size(), distributed.rank()
     net = model
@@ -118,11 +95,9 @@ def run(ctx) -> dict:
 
     real = None
     if scfg.real_fraction > 0:
-        root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
-        views = load_split(root, "train", cfg.data.downscale)
-        rgb = views.rgb_on(background_rgb(cfg.background)).permute(0, 3, 1, 2)
-        rgb = F.interpolate(rgb, size=(scfg.output_size,) * 2, mode="area")
-        real = ((rgb.permute(0, 2, 3, 1) * 255 + 0.5).clamp(0, 255).to(torch.uint8), views.c2w)
+        views, rgb = split_on_background(ctx.input("data", "scene"), "train", cfg.data.downscale, cfg.background,
+                                         scfg.output_size)
+        real = ((rgb * 255 + 0.5).clamp(0, 255).to(torch.uint8), views.c2w)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=scfg.lr, weight_decay=scfg.weight_decay)
     use_amp = dev.type == "cuda"
@@ -171,19 +146,8 @@ def run(ctx) -> dict:
     (ctx.out_dir / CHECKPOINT).unlink(missing_ok=True)
     ctx.log(f"PSNR vs ground truth {metrics['psnr']:.2f} dB, vs teacher {metrics['psnr_vs_teacher']:.2f} dB "
             f"(constant-colour baseline {metrics['baseline_psnr']:.2f} dB)")
-    return {"metrics": metrics, "outputs": {"model": MODEL, "camera": dataclasses.asdict(camera)}}
-
-
-def test_views(ctx):
-    """The scene's test split and its images on the background at the student's output
-    size, (N, S, S, 3) float in [0, 1] (area-downsampled if the scene is larger)."""
-    cfg, size = ctx.cfg, ctx.cfg.student.output_size
-    root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
-    test = load_split(root, "test", cfg.data.downscale)
-    gt = test.rgb_on(background_rgb(cfg.background)).permute(0, 3, 1, 2)
-    if gt.shape[-1] != size:
-        gt = F.interpolate(gt, size=(size, size), mode="area")
-    return test, gt.permute(0, 2, 3, 1)
+    return {"metrics": metrics, "outputs": {"model": MODEL, "metrics": "metrics.json", "curve": "curve.json",
+                                            "side_by_side": "side_by_side"}}
 
 
 @torch.no_grad()
@@ -191,8 +155,10 @@ def evaluate(ctx, model: NeLFStudent, train_images: torch.Tensor, n_saved: int =
     """Student vs the real test views and vs the teacher's renders of the same cameras."""
     dev = ctx.device
     model.eval()
-    test, gt = test_views(ctx)
-    teacher_imgs, _, _ = load_views(ctx.upstream["distill"], "transforms_test.json")
+    cfg = ctx.cfg
+    test, gt = split_on_background(ctx.input("data", "scene"), "test", cfg.data.downscale, cfg.background,
+                                   cfg.student.output_size)
+    teacher_imgs, _, _ = load_rendered_views(ctx.input("distill", "test_views"))
     teacher_imgs = teacher_imgs.float() / 255.0
     mean_colour = train_images.float().mean(dim=(0, 1, 2)) / 255.0
     rows = []
@@ -203,8 +169,7 @@ def evaluate(ctx, model: NeLFStudent, train_images: torch.Tensor, n_saved: int =
                      "baseline_psnr": psnr(mean_colour.expand_as(gt[k]), gt[k])})
         if k < n_saved:
             side = torch.cat([gt[k], teacher_imgs[k], pred], dim=1)
-            atomic_write_bytes(ctx.out_dir / "side_by_side" / f"{test.names[k]}.png",
-                               iio.imwrite("<bytes>", to_uint8(side), extension=".png"))
+            atomic_write_bytes(ctx.out_dir / "side_by_side" / f"{test.names[k]}.png", png_bytes(side))
     mean = {key: float(np.mean([r[key] for r in rows]))
             for key in ("psnr", "ssim", "psnr_vs_teacher", "teacher_psnr", "baseline_psnr")}
     return {**mean, "n_views": len(rows), "per_view": rows}

@@ -7,14 +7,13 @@ import math
 import time
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.cameras import camera_directions, pinhole_rays, rays_for_pixels
-from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, to_uint8
+from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, png_bytes
 from pipeline.metrics import psnr, ssim
 from pipeline.scene import background_rgb, load_split
 from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
@@ -50,15 +49,11 @@ def refill_empty_grid(estimator) -> bool:
     return True
 
 
-def to_png(img: torch.Tensor) -> bytes:
-    return iio.imwrite("<bytes>", to_uint8(img), extension=".png")
-
-
 def run(ctx) -> dict:
     tune_malloc()
     cfg, tcfg, dev = ctx.cfg, ctx.cfg.teacher, ctx.device
     torch.manual_seed(tcfg.seed)
-    root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
+    root = ctx.input("data", "scene")
     views = load_split(root, "train", cfg.data.downscale)
     bg = background_rgb(cfg.background).to(dev)
     H, W = views.height, views.width
@@ -132,7 +127,8 @@ def run(ctx) -> dict:
     (ctx.out_dir / CHECKPOINT).unlink(missing_ok=True)
     ctx.log(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {metrics['n_views']} views "
             f"after {result.steps} steps, {result.seconds:.0f} s of training")
-    return {"metrics": metrics, "outputs": {"model": MODEL, "renders": "renders/"},
+    return {"metrics": metrics,
+            "outputs": {"model": MODEL, "metrics": "metrics.json", "curve": "curve.json", "renders": "renders"},
             "resolved": {key: choice.value for key, choice in switches.items()}}
 
 
@@ -153,7 +149,8 @@ def evaluate(ctx, field, estimator, root: Path, march: MarchSettings, n_saved: i
         psnrs.append(psnr(img, gt_all[k]))
         ssims.append(ssim(img, gt_all[k]))
         if k < n_saved:
-            atomic_write_bytes(ctx.out_dir / "renders" / f"{test.names[k]}.png", to_png(torch.cat([gt_all[k], img], 1)))
+            side = png_bytes(torch.cat([gt_all[k], img], 1))
+            atomic_write_bytes(ctx.out_dir / "renders" / f"{test.names[k]}.png", side)
     return {
         "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "n_views": len(psnrs),
         "per_view_psnr": [round(p, 3) for p in psnrs], "eval_seconds_per_view": (time.time() - t0) / len(psnrs),

@@ -19,46 +19,15 @@ import torch
 from tqdm import tqdm
 
 from pipeline import distributed, faults
-from pipeline.cameras import camera_directions, look_at, pinhole_rays, sample_orbit_poses, scene_up, spherical_coords
+from pipeline.cameras import camera_directions, pinhole_rays
 from pipeline.errors import StageError
-from pipeline.io import atomic_write_bytes, atomic_write_json
+from pipeline.io import atomic_write_bytes, atomic_write_json, png_bytes
 from pipeline.scene import background_rgb, load_split
+from teacher.malloc_tuning import tune_malloc
+from teacher.model import load_teacher, speed_switches
+from teacher.render import MarchSettings, render_image
 
-from .malloc_tuning import tune_malloc
-from .model import load_teacher, speed_switches
-from .render import MarchSettings, render_image
-from .stage import MODEL, to_png
-
-
-def pose_distribution(train_c2w: np.ndarray, target: np.ndarray) -> dict:
-    """Sphere band of the training cameras around `target`."""
-    up = scene_up(train_c2w)
-    r, _, el = spherical_coords(train_c2w, target, up)
-    return {"target": target.tolist(), "up": up.tolist(),
-            "radius": [float(r.min()), float(r.max())], "elevation_deg": [float(el.min()), float(el.max())]}
-
-
-def sample_poses(n: int, seed: int, train_c2w: np.ndarray, dist: dict, jitter_fraction: float,
-                 jitter_deg: float) -> np.ndarray:
-    """(n, 4, 4) pseudo-view poses, deterministic for a seed."""
-    rng = np.random.default_rng(seed)
-    target, up = np.array(dist["target"]), np.array(dist["up"])
-    n_jit = int(round(n * jitter_fraction))
-    poses = sample_orbit_poses(n - n_jit, rng, target, up, dist["radius"], dist["elevation_deg"])
-    if n_jit:
-        base = train_c2w[rng.integers(0, len(train_c2w), n_jit)]
-        jittered = []
-        for c2w in base:
-            eye = c2w[:3, 3] - target
-            axis = rng.normal(size=3)
-            axis /= np.linalg.norm(axis)
-            ang = math.radians(jitter_deg) * rng.uniform(-1, 1)
-            # Rodrigues rotation of the camera centre about a random axis through the target
-            eye = (eye * math.cos(ang) + np.cross(axis, eye) * math.sin(ang)
-                   + axis * axis.dot(eye) * (1 - math.cos(ang)))
-            jittered.append(look_at(eye + target, target, up))
-        poses = np.concatenate([poses, np.stack(jittered)])
-    return poses
+from .poses import pose_distribution, sample_poses
 
 
 def png_bytes_upper_bound(size: int) -> int:
@@ -103,7 +72,7 @@ def _render_views(ctx, field, estimator, poses, folder: Path, size: int, focal: 
         c2w = torch.as_tensor(poses[k], dtype=torch.float32, device=dev)
         rays_o, rays_d = pinhole_rays(c2w, dirs)
         img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=ctx.cfg.distill.chunk_rays)
-        atomic_write_bytes(path, to_png(img))
+        atomic_write_bytes(path, png_bytes(img))
         done += 1
         faults.delay()
     return done
@@ -118,19 +87,20 @@ def _transforms(poses: np.ndarray, folder: str, camera_angle_x: float) -> dict:
 def run(ctx) -> dict:
     tune_malloc()
     cfg, dcfg = ctx.cfg, ctx.cfg.distill
-    root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
+    root = ctx.input("data", "scene")
     train = load_split(root, "train", cfg.data.downscale)
     test = load_split(root, "test", cfg.data.downscale)
     # rank 0 decides: every rank must render with the same switches (files identical to one process)
     switches = distributed.broadcast(speed_switches(cfg.teacher, ctx.device) if distributed.is_main() else None)
     for key, choice in switches.items():
         ctx.log(f"{key}: {choice.value} ({choice.reason})")
-    field, estimator = load_teacher(ctx.upstream["teacher"] / MODEL, cfg.teacher, ctx.device, switches)
+    field, estimator = load_teacher(ctx.input("teacher", "model"), cfg.teacher, ctx.device, switches)
     size = cfg.student.output_size
     camera_angle_x = 2 * math.atan(0.5 * train.width / train.focal)
     focal = 0.5 * size / math.tan(0.5 * camera_angle_x)
     aabb = np.array(cfg.teacher.aabb)
     dist = pose_distribution(train.c2w.numpy().astype(np.float64), (aabb[:3] + aabb[3:]) / 2)
+    cameras = {**dist, "aabb": aabb.tolist()}  # what downstream stages know of the scene's geometry
     poses = sample_poses(dcfg.n_views, dcfg.seed, train.c2w.numpy().astype(np.float64), dist,
                          dcfg.jitter_fraction, dcfg.jitter_deg)
     march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=dcfg.alpha_thre,
@@ -150,6 +120,7 @@ def run(ctx) -> dict:
     distributed.barrier()  # every view exists before rank 0 declares the set complete
     if distributed.is_main():
         atomic_write_json(ctx.out_dir / "transforms_test.json", _transforms(test_poses, "test", camera_angle_x))
+        atomic_write_json(ctx.out_dir / "cameras.json", cameras)
         atomic_write_json(ctx.out_dir / "transforms.json", _transforms(poses, "pseudo", camera_angle_x))
     metrics = {"n_views": len(poses), "rendered_now": rendered, "size": size, "world_size": distributed.world_size(),
                "render_seconds": round(seconds, 2),
@@ -157,6 +128,6 @@ def run(ctx) -> dict:
                "pose_distribution": dist}
     if distributed.is_main():
         atomic_write_json(ctx.out_dir / "metrics.json", metrics)
-    return {"metrics": metrics, "outputs": {"transforms": "transforms.json", "test_transforms": "transforms_test.json",
-                                            "pose_distribution": dist},
+    return {"metrics": metrics, "outputs": {"views": "transforms.json", "test_views": "transforms_test.json",
+                                            "cameras": "cameras.json", "metrics": "metrics.json"},
             "resolved": {key: choice.value for key, choice in switches.items()}}

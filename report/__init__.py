@@ -1,0 +1,1 @@
+"""Stage 6: videos and the comparison page, written into the viewer site (stage.py)."""
