@@ -21,9 +21,8 @@ from pipeline.io import atomic_write_bytes, atomic_write_json
 from student.model import NeLFStudent, StudentCamera, coarser, count_params, flops_per_frame
 from student.stage import MODEL as STUDENT_MODEL
 
+from . import site_format
 from .onnx_export import export_onnx, fp16_weights, ort_session, psnr_between
-
-FORMAT_VERSION = 1
 
 
 def load_student(path: Path, cfg, device: torch.device) -> NeLFStudent:
@@ -109,31 +108,17 @@ def run(ctx) -> dict:
     ref_png, ort_ms = reference_image(onnx_bytes, ref_pose)
 
     size = cfg.student.output_size
-    scene = {
-        "format": FORMAT_VERSION,
-        "name": cfg.name,
-        "model": "model.onnx",
-        "input": "pose",
-        "output": "rgba",
-        "output_layout": "rgba255",
-        "width": size,
-        "height": size,
-        "camera_convention": "opengl",
-        "up": [float(v) for v in dist["up"]],
-        "background": [1.0, 1.0, 1.0] if cfg.background == "white" else [0.0, 0.0, 0.0],
-        "orbit": orbit,
-        "reference": {"pose": ref_pose.tolist(), "image": "reference.png"},
-        "model_card": {"params": params, "onnx_bytes": len(onnx_bytes), "flops_per_frame": flops,
-                       "ort_python_ms_1thread": round(ort_ms, 2), "simplified": ecfg.simplify},
-    }
+    model_card = {"params": params, "onnx_bytes": len(onnx_bytes), "flops_per_frame": flops,
+                  "ort_python_ms_1thread": round(ort_ms, 2), "simplified": ecfg.simplify}
+    model_fp16 = preview_entry = None
     atomic_write_bytes(scene_dir / "model.onnx", onnx_bytes)
     atomic_write_bytes(scene_dir / "reference.png", ref_png)
     if ecfg.fp16:
         fp16 = fp16_weights(onnx_bytes)
         fp16_db = psnr_between(onnx_bytes, fp16, check_poses)
         atomic_write_bytes(scene_dir / "model_fp16.onnx", fp16)
-        scene["model_fp16"] = "model_fp16.onnx"
-        scene["model_card"].update({"fp16_bytes": len(fp16), "fp16_psnr_vs_fp32": round(min(fp16_db, 200.0), 2)})
+        model_fp16 = "model_fp16.onnx"
+        model_card.update({"fp16_bytes": len(fp16), "fp16_psnr_vs_fp32": round(min(fp16_db, 200.0), 2)})
         ctx.log(f"fp16 weights: {len(fp16) / 1e6:.2f} MB ({len(fp16) / len(onnx_bytes):.0%} of fp32), "
                 f"{fp16_db:.1f} dB vs fp32")
     else:
@@ -142,18 +127,23 @@ def run(ctx) -> dict:
         preview_png, preview_ms = reference_image(preview_bytes, ref_pose)
         atomic_write_bytes(scene_dir / "preview.onnx", preview_bytes)
         atomic_write_bytes(scene_dir / "preview_reference.png", preview_png)
-        scene["preview"] = {"model": "preview.onnx", "width": size // 2, "height": size // 2,
-                            "reference_image": "preview_reference.png",
-                            "flops_per_frame": flops_per_frame(preview),
-                            "ort_python_ms_1thread": round(preview_ms, 2)}
+        preview_entry = {"model": "preview.onnx", "width": size // 2, "height": size // 2,
+                         "reference_image": "preview_reference.png",
+                         "flops_per_frame": flops_per_frame(preview),
+                         "ort_python_ms_1thread": round(preview_ms, 2)}
     else:
         for stale in ("preview.onnx", "preview_reference.png"):
             (scene_dir / stale).unlink(missing_ok=True)
-    atomic_write_json(scene_dir / "scene.json", scene)  # written after the files it names
+    scene = site_format.scene_document(
+        name=cfg.name, width=size, height=size, up=dist["up"],
+        background=[1.0, 1.0, 1.0] if cfg.background == "white" else [0.0, 0.0, 0.0],
+        orbit=orbit, reference_pose=ref_pose.tolist(), output="rgba", output_layout="rgba255",
+        model_fp16=model_fp16, preview=preview_entry, model_card=model_card)
+    site_format.write(scene_dir / "scene.json", scene, "scene")  # checked, and written after the files it names
     update_index(site_dir, cfg.name)
     metrics = {**report, "onnx_bytes": len(onnx_bytes), "params": params, "flops_per_frame": flops,
                "ort_python_ms_1thread": round(ort_ms, 2),
-               **{k: v for k, v in scene["model_card"].items() if k.startswith("fp16")}}
+               **{k: v for k, v in model_card.items() if k.startswith("fp16")}}
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
     ctx.log(f"{scene_dir / 'model.onnx'}: {len(onnx_bytes) / 1e6:.2f} MB, max |onnx - torch| "
             f"{report['max_abs_diff']:.2e}, {ort_ms:.1f} ms/frame in onnxruntime (1 thread)")

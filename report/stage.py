@@ -31,9 +31,8 @@ from pipeline.io import atomic_write_bytes, atomic_write_json, to_uint8
 from pipeline.scene import background_rgb
 from student.stage import test_views
 
+from . import site_format
 from .stage import load_student
-
-REPORT_FORMAT = 1
 
 
 def turntable_poses(orbit: dict, up: list[float], n_frames: int) -> list[np.ndarray]:
@@ -103,12 +102,9 @@ def run(ctx) -> dict:
     cfg, rcfg = ctx.cfg, ctx.cfg.report
     t0 = time.time()
     scene_dir = Path(ctx.upstream_records["export"]["outputs"]["scene_dir"])
-    try:
-        scene = json.loads((scene_dir / "scene.json").read_text())
-    except (OSError, ValueError) as err:
-        raise StageError(f"{scene_dir / 'scene.json'}: missing or unreadable ({err.__class__.__name__}); "
-                         "re-run `python -m pipeline stage export --force`") from None
-    report_dir = scene_dir / "report"
+    scene = site_format.read(scene_dir / "scene.json", "scene", "re-run `python -m pipeline stage export --force`")
+    report_json = scene_dir / scene.get("report", site_format.REPORT_FILE)  # where the viewer looks for it
+    report_dir = report_json.parent
     student_dir, distill_dir = ctx.upstream["student"], ctx.upstream["distill"]
     model = load_student(student_dir / "model.pt", cfg, torch.device("cpu"))
     size = cfg.student.output_size
@@ -150,21 +146,20 @@ def run(ctx) -> dict:
                           "student": f"{stem}_student.png", "psnr": row["psnr"], "ssim": row["ssim"],
                           "teacher_psnr": row["teacher_psnr"], "psnr_vs_teacher": row["psnr_vs_teacher"]})
 
-    report = {
-        "format": REPORT_FORMAT,
-        "name": cfg.name,
-        "size": size,
-        "summary": {k: metrics[k] for k in ("psnr", "ssim", "psnr_vs_teacher", "teacher_psnr", "baseline_psnr")},
-        "teacher_stage": {k: ctx.upstream_records["teacher"]["metrics"].get(k)
-                          for k in ("psnr", "ssim", "steps", "train_seconds")},
-        "model_card": scene.get("model_card", {}),
-        "curves": {"teacher": _curve(ctx.upstream["teacher"] / "curve.json"),
-                   "student": _curve(student_dir / "curve.json")},
-        "turntable": {**files, "frames": rcfg.turntable_frames, "fps": rcfg.fps, "size": size,
-                      "teacher_size": rcfg.teacher_turntable_size},
-        "views": views,
-    }
-    atomic_write_json(report_dir / "report.json", report)  # last: the page reads it
+    report = site_format.report_document(
+        name=cfg.name,
+        size=size,
+        summary={k: metrics[k] for k in ("psnr", "ssim", "psnr_vs_teacher", "teacher_psnr", "baseline_psnr")},
+        teacher_stage={k: ctx.upstream_records["teacher"]["metrics"].get(k)
+                       for k in ("psnr", "ssim", "steps", "train_seconds")},
+        model_card=scene.get("model_card", {}),
+        curves={"teacher": _curve(ctx.upstream["teacher"] / "curve.json"),
+                "student": _curve(student_dir / "curve.json")},
+        turntable={**files, "frames": rcfg.turntable_frames, "fps": rcfg.fps, "size": size,
+                   "teacher_size": rcfg.teacher_turntable_size},
+        views=views,
+    )
+    site_format.write(report_json, report, "report")  # checked, and last: the page reads it
     out = {"n_views": len(views), "turntable_frames": rcfg.turntable_frames, "seconds": round(time.time() - t0, 1)}
     atomic_write_json(ctx.out_dir / "metrics.json", out)
     ctx.log(f"{len(views)} test views and turntables -> {report_dir}; "

@@ -2,7 +2,8 @@
 
 `write_fake_scene` writes the same files the real export does (see
 `export/SCENE_FORMAT.md`): `scenes/<name>/{model.onnx, scene.json, reference.png}` and
-an entry in `scenes/index.json`. The network has the student's shape of computation
+an entry in `scenes/index.json`; scene.json is built and checked by export's own code
+(`export/site_format.py`). The network has the student's shape of computation
 (pose -> rays -> per-ray 1x1 convolutions -> ConvTranspose2d upsampling -> sigmoid)
 but random, seeded weights: its output is a smooth colourful pattern that changes
 with the pose, which is all the viewer tests need.
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from export import site_format
 from pipeline.cameras import orbit_pose
 
 RAYS = 16  # rays per side; the ConvTranspose2d doubles it
@@ -106,21 +108,10 @@ def write_fake_scene(site_dir: Path, name: str = "fake", seed: int = 0) -> Path:
 
     ref_pose = orbit_pose(ORBIT["target"], *REFERENCE_VIEW).astype(np.float32)
     Image.fromarray(to_rgb8(run_ort(model_path, ref_pose))).save(scene_dir / "reference.png")
-    scene = {
-        "format": 1,
-        "name": name,
-        "model": "model.onnx",
-        "input": "pose",
-        "output": "rgb",
-        "width": SIZE,
-        "height": SIZE,
-        "camera_convention": "opengl",
-        "up": [0, 0, 1],
-        "background": [1, 1, 1],
-        "orbit": ORBIT,
-        "reference": {"pose": ref_pose.tolist(), "image": "reference.png"},
-    }
-    (scene_dir / "scene.json").write_text(json.dumps(scene, indent=2))
+    scene = site_format.scene_document(
+        name=name, width=SIZE, height=SIZE, up=[0, 0, 1], background=[1, 1, 1], orbit=ORBIT,
+        reference_pose=ref_pose.tolist(), output="rgb", output_layout="rgb")
+    site_format.write(scene_dir / "scene.json", scene, "scene")
 
     add_to_index(site_dir, name)
     return scene_dir
@@ -133,3 +124,28 @@ def add_to_index(site_dir: Path, name: str) -> None:
     entries = [s for s in index["scenes"] if s["name"] != name]
     entries.append({"name": name, "path": f"scenes/{name}/scene.json"})
     index_path.write_text(json.dumps({"scenes": entries}, indent=2))
+
+
+def write_fake_report(scene_dir: Path, psnrs: tuple[float, ...] = (31.5, 24.25, 28.0)) -> Path:
+    """A report.json (one small view per PSNR, no videos) where the scene's scene.json says; return its path."""
+    from PIL import Image
+
+    scene = json.loads((Path(scene_dir) / "scene.json").read_text())
+    report_path = Path(scene_dir) / scene["report"]
+    views = []
+    for k, p in enumerate(psnrs):
+        stem = f"views/{k:05d}"
+        for kind, shade in (("gt", 40), ("teacher", 120), ("student", 200)):
+            (report_path.parent / "views").mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (shade, 255 - shade, 60 * k)).save(report_path.parent / f"{stem}_{kind}.png")
+        views.append({"view": f"r_{k}", "gt": f"{stem}_gt.png", "teacher": f"{stem}_teacher.png",
+                      "student": f"{stem}_student.png", "psnr": p, "ssim": 0.9, "teacher_psnr": p + 3.0,
+                      "psnr_vs_teacher": p + 1.0})
+    report = site_format.report_document(
+        name=scene["name"], size=SIZE,
+        summary={"psnr": 28.0, "ssim": 0.9, "psnr_vs_teacher": 29.0, "teacher_psnr": 31.0, "baseline_psnr": 12.0},
+        teacher_stage={"psnr": 31.0, "ssim": 0.95, "steps": 100, "train_seconds": 12.5}, model_card={},
+        curves={"teacher": [{"step": 0, "seconds": 0.0, "loss": 0.1, "psnr": 10.0}], "student": []},
+        turntable={"frames": 4, "fps": 12, "size": SIZE, "teacher_size": 0}, views=views)
+    site_format.write(report_path, report, "report")
+    return report_path

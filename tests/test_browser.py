@@ -25,9 +25,11 @@ from browser import (
     serve,
     wait_state,
 )
-from fake_scene import add_to_index, write_fake_scene
+from fake_scene import add_to_index, write_fake_report, write_fake_scene
 
+from export import site_format
 from pipeline.cameras import orbit_pose
+from pipeline.errors import StageError
 
 SITE = Path(__file__).resolve().parents[1] / "site"
 READY_TIMEOUT_MS = 30_000
@@ -58,6 +60,7 @@ def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_or_skip(vendored, "site/vendor missing: run `npm ci --prefix site`")
     site = copy_site(tmp_path_factory.mktemp("site") / "site")
     fake = write_fake_scene(site, "fake")
+    write_fake_report(fake)
 
     def variant(name: str) -> Path:  # a copy of the fake scene, to be broken
         shutil.copytree(fake, site / "scenes" / name)
@@ -83,8 +86,15 @@ def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "badjson": lambda text: text[: len(text) // 2],
         "nomodel": lambda text: text.replace('"model.onnx"', '"missing.onnx"'),
         "badwidth": lambda text: text.replace('"width": 32', '"width": -3'),
+        "badformat": lambda text: text.replace('"format": 1', '"format": 2'),
+        "noinput": lambda text: text.replace('"input": "pose",', ''),
     }.items():
         (variant(name) / "scene.json").write_text(edit((fake / "scene.json").read_text()))
+
+    # The results page: a report of another format version.
+    oldreport = variant("oldreport")
+    report = json.loads((oldreport / "report" / "report.json").read_text())
+    (oldreport / "report" / "report.json").write_text(json.dumps({**report, "format": 2}))
     return site
 
 
@@ -282,15 +292,27 @@ def test_save_png(browser, base_url: str, shots: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("scene", "message"),
+    ("scene", "message", "schema_says"),
     [
-        ("badjson", "not valid JSON"),
-        ("nomodel", "missing.onnx"),
-        ("badwidth", '"width" must be an integer'),
-        ("nosuchscene", 'Scene "nosuchscene" is not in scenes/index.json'),
+        ("badjson", "not valid JSON", None),
+        ("nomodel", "missing.onnx", "valid"),  # a valid document naming a missing file
+        ("badwidth", '"width" must be an integer', '"width" must be >= 1'),
+        ("badformat", '"format" must be 1 (the format this viewer reads: schema/scene.schema.json)',
+         '"format" must be 1'),
+        ("noinput", '"input" must be a non-empty string', '"input" is required'),
+        ("nosuchscene", 'Scene "nosuchscene" is not in scenes/index.json', None),
     ],
 )
-def test_broken_scene_shows_error(browser, base_url: str, shots: Path, scene: str, message: str) -> None:
+def test_broken_scene_shows_error(browser, base_url: str, site_dir: Path, shots: Path, scene: str, message: str,
+                                  schema_says: str | None) -> None:
+    # The viewer and the schema (export's check) agree on what is broken, and on the field.
+    if schema_says is not None:
+        doc = json.loads((site_dir / "scenes" / scene / "scene.json").read_text())
+        if schema_says == "valid":
+            site_format.check(doc, "scene", scene)
+        else:
+            with pytest.raises(StageError, match=re.escape(schema_says)):
+                site_format.check(doc, "scene", scene)
     page, _ = open_page(browser, f"{base_url}?backend=wasm&scene={scene}")
     assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
     assert page.is_visible("#error")
@@ -298,6 +320,48 @@ def test_broken_scene_shows_error(browser, base_url: str, shots: Path, scene: st
     assert page.evaluate("viewer.ready.then(() => 'resolved', e => e.message)") != "resolved"
     screenshot(page, shots, f"error_{scene}")
     page.context.close()
+
+
+def test_compare_page_reads_the_report_scene_json_names(browser, base_url: str, shots: Path) -> None:
+    page, log = open_page(browser, f"{base_url}compare.html?scene=fake")
+    assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "ready", page.inner_text("body")
+    # write_fake_report's views, worst PSNR first
+    assert page.evaluate("window.compare.rows") == [
+        {"view": "r_1", "psnr": "24.25"}, {"view": "r_2", "psnr": "28.00"}, {"view": "r_0", "psnr": "31.50"}]
+    src = page.get_attribute("tr[data-view=r_0] img[alt='student']", "src")
+    assert src.endswith("/scenes/fake/report/views/00000_student.png"), src
+    screenshot(page, shots, "compare")
+    assert log.errors == []
+    page.context.close()
+
+    page, _ = open_page(browser, f"{base_url}compare.html?scene=oldreport")
+    assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
+    text = page.inner_text("#error")
+    assert 'expected "format": 1 (schema/report.schema.json)' in text and '(got "format": 2)' in text, text
+    page.context.close()
+
+
+def test_viewer_takes_format_versions_from_the_served_schemas(browser, tmp_path: Path) -> None:
+    # Bump the versions in a copy's schemas only: the pages must now refuse the version-1 files.
+    site = copy_site(tmp_path / "site")
+    write_fake_report(write_fake_scene(site, "fake"))
+    for kind in site_format.KINDS:
+        path = site / "schema" / f"{kind}.schema.json"
+        schema = json.loads(path.read_text())
+        schema["properties"]["format"]["const"] = 7
+        path.write_text(json.dumps(schema))
+    with serve(site) as url:
+        page, _ = open_page(browser, f"{url}?backend=wasm")
+        assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
+        assert '"format" must be 7 (the format this viewer reads' in page.inner_text("#error")
+        page.context.close()
+
+        scene_path = site / "scenes" / "fake" / "scene.json"
+        scene_path.write_text(scene_path.read_text().replace('"format": 1', '"format": 7'))
+        page, _ = open_page(browser, f"{url}compare.html?scene=fake")
+        assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
+        assert 'expected "format": 7' in page.inner_text("#error")
+        page.context.close()
 
 
 def test_broken_index_and_missing_vendor_show_error(browser, tmp_path: Path) -> None:

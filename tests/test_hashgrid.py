@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import platform
+import sys
 import warnings
 
 import pytest
 import torch
 
-from teacher import hashgrid_native, native
+from teacher import hashgrid_native, malloc_tuning, native
 from teacher.field import NGPField, sh_encode, trunc_exp
 from teacher.hashgrid import HashEncoding, HashGridSpec, MaybeCompiled, hash_encode_naive
 from teacher.malloc_tuning import tune_malloc
@@ -257,10 +259,14 @@ def test_compile_failure_falls_back_to_eager():
         fn(torch.ones(3))
 
 
-def test_tune_malloc_is_idempotent():
-    first = tune_malloc()
-    assert isinstance(first, bool)
-    assert tune_malloc() == first
+def test_tune_malloc_applies_on_glibc_only_and_is_idempotent(monkeypatch):
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert tune_malloc() is glibc  # applied exactly where mallopt exists
+    assert tune_malloc() is glibc  # a second call reports the same
+    # Not applied yet on another OS: nothing is done, and it says so.
+    monkeypatch.setattr(malloc_tuning, "_applied", False)
+    monkeypatch.setattr(malloc_tuning.sys, "platform", "darwin")
+    assert tune_malloc() is False
 
 
 # ------------------------------------------------------------------ spherical harmonics

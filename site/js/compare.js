@@ -1,11 +1,11 @@
 // The results page: for one exported scene, its report (written by the pipeline's report
-// stage into scenes/<name>/report/report.json): turntables, model card, training curves,
+// stage; scene.json's "report" field says where): turntables, model card, training curves,
 // and every test view as ground truth | teacher | student, worst first.
 //
 // For tests: window.compare = {ready: Promise, scene, rows: [{view, psnr}] as displayed,
 // error}; document.body.dataset.state is 'loading' | 'ready' | 'error'.
 
-import { ViewerError, fetchOk, loadIndex, pickScene } from './scene.js';
+import { ViewerError, fetchOk, formatVersion, loadIndex, loadScene, pickScene } from './scene.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(window.location.search);
@@ -40,13 +40,16 @@ const el = (tag, attrs = {}, ...children) => {
 };
 const fmt = (x, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : '–');
 
-async function loadReport(name) {
-  const url = `scenes/${encodeURIComponent(name)}/report/report.json`;
+/** Fetch and check the report that scene.json names; returns it and the URL its paths are relative to. */
+async function loadReport(scene) {
+  const url = scene.reportUrl;
+  const rerun = 'Run `python -m pipeline stage report <config>` to write it.';
+  if (!url) throw new ViewerError(`${scene.url}: no "report" field, so this scene has no results page. ${rerun}`);
   let response;
   try {
-    response = await fetchOk(url, `the report of scene "${name}"`);
+    response = await fetchOk(url, `the report of scene "${scene.name}"`);
   } catch (err) {
-    throw new ViewerError(`${err.message}. Run \`python -m pipeline stage report <config>\` to write it.`);
+    throw new ViewerError(`${err.message}. ${rerun}`);
   }
   let report;
   try {
@@ -54,10 +57,12 @@ async function loadReport(name) {
   } catch (err) {
     throw new ViewerError(`${url} is not valid JSON: ${err.message}`);
   }
-  if (report?.format !== 1 || !Array.isArray(report.views)) {
-    throw new ViewerError(`${url}: expected "format": 1 and a "views" list (re-run the report stage)`);
+  const version = await formatVersion('report');
+  if (report?.format !== version || !Array.isArray(report.views)) {
+    throw new ViewerError(`${url}: expected "format": ${version} (schema/report.schema.json) and a "views" list ` +
+      `(got "format": ${JSON.stringify(report?.format)}); re-run the report stage`);
   }
-  return { report, base: new URL(`scenes/${encodeURIComponent(name)}/report/`, document.baseURI) };
+  return { report, base: new URL('.', url) };
 }
 
 function card(report) {
@@ -174,7 +179,7 @@ async function start() {
   $('viewer-link').href = `index.html?scene=${encodeURIComponent(entry.name)}`;
   compare.scene = entry.name;
 
-  const { report, base } = await loadReport(entry.name);
+  const { report, base } = await loadReport(await loadScene(entry.path));
   card(report);
   turntables(report, base);
   curves(report);

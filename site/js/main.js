@@ -198,15 +198,18 @@ async function fetchModels(scene) {
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[s.length >> 1]; };
 
-async function start() {
-  setState('loading');
+/** Refuse file:// (fetch() is blocked there) and let coi-serviceworker settle. */
+async function checkEnvironment() {
   if (window.location.protocol === 'file:') {
     throw new ViewerError('The viewer must be served over HTTP (browsers block fetch() from file://), ' +
       'e.g. `python -m http.server -d site 8000`, then open http://localhost:8000/.');
   }
   await settleIsolation();
   viewer.crossOriginIsolated = window.crossOriginIsolated === true;
+}
 
+/** The scene named by ?scene= (default: the index's first), validated; fills the scene picker. */
+async function loadSceneFromUrl() {
   setLoading('loading scene index…', NaN);
   const index = await loadIndex();
   const entry = pickScene(index, params.get('scene'), $('scene-select'), (name) => {
@@ -214,12 +217,15 @@ async function start() {
     next.set('scene', name);
     window.location.assign(`?${next}`); // new scene, default view: no hash
   });
-
   $('results-link').href = `compare.html?scene=${encodeURIComponent(entry.name)}`;
   setLoading(`loading ${entry.path}…`, NaN);
   const scene = await loadScene(entry.path);
   viewer.scene = scene.name;
+  return scene;
+}
 
+/** Model bytes and reference images (decoded RGBA), checked to be the sizes scene.json says. */
+async function loadModelsAndReferences(scene) {
   const [models, refFull, refPreview] = await Promise.all([
     fetchModels(scene),
     loadImageRgba(scene.full.referenceUrl, 'the reference image'),
@@ -232,12 +238,11 @@ async function start() {
         `but scene.json says ${model.width}x${model.height}.`);
     }
   }
+  return { models, references: { full: refFull, preview: refPreview } };
+}
 
-  const { renderer, preview } = await chooseRenderers(models, scene, { full: refFull, preview: refPreview });
-  viewer.backend = renderer.backend;
-  const quality = params.get('quality') ?? 'auto'; // auto | full: ?quality=full never shows the preview
-  const budgetMs = Number(params.get('budget')) || FRAME_BUDGET_MS;
-
+/** The view canvas and paint(which, pose): pose -> pixels on it, with the full model or the preview. */
+function createCanvas(scene, renderer, preview) {
   const canvas = $('view');
   canvas.width = scene.width;
   canvas.height = scene.height;
@@ -249,10 +254,6 @@ async function start() {
   const smallCtx = small && small.getContext('2d', { alpha: false });
   const smallImage = preview && new ImageData(preview.width, preview.height);
 
-  const camera = new OrbitCamera(scene.orbit, scene.up);
-  camera.fromHash(window.location.hash);
-
-  /** pose -> pixels on the canvas, with the full model or the preview. */
   async function paint(which, pose) {
     if (which === 'preview') {
       smallImage.data.set(await preview.run(pose));
@@ -263,11 +264,19 @@ async function start() {
       ctx.putImageData(image, 0, 0);
     }
   }
+  return { canvas, paint };
+}
 
-  // Render loop: only when the view changed, at most one session.run in flight, and at
-  // most one frame pending (the latest view wins). While the user drags and full frames
-  // are slower than the budget, frames come from the preview model; once the camera
-  // rests for REST_MS, one full frame refines the image.
+/**
+ * The render loop: only when the view changed, at most one session.run in flight, and at
+ * most one frame pending (the latest view wins). While the user drags and full frames
+ * are slower than the budget, frames come from the preview model; once the camera
+ * rests for REST_MS, one full frame refines the image.
+ * Returns {requestRender(byUser), whenRendered() -> Promise, exclusive(fn): run fn with the loop held off}.
+ */
+function createRenderLoop({ scene, renderer, preview, camera, paint }) {
+  const quality = params.get('quality') ?? 'auto'; // auto | full: ?quality=full never shows the preview
+  const budgetMs = Number(params.get('budget')) || FRAME_BUDGET_MS;
   let dirty = false;
   let moving = false; // the pending change came from the user's pointer/wheel
   let running = false;
@@ -340,6 +349,23 @@ async function start() {
     ? Promise.resolve()
     : new Promise((resolve, reject) => waiters.push({ resolve, reject })));
 
+  /** Run fn() with the render loop kept out (for the benchmark's own frames). */
+  async function exclusive(fn) {
+    running = true;
+    try {
+      return await fn();
+    } finally {
+      running = false;
+    }
+  }
+  return { requestRender, whenRendered, exclusive };
+}
+
+/**
+ * Orbit controls, the URL hash (written at most every HASH_UPDATE_MS while dragging; read
+ * on hashchange) and the reset / save buttons. Returns writeHash() (write it now).
+ */
+function bindControls({ canvas, camera, loop, scene }) {
   let hashTimer = 0;
   const writeHash = () => {
     clearTimeout(hashTimer);
@@ -348,12 +374,12 @@ async function start() {
     if (window.location.hash !== hash) history.replaceState(null, '', hash);
   };
   const onChange = (byUser = false) => {
-    requestRender(byUser);
+    loop.requestRender(byUser);
     if (!hashTimer) hashTimer = setTimeout(writeHash, HASH_UPDATE_MS);
   };
   attachOrbitControls(canvas, camera, { onChange: () => onChange(true), onEnd: writeHash });
   window.addEventListener('hashchange', () => {
-    if (camera.fromHash(window.location.hash)) requestRender();
+    if (camera.fromHash(window.location.hash)) loop.requestRender();
   });
 
   const resetButton = $('reset-view');
@@ -370,19 +396,22 @@ async function start() {
       setTimeout(() => URL.revokeObjectURL(a.href), 1000);
     }, 'image/png');
   });
+  return writeHash;
+}
 
+/** window.viewer's pose(), view(), setView() and benchmark(), now that the scene renders. */
+function exposeApi({ camera, loop, writeHash, renderer, preview, paint }) {
   /**
    * Time `frames` renders of the current view two ways, interleaved: the page's own path
    * (pose in, pixels on the canvas) and the bare session.run. Medians in ms.
    */
   viewer.benchmark = async ({ frames = 20, warmup = 3, quality: which = 'full' } = {}) => {
     if (which === 'preview' && !preview) throw new Error('this scene has no preview model');
-    await whenRendered();
+    await loop.whenRendered();
     const r = which === 'preview' ? preview : renderer;
     const pose = camera.pose();
     const page = [], bare = [];
-    running = true; // keep the render loop out
-    try {
+    await loop.exclusive(async () => {
       for (let i = 0; i < warmup + frames; i++) {
         let t0 = performance.now();
         await paint(which, pose);
@@ -392,11 +421,9 @@ async function start() {
         const tBare = performance.now() - t0;
         if (i >= warmup) { page.push(tPage); bare.push(tBare); }
       }
-    } finally {
-      running = false;
-    }
-    requestRender(false); // repaint the full-quality view
-    await whenRendered();
+    });
+    loop.requestRender(false); // repaint the full-quality view
+    await loop.whenRendered();
     return {
       page_ms: median(page), run_ms: median(bare), frames, quality: which, backend: renderer.backend,
       threads: viewer.numThreads, width: r.width, height: r.height, crossOriginIsolated: window.crossOriginIsolated,
@@ -406,16 +433,32 @@ async function start() {
   viewer.view = () => ({ az: camera.azimuthDeg, el: camera.elevationDeg, r: camera.radius });
   viewer.setView = (az, el, r) => {
     if (camera.set(az, el, r)) {
-      requestRender();
+      loop.requestRender();
       writeHash();
     }
-    return whenRendered();
+    return loop.whenRendered();
   };
+}
+
+async function start() {
+  setState('loading');
+  await checkEnvironment();
+  const scene = await loadSceneFromUrl();
+  const { models, references } = await loadModelsAndReferences(scene);
+  const { renderer, preview } = await chooseRenderers(models, scene, references);
+  viewer.backend = renderer.backend;
+
+  const { canvas, paint } = createCanvas(scene, renderer, preview);
+  const camera = new OrbitCamera(scene.orbit, scene.up);
+  camera.fromHash(window.location.hash);
+  const loop = createRenderLoop({ scene, renderer, preview, camera, paint });
+  const writeHash = bindControls({ canvas, camera, loop, scene });
+  exposeApi({ camera, loop, writeHash, renderer, preview, paint });
 
   $('loading').hidden = true;
   canvas.hidden = false;
-  requestRender();
-  await whenRendered();
+  loop.requestRender();
+  await loop.whenRendered();
   setState('ready');
   resolveReady(viewer);
 }

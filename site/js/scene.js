@@ -27,6 +27,27 @@ async function fetchJson(url, what) {
   }
 }
 
+const formatVersions = new Map();
+
+/**
+ * The format version this viewer reads for `kind` ('scene' | 'report'): `properties.format.const`
+ * of schema/<kind>.schema.json, the single definition of the format (export/site_format.py
+ * checks every file it writes against the same schema).
+ */
+export function formatVersion(kind) {
+  if (!formatVersions.has(kind)) {
+    const url = new URL(`../schema/${kind}.schema.json`, import.meta.url).href;
+    formatVersions.set(kind, fetchJson(url, `the ${kind} format`).then((schema) => {
+      const version = schema?.properties?.format?.const;
+      if (!Number.isInteger(version)) {
+        throw new ViewerError(`${url}: "properties.format.const" must be an integer (got ${JSON.stringify(version)})`);
+      }
+      return version;
+    }));
+  }
+  return formatVersions.get(kind);
+}
+
 // Small checkers: each throws a ViewerError "<file>: <field> must be ... (got ...)".
 function checker(file) {
   const fail = (field, want, got) => {
@@ -101,13 +122,16 @@ export function pickScene(index, wanted, select, go) {
 
 /**
  * Fetch and validate one scene.json. Returns the parsed scene plus absolute URLs:
- * `modelUrl`, `referenceUrl`, and `referencePose` as a Float32Array(16), row-major.
+ * `modelUrl`, `referenceUrl`, `reportUrl` (null without a report), and `referencePose`
+ * as a Float32Array(16), row-major.
  */
 export async function loadScene(url) {
-  const scene = await fetchJson(url, 'the scene description');
+  const [scene, version] = await Promise.all([fetchJson(url, 'the scene description'), formatVersion('scene')]);
   const c = checker(url);
   if (scene === null || typeof scene !== 'object' || Array.isArray(scene)) c.fail('(top level)', 'an object', scene);
-  if (scene.format !== 1) c.fail('format', '1 (the only format this viewer reads)', scene.format);
+  if (scene.format !== version) {
+    c.fail('format', `${version} (the format this viewer reads: schema/scene.schema.json)`, scene.format);
+  }
   c.string(scene, 'name');
   c.string(scene, 'model');
   c.string(scene, 'input');
@@ -159,9 +183,11 @@ export async function loadScene(url) {
       referenceUrl: new URL(p.reference_image, base).href,
     };
   }
+  if (scene.report !== undefined) c.string(scene, 'report');
   return {
     ...scene,
     url: base.href,
+    reportUrl: scene.report === undefined ? null : new URL(scene.report, base).href,
     outputLayout: layout,
     modelUrl: new URL(scene.model, base).href,
     referenceUrl: new URL(ref.image, base).href,

@@ -1,0 +1,182 @@
+"""scene.json / report.json: the schema validator, the document builders, and the fixture's documents."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from fake_scene import ORBIT, write_fake_report, write_fake_scene
+
+from export import site_format
+from export.json_schema import SchemaViolation, check_schema, validate
+from pipeline.errors import StageError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------------ the validator
+
+SCHEMA = {
+    "type": "object",
+    "required": ["n", "tag"],
+    "properties": {
+        "n": {"type": "integer", "minimum": 1, "maximum": 10},
+        "x": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "tag": {"$ref": "#/$defs/tag"},
+        "kind": {"enum": ["a", "b"]},
+        "v": {"const": 2},
+        "xs": {"type": "array", "minItems": 2, "maxItems": 3, "items": {"type": "number"}},
+        "sub": {"type": "object", "required": ["y"], "properties": {"y": {"type": "boolean"}}},
+    },
+    "$defs": {"tag": {"type": "string", "minLength": 1}},
+}
+GOOD = {"n": 3, "x": 0.5, "tag": "t", "kind": "a", "v": 2, "xs": [1, 2.5], "sub": {"y": True}, "extra": "kept"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"n": None}, "n", "is required"),
+        ({"n": 2.5}, "n", "must be integer"),
+        ({"n": True}, "n", "must be integer"),  # JSON booleans are not numbers
+        ({"n": 0}, "n", "must be >= 1"),
+        ({"n": 11}, "n", "must be <= 10"),
+        ({"x": 0.0}, "x", "must be > 0"),
+        ({"x": math.nan}, "x", "must be number or null (finite)"),
+        ({"x": math.inf}, "x", "must be number or null (finite)"),
+        ({"x": "1"}, "x", "must be number or null"),
+        ({"tag": ""}, "tag", "at least 1 character"),
+        ({"tag": 5}, "tag", "must be string"),
+        ({"kind": "c"}, "kind", 'must be one of ["a", "b"]'),
+        ({"v": 3}, "v", "must be 2"),
+        ({"v": 2.0}, "v", "must be 2"),  # a version is an integer
+        ({"xs": [1]}, "xs", "must have 2 to 3 items"),
+        ({"xs": [1, 2, 3, 4]}, "xs", "must have 2 to 3 items"),
+        ({"xs": [1, "2"]}, "xs[1]", "must be number"),
+        ({"sub": {}}, "sub.y", "is required"),
+        ({"sub": {"y": 1}}, "sub.y", "must be boolean"),
+        ({"sub": []}, "sub", "must be object"),
+    ],
+)
+def test_validator_names_the_field(change: dict, field: str, message: str) -> None:
+    validate(GOOD, SCHEMA)
+    doc = copy.deepcopy(GOOD)
+    for k, v in change.items():
+        if v is None:
+            del doc[k]
+        else:
+            doc[k] = v
+    with pytest.raises(SchemaViolation, match=re.escape(message)) as err:
+        validate(doc, SCHEMA)
+    assert err.value.field == field
+    assert str(err.value).startswith(f'"{field}" ')
+
+
+def test_validator_accepts_null_where_allowed_and_unlisted_fields() -> None:
+    validate({**GOOD, "x": None, "another": [1, {"z": 2}]}, SCHEMA)
+    validate({"n": 10, "tag": "t"}, SCHEMA)  # optional fields absent
+
+
+def test_unsupported_keyword_is_refused_not_ignored() -> None:
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^a"}}}
+    with pytest.raises(ValueError, match="pattern"):
+        check_schema(schema)
+    with pytest.raises(ValueError, match="pattern"):
+        validate({"s": "b"}, schema)
+
+
+# ------------------------------------------------------------------ the site's schemas
+
+
+@pytest.mark.parametrize("kind", site_format.KINDS)
+def test_site_schema_is_the_version_source(kind: str) -> None:
+    path = ROOT / "site" / "schema" / f"{kind}.schema.json"
+    schema = json.loads(path.read_text())
+    check_schema(schema)  # only keywords we implement
+    version = schema["properties"]["format"]["const"]
+    assert isinstance(version, int) and site_format.format_version(kind) == version
+    assert "format" in schema["required"]
+
+
+def test_viewer_does_not_hard_code_a_format_version() -> None:
+    # The JS reads the versions from the schemas (scene.js: formatVersion); a literal
+    # comparison with a number would be a second source of truth.
+    for js in (ROOT / "site" / "js").glob("*.js"):
+        text = js.read_text()
+        assert not re.search(r"format\s*[!=]==?\s*\d", text), js
+    assert "formatVersion('scene')" in (ROOT / "site" / "js" / "scene.js").read_text()
+    assert "formatVersion('report')" in (ROOT / "site" / "js" / "compare.js").read_text()
+
+
+def _scene(**changes) -> dict:
+    pose = [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 4.0], [0, 0, 0, 1.0]]
+    doc = site_format.scene_document(name="s", width=64, height=64, up=[0, 0, 1], background=[1, 1, 1],
+                                     orbit=ORBIT, reference_pose=pose,
+                                     preview={"model": "preview.onnx", "width": 32, "height": 32,
+                                              "reference_image": "preview_reference.png"})
+    doc.update(changes)
+    return doc
+
+
+def test_scene_document_is_valid_and_names_the_report() -> None:
+    doc = _scene()
+    site_format.check(doc, "scene", "scene.json")
+    assert doc["format"] == site_format.format_version("scene")
+    assert doc["report"] == site_format.REPORT_FILE
+    assert isinstance(doc["width"], int) and all(isinstance(v, float) for v in doc["up"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda d: d.pop("input"), '"input" is required'),
+        (lambda d: d.pop("reference"), '"reference" is required'),
+        (lambda d: d["reference"].pop("pose"), '"reference.pose" is required'),
+        (lambda d: d.update(format=2), '"format" must be 1'),
+        (lambda d: d.update(width=-3), '"width" must be >= 1'),
+        (lambda d: d.update(output_layout="bgr"), '"output_layout" must be one of'),
+        (lambda d: d.update(up=[0.0, 0.0, 0.0]), '"up" must not be the zero vector'),
+        (lambda d: d["orbit"].update(radius=9.0), '"orbit.radius" must be in [radius_min, radius_max]'),
+        (lambda d: d["orbit"].update(elevation_deg=1.0), '"orbit.elevation_deg" must be in'),
+        (lambda d: d["preview"].update(width=65), '"preview.width" must be at most the full width 64'),
+        (lambda d: d["reference"]["pose"][2].append(0.0), '"reference.pose[2]" must have 4 items'),
+    ],
+)
+def test_export_refuses_an_invalid_scene_json(tmp_path: Path, edit, field: str) -> None:
+    # export/stage.py writes scene.json with site_format.write: nothing invalid reaches the viewer.
+    assert site_format.format_version("scene") == 1  # the messages below spell out version 1
+    doc = _scene()
+    edit(doc)
+    path = tmp_path / "scene.json"
+    with pytest.raises(StageError) as err:
+        site_format.write(path, doc, "scene")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: ") and field in message, message
+    assert "site/schema/scene.schema.json" in message
+    assert not path.exists()
+
+
+def test_report_stage_refuses_an_invalid_scene_json(tmp_path: Path) -> None:
+    path = tmp_path / "scene.json"
+    path.write_text(json.dumps({k: v for k, v in _scene().items() if k != "orbit"}))
+    with pytest.raises(StageError, match=r'"orbit" is required .*; re-run export'):
+        site_format.read(path, "scene", "re-run export")
+    path.write_text("{")
+    with pytest.raises(StageError, match="missing or unreadable"):
+        site_format.read(path, "scene", "re-run export")
+
+
+def test_fixture_documents_come_from_the_same_code_and_validate(tmp_path: Path) -> None:
+    scene_dir = write_fake_scene(tmp_path / "site", "fake")
+    scene = json.loads((scene_dir / "scene.json").read_text())
+    assert site_format.read(scene_dir / "scene.json", "scene", "") == scene
+    assert scene["format"] == site_format.format_version("scene") and scene["output_layout"] == "rgb"
+    report_path = write_fake_report(scene_dir)
+    assert report_path == scene_dir / scene["report"]
+    report = site_format.read(report_path, "report", "")
+    assert report["format"] == site_format.format_version("report") and len(report["views"]) == 3
+    for view in report["views"]:
+        assert (report_path.parent / view["student"]).is_file()
