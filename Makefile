@@ -38,4 +38,4 @@ serve:
 	$(PY) -m http.server -d site 8000
 
 lint: .venv/.ready
-	.venv/bin/ruff check pipeline teacher student export tests bench
+	.venv/bin/ruff check pipeline teacher distill student export report tests bench

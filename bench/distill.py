@@ -30,7 +30,7 @@ from pipeline.cameras import camera_directions, pinhole_rays  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.machine import describe  # noqa: E402
 from pipeline.scene import background_rgb, load_split  # noqa: E402
-from teacher.distill import pose_distribution, sample_poses  # noqa: E402
+from distill.poses import pose_distribution, sample_poses  # noqa: E402
 from teacher.malloc_tuning import tune_malloc  # noqa: E402
 from teacher.model import load_teacher  # noqa: E402
 from teacher.render import MarchSettings, render_image  # noqa: E402
@@ -55,7 +55,7 @@ def main() -> int:
     if not (cfg_path.exists() and record_path.exists() and model_path.exists()):
         print(f"error: no finished teacher in {ws} (run bench/teacher_lego.py first)", file=sys.stderr)
         return 2
-    root = Path(json.loads(record_path.read_text())["outputs"]["scene_root"])
+    root = Path(json.loads(record_path.read_text())["outputs"]["scene"])
     cfg = load_config(cfg_path, [f"data.root={root}"])
     dev = torch.device("cpu")
     field, estimator = load_teacher(model_path, cfg.teacher, dev)

@@ -17,9 +17,8 @@ import torch
 
 from pipeline.cameras import orbit_pose
 from pipeline.errors import StageError
-from pipeline.io import atomic_write_bytes, atomic_write_json
+from pipeline.io import atomic_write_bytes, atomic_write_json, read_json
 from student.model import NeLFStudent, StudentCamera, coarser, count_params, flops_per_frame
-from student.stage import MODEL as STUDENT_MODEL
 
 from . import site_format
 from .onnx_export import export_onnx, fp16_weights, ort_session, psnr_between
@@ -74,9 +73,9 @@ def run(ctx) -> dict:
     if not site_dir.is_dir():
         raise StageError(f"export.site_dir '{site_dir}' is not a folder; it must be the viewer site (site/)")
     scene_dir = site_dir / "scenes" / cfg.name
-    model = load_student(ctx.upstream["student"] / STUDENT_MODEL, cfg, torch.device("cpu"))
+    model = load_student(ctx.input("student", "model"), cfg, torch.device("cpu"))
     params, flops = count_params(model), flops_per_frame(model)
-    dist = ctx.upstream_records["distill"]["outputs"]["pose_distribution"]  # distill is a declared upstream
+    dist = read_json(ctx.input("distill", "cameras"))
 
     orbit = {
         "target": dist["target"],
@@ -147,4 +146,5 @@ def run(ctx) -> dict:
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
     ctx.log(f"{scene_dir / 'model.onnx'}: {len(onnx_bytes) / 1e6:.2f} MB, max |onnx - torch| "
             f"{report['max_abs_diff']:.2e}, {ort_ms:.1f} ms/frame in onnxruntime (1 thread)")
-    return {"metrics": metrics, "outputs": {"site_dir": str(site_dir), "scene_dir": str(scene_dir)}}
+    return {"metrics": metrics, "outputs": {"site": str(site_dir.resolve()), "scene": str(scene_dir.resolve()),
+                                            "metrics": "metrics.json"}}

@@ -144,7 +144,7 @@ def _run(args: argparse.Namespace, cfg, cfg_path: Path, overrides: list[str]) ->
     print(f"finished in {time.time() - t0:.1f} s; outputs under {pipe.run_dir}")
     for rec in records:
         if rec and rec.get("stage") == "export":
-            site = rec["outputs"].get("site_dir")
+            site = rec["outputs"].get("site")
             print(f"viewer: python -m http.server -d {site}  then open http://localhost:8000/ "
                   "(results: http://localhost:8000/compare.html)")
     return 0

@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from export import site_format
 from pipeline.cameras import camera_directions, orbit_pose, pinhole_rays
 from pipeline.errors import StageError
-from pipeline.io import atomic_write_bytes, atomic_write_json, to_uint8
-from pipeline.scene import background_rgb
-from student.stage import test_views
-
-from . import site_format
-from .stage import load_student
+from pipeline.io import atomic_write_bytes, atomic_write_json, png_bytes, read_json, to_uint8
+from pipeline.scene import background_rgb, split_on_background
+from student.model import load_student
+from teacher.model import load_teacher
+from teacher.render import MarchSettings, render_image
 
 
 def turntable_poses(orbit: dict, up: list[float], n_frames: int) -> list[np.ndarray]:
@@ -71,12 +71,8 @@ def student_frames(model, poses: list[np.ndarray]) -> list[np.ndarray]:
 
 @torch.no_grad()
 def teacher_frames(ctx, poses: list[np.ndarray], size: int, camera_angle_x: float) -> list[np.ndarray]:
-    from teacher.model import load_teacher
-    from teacher.render import MarchSettings, render_image
-    from teacher.stage import MODEL as TEACHER_MODEL
-
     cfg = ctx.cfg
-    field, estimator = load_teacher(ctx.upstream["teacher"] / TEACHER_MODEL, cfg.teacher, ctx.device)
+    field, estimator = load_teacher(ctx.input("teacher", "model"), cfg.teacher, ctx.device)
     march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=cfg.distill.alpha_thre,
                           early_stop_eps=cfg.distill.early_stop_eps)
     focal = 0.5 * size / math.tan(0.5 * camera_angle_x)
@@ -101,12 +97,11 @@ def _curve(path: Path) -> list[dict]:
 def run(ctx) -> dict:
     cfg, rcfg = ctx.cfg, ctx.cfg.report
     t0 = time.time()
-    scene_dir = Path(ctx.upstream_records["export"]["outputs"]["scene_dir"])
+    scene_dir = ctx.input("export", "scene")
     scene = site_format.read(scene_dir / "scene.json", "scene", "re-run `python -m pipeline stage export --force`")
     report_json = scene_dir / scene.get("report", site_format.REPORT_FILE)  # where the viewer looks for it
     report_dir = report_json.parent
-    student_dir, distill_dir = ctx.upstream["student"], ctx.upstream["distill"]
-    model = load_student(student_dir / "model.pt", cfg, torch.device("cpu"))
+    model = load_student(ctx.input("student", "model"), torch.device("cpu"))
     size = cfg.student.output_size
 
     # Turntables
@@ -116,7 +111,7 @@ def run(ctx) -> dict:
     write_video(report_dir / files["student_mp4"], frames, rcfg.fps)
     write_gif(report_dir / files["student_gif"], frames, rcfg.fps, min(rcfg.gif_size, size))
     if rcfg.teacher_turntable_size > 0:
-        meta = json.loads((distill_dir / "transforms_test.json").read_text())
+        meta = read_json(ctx.input("distill", "test_views"))
         t_frames = teacher_frames(ctx, poses, rcfg.teacher_turntable_size, meta["camera_angle_x"])
         files["teacher_mp4"] = "turntable_teacher.mp4"
         write_video(report_dir / files["teacher_mp4"], t_frames, rcfg.fps)
@@ -124,22 +119,24 @@ def run(ctx) -> dict:
         atomic_write_bytes(ctx.out_dir / name, (report_dir / name).read_bytes())
 
     # Test views: ground truth | teacher | student, with the student stage's own figures
-    metrics = ctx.upstream_records["student"]["metrics"]
+    metrics = read_json(ctx.input("student", "metrics"))
     per_view = metrics["per_view"]
-    test, gt = test_views(ctx)
+    test, gt = split_on_background(ctx.input("data", "scene"), "test", cfg.data.downscale, cfg.background, size)
     names = {r["view"]: k for k, r in enumerate(per_view)}
     if len(per_view) != len(test.names) or any(n not in names for n in test.names):
-        raise StageError(f"{student_dir / 'metrics.json'}: its test views differ from the scene's; "
+        raise StageError(f"{ctx.input('student', 'metrics')}: its test views differ from the scene's; "
                          "re-run `python -m pipeline stage student --force`")
+    teacher_views = ctx.input("distill", "test_views")
+    teacher_files = [teacher_views.parent / f"{fr['file_path']}.png" for fr in read_json(teacher_views)["frames"]]
     views = []
     with torch.no_grad():
         for k in tqdm(range(len(test.names)), desc="report: test views", unit="view", leave=False):
             name = test.names[k]
             row = per_view[names[name]]
-            teacher_png = (distill_dir / "test" / f"{k:05d}.png").read_bytes()
+            teacher_png = teacher_files[k].read_bytes()
             student = to_uint8(model(test.c2w[k])[0].permute(1, 2, 0))
             stem = f"views/{k:05d}"
-            atomic_write_bytes(report_dir / f"{stem}_gt.png", iio.imwrite("<bytes>", to_uint8(gt[k]), extension=".png"))
+            atomic_write_bytes(report_dir / f"{stem}_gt.png", png_bytes(gt[k]))
             atomic_write_bytes(report_dir / f"{stem}_teacher.png", teacher_png)
             atomic_write_bytes(report_dir / f"{stem}_student.png", iio.imwrite("<bytes>", student, extension=".png"))
             views.append({"view": name, "gt": f"{stem}_gt.png", "teacher": f"{stem}_teacher.png",
@@ -150,11 +147,10 @@ def run(ctx) -> dict:
         name=cfg.name,
         size=size,
         summary={k: metrics[k] for k in ("psnr", "ssim", "psnr_vs_teacher", "teacher_psnr", "baseline_psnr")},
-        teacher_stage={k: ctx.upstream_records["teacher"]["metrics"].get(k)
+        teacher_stage={k: read_json(ctx.input("teacher", "metrics")).get(k)
                        for k in ("psnr", "ssim", "steps", "train_seconds")},
         model_card=scene.get("model_card", {}),
-        curves={"teacher": _curve(ctx.upstream["teacher"] / "curve.json"),
-                "student": _curve(student_dir / "curve.json")},
+        curves={"teacher": _curve(ctx.input("teacher", "curve")), "student": _curve(ctx.input("student", "curve"))},
         turntable={**files, "frames": rcfg.turntable_frames, "fps": rcfg.fps, "size": size,
                    "teacher_size": rcfg.teacher_turntable_size},
         views=views,
@@ -164,4 +160,4 @@ def run(ctx) -> dict:
     atomic_write_json(ctx.out_dir / "metrics.json", out)
     ctx.log(f"{len(views)} test views and turntables -> {report_dir}; "
             f"open compare.html on the served site")
-    return {"metrics": out, "outputs": {"report_dir": str(report_dir), **files}}
+    return {"metrics": out, "outputs": {"report": str(report_dir), "metrics": "metrics.json"}}

@@ -175,7 +175,7 @@ def test_report_turntable_video(toy_run):
     import imageio.v2 as iio2
     import torch
 
-    from export.report import turntable_poses
+    from report.stage import turntable_poses
     from export.stage import load_student
     from pipeline.config import load_config
 

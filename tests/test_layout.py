@@ -1,0 +1,81 @@
+"""The layout shows the pipeline: every stage is found by its name, stages know each other
+only through declared outputs, and no stage module imports another (read from the imports)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from pipeline.stages import STAGES, Stage, StageContext, check_outputs, get_stage
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE_MODULES = {st.entry.split(":")[0]: st.name for st in STAGES}
+
+
+def imported_modules(module: str) -> set[str]:
+    """Every module `module`'s source names in an import, anywhere in the file (absolute names;
+    `from a import b` counts a.b as well, since b may be a submodule)."""
+    path = Path(importlib.util.find_spec(module).origin)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_imported_modules_resolves_relative_and_lazy_imports():
+    # report.stage imports export.site_format absolutely and teacher modules; student.stage a sibling relatively
+    assert "student.model" in imported_modules("student.stage")
+    assert "export.site_format" in imported_modules("report.stage")
+
+
+@pytest.mark.parametrize("module", sorted(STAGE_MODULES))
+def test_no_stage_module_imports_another(module):
+    others = set(STAGE_MODULES) - {module}
+    found = imported_modules(module) & others
+    assert not found, f"{module} imports the stage module(s) {sorted(found)}; share code through a library module"
+
+
+def test_every_stage_lives_in_a_module_named_for_it():
+    for st in STAGES:
+        module = st.entry.split(":")[0]
+        # `<name>/stage.py`; the data stage, a scene loader's thin wrapper, is pipeline/data_stage.py
+        assert module in (f"{st.name}.stage", f"pipeline.{st.name}_stage"), (st.name, module)
+        assert importlib.util.find_spec(module) is not None
+
+
+def test_stages_read_only_declared_outputs(tmp_path):
+    (tmp_path / "distill").mkdir()
+    (tmp_path / "distill" / "transforms.json").write_text("{}")
+    ctx = StageContext(cfg=None, stage=get_stage("student"), out_dir=tmp_path / "student", device=None,
+                       resume=False, upstream={"data": tmp_path / "data", "distill": tmp_path / "distill"},
+                       upstream_records={"distill": {"outputs": {"views": "transforms.json"}}, "data": {}})
+    assert ctx.input("distill", "views") == tmp_path / "distill" / "transforms.json"
+    with pytest.raises(Exception, match="declares no output 'pseudo'"):
+        ctx.input("distill", "pseudo")
+    with pytest.raises(Exception, match="not one of its upstream stages"):
+        ctx.input("teacher", "model")  # the student reads the teacher only through distill
+    with pytest.raises(Exception, match="no output 'cameras'"):
+        ctx.input("distill", "cameras")  # declared, but this (old) record lacks it
+
+
+def test_a_stage_must_write_what_it_declares(tmp_path):
+    st = Stage("demo", (), "x:run", lambda c: {}, (), outputs={"a": "a file", "b": "a folder"})
+    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "b").mkdir()
+    assert check_outputs(st, tmp_path, {"a": "a.json", "b": "b"}) == {"a": "a.json", "b": "b"}
+    with pytest.raises(Exception, match="declares"):
+        check_outputs(st, tmp_path, {"a": "a.json"})
+    with pytest.raises(Exception, match="'b' .* was not written"):
+        check_outputs(st, tmp_path, {"a": "a.json", "b": "missing"})
