@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,11 +25,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from distill.poses import pose_distribution, sample_poses  # noqa: E402
+from distill.stage import pseudo_camera  # noqa: E402
 from pipeline.cameras import camera_directions, pinhole_rays  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.machine import describe  # noqa: E402
 from pipeline.scene import background_rgb, load_split  # noqa: E402
-from distill.poses import pose_distribution, sample_poses  # noqa: E402
 from teacher.malloc_tuning import tune_malloc  # noqa: E402
 from teacher.model import load_teacher  # noqa: E402
 from teacher.render import MarchSettings, render_image  # noqa: E402
@@ -64,13 +64,13 @@ def main() -> int:
     c2w = train.c2w.numpy().astype(np.float64)
     dist = pose_distribution(c2w, (aabb[:3] + aabb[3:]) / 2)
     poses = sample_poses(args.views + 1, 0, c2w, dist, 0.0, 0.0)
-    angle = 2 * math.atan(0.5 * train.width / train.focal)
+    camera = pseudo_camera(train.intrinsics, 1)
     march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=cfg.distill.alpha_thre,
                           early_stop_eps=cfg.distill.early_stop_eps)
     bg = background_rgb(cfg.background)
     rows = {}
     for size in (100, 200):
-        dirs = camera_directions(size, size, 0.5 * size / math.tan(0.5 * angle))
+        dirs = camera_directions(camera.resized(size, size))
         times, samples = [], []
         for k, pose in enumerate(poses):
             rays_o, rays_d = pinhole_rays(torch.as_tensor(pose, dtype=torch.float32), dirs)

@@ -10,7 +10,6 @@ is complete) and `transforms.json` in the Blender layout at the end.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline import distributed, faults
-from pipeline.cameras import camera_directions, pinhole_rays
+from pipeline.cameras import Intrinsics, camera_directions, pinhole_rays
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, png_bytes
 from pipeline.scene import background_rgb, load_split
@@ -56,10 +55,10 @@ def _missing(folder: Path, n: int) -> int:
     return sum(not (folder / f"{k:05d}.png").exists() for k in range(n))
 
 
-def _render_views(ctx, field, estimator, poses, folder: Path, size: int, focal: float, march, desc: str) -> int:
+def _render_views(ctx, field, estimator, poses, cameras: list[Intrinsics], folder: Path, march, desc: str) -> int:
+    """Render views k of (poses[k], cameras[k]) not yet in `folder` (this rank's share); how many."""
     dev = ctx.device
     bg = background_rgb(ctx.cfg.background).to(dev)
-    dirs = camera_directions(size, size, focal, dev)
     folder.mkdir(parents=True, exist_ok=True)
     done = 0
     # under torchrun, rank r renders views r, r + world, ...: disjoint, deterministic
@@ -70,7 +69,7 @@ def _render_views(ctx, field, estimator, poses, folder: Path, size: int, focal: 
         if path.exists():
             continue  # complete by construction (atomic rename)
         c2w = torch.as_tensor(poses[k], dtype=torch.float32, device=dev)
-        rays_o, rays_d = pinhole_rays(c2w, dirs)
+        rays_o, rays_d = pinhole_rays(c2w, camera_directions(cameras[k], dev))
         img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=ctx.cfg.distill.chunk_rays)
         atomic_write_bytes(path, png_bytes(img))
         done += 1
@@ -78,10 +77,20 @@ def _render_views(ctx, field, estimator, poses, folder: Path, size: int, focal: 
     return done
 
 
-def _transforms(poses: np.ndarray, folder: str, camera_angle_x: float) -> dict:
-    return {"camera_angle_x": camera_angle_x,
-            "frames": [{"file_path": f"{folder}/{k:05d}", "transform_matrix": p.tolist()}
-                       for k, p in enumerate(poses)]}
+def _transforms(poses: np.ndarray, cameras: list[Intrinsics], folder: str) -> dict:
+    """A transforms file in the Blender layout, with each frame's own intrinsics (nerfstudio's
+    keys); `camera_angle_x` of the first view too, for tools that read only that."""
+    return {"camera_angle_x": cameras[0].camera_angle_x,
+            "frames": [{"file_path": f"{folder}/{k:05d}", "transform_matrix": p.tolist(), **cam.to_json()}
+                       for k, (p, cam) in enumerate(zip(poses, cameras, strict=True))]}
+
+
+def pseudo_camera(train: list[Intrinsics], size: int) -> Intrinsics:
+    """The pseudo-views' camera: the training cameras' median intrinsics (one camera for
+    all: the student bakes one into its graph), imaging the same field of view at size x size."""
+    med = np.median([[c.fx, c.fy, c.cx, c.cy] for c in train], axis=0)
+    ref = train[0]
+    return Intrinsics(*map(float, med), ref.width, ref.height).resized(size, size)
 
 
 def run(ctx) -> dict:
@@ -96,11 +105,11 @@ def run(ctx) -> dict:
         ctx.log(f"{key}: {choice.value} ({choice.reason})")
     field, estimator = load_teacher(ctx.input("teacher", "model"), cfg.teacher, ctx.device, switches)
     size = cfg.student.output_size
-    camera_angle_x = 2 * math.atan(0.5 * train.width / train.focal)
-    focal = 0.5 * size / math.tan(0.5 * camera_angle_x)
+    camera = pseudo_camera(train.intrinsics, size)
+    test_cameras = [c.resized(size, size) for c in test.intrinsics]
     aabb = np.array(cfg.teacher.aabb)
     dist = pose_distribution(train.c2w.numpy().astype(np.float64), (aabb[:3] + aabb[3:]) / 2)
-    cameras = {**dist, "aabb": aabb.tolist()}  # what downstream stages know of the scene's geometry
+    scene_geometry = {**dist, "aabb": aabb.tolist()}  # what downstream stages know of the scene's geometry
     poses = sample_poses(dcfg.n_views, dcfg.seed, train.c2w.numpy().astype(np.float64), dist,
                          dcfg.jitter_fraction, dcfg.jitter_deg)
     march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=dcfg.alpha_thre,
@@ -111,17 +120,18 @@ def run(ctx) -> dict:
     if missing < len(poses):
         ctx.log(f"resuming: {len(poses) - missing} of {len(poses)} views already written")
     t0 = time.time()
-    rendered = _render_views(ctx, field, estimator, poses, ctx.out_dir / "pseudo", size, focal, march, "distill")
+    cameras_all = [camera] * len(poses)
+    rendered = _render_views(ctx, field, estimator, poses, cameras_all, ctx.out_dir / "pseudo", march, "distill")
     # every rank's share of the views, and the slowest rank's time
     shares = distributed.gather((rendered, time.time() - t0))
     rendered, seconds = sum(r for r, _ in shares), max(t for _, t in shares)
     # the teacher's renders of the real test cameras, so the student can be compared with its teacher
-    _render_views(ctx, field, estimator, test_poses, ctx.out_dir / "test", size, focal, march, "distill test")
+    _render_views(ctx, field, estimator, test_poses, test_cameras, ctx.out_dir / "test", march, "distill test")
     distributed.barrier()  # every view exists before rank 0 declares the set complete
     if distributed.is_main():
-        atomic_write_json(ctx.out_dir / "transforms_test.json", _transforms(test_poses, "test", camera_angle_x))
-        atomic_write_json(ctx.out_dir / "cameras.json", cameras)
-        atomic_write_json(ctx.out_dir / "transforms.json", _transforms(poses, "pseudo", camera_angle_x))
+        atomic_write_json(ctx.out_dir / "transforms_test.json", _transforms(test_poses, test_cameras, "test"))
+        atomic_write_json(ctx.out_dir / "cameras.json", scene_geometry)
+        atomic_write_json(ctx.out_dir / "transforms.json", _transforms(poses, cameras_all, "pseudo"))
     metrics = {"n_views": len(poses), "rendered_now": rendered, "size": size, "world_size": distributed.world_size(),
                "render_seconds": round(seconds, 2),
                "views_per_s": round(rendered / seconds, 3) if rendered and seconds > 0 else None,

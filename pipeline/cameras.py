@@ -8,6 +8,7 @@ its -z axis. Pixel (i, j) (column, row) has its centre at (i + 0.5, j + 0.5).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,15 +20,72 @@ def focal_from_fov(width: int, camera_angle_x: float) -> float:
     return 0.5 * width / math.tan(0.5 * camera_angle_x)
 
 
-def camera_directions(height: int, width: int, focal: float, device=None) -> Tensor:
+@dataclass(frozen=True)
+class Intrinsics:
+    """A pinhole camera's intrinsics, in pixels of a width x height image.
+
+    fx, fy: focal lengths; cx, cy: principal point, measured from the image's top-left
+    corner (pixel (i, j) has its centre at (i + 0.5, j + 0.5)). Blender scenes fill them
+    from `camera_angle_x` (fx = fy, centred); captures with per-frame calibration
+    (phones: `fl_x`, `fl_y`, `cx`, `cy`, `w`, `h`) fill each view's own.
+    """
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @staticmethod
+    def from_fov(width: int, height: int, camera_angle_x: float) -> Intrinsics:
+        """The centred, square-pixel camera of horizontal field of view `camera_angle_x` (radians)."""
+        f = focal_from_fov(width, camera_angle_x)
+        return Intrinsics(f, f, 0.5 * width, 0.5 * height, width, height)
+
+    def resized(self, width: int, height: int) -> Intrinsics:
+        """The same camera imaging the same field of view onto width x height pixels."""
+        sx, sy = width / self.width, height / self.height
+        return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
+
+    @property
+    def camera_angle_x(self) -> float:
+        """Horizontal field of view (radians) of a centred camera with this fx and width."""
+        return 2 * math.atan(0.5 * self.width / self.fx)
+
+    def to_json(self) -> dict:
+        """The per-frame keys of a transforms file (nerfstudio's names)."""
+        return {"fl_x": self.fx, "fl_y": self.fy, "cx": self.cx, "cy": self.cy, "w": self.width, "h": self.height}
+
+
+def camera_directions(intrinsics: Intrinsics, device=None) -> Tensor:
     """Unnormalised ray directions in the camera frame, (height, width, 3), z = -1."""
+    k = intrinsics
     j, i = torch.meshgrid(
-        torch.arange(height, dtype=torch.float32, device=device),
-        torch.arange(width, dtype=torch.float32, device=device),
+        torch.arange(k.height, dtype=torch.float32, device=device),
+        torch.arange(k.width, dtype=torch.float32, device=device),
         indexing="ij",
     )
-    x = (i + 0.5 - 0.5 * width) / focal
-    y = -(j + 0.5 - 0.5 * height) / focal
+    x = (i + 0.5 - k.cx) / k.fx
+    y = -(j + 0.5 - k.cy) / k.fy
+    return torch.stack([x, y, -torch.ones_like(x)], dim=-1)
+
+
+def pixel_directions(pixel: Tensor, k: Tensor, width: int) -> Tensor:
+    """Camera-frame directions (unnormalised, z = -1) of flat pixel indices, each through its
+    own view's intrinsics: the teacher's ray batches draw pixels from every view.
+
+    Args:
+        pixel: (N,) row-major pixel index j * width + i.
+        k: (N, 4) each pixel's view's (fx, fy, cx, cy).
+        width: image width in pixels (one size per split).
+    Returns:
+        (N, 3), equal to `camera_directions(...)[j, i]` of the pixel's view.
+    """
+    i = (pixel % width).float() + 0.5
+    j = torch.div(pixel, width, rounding_mode="floor").float() + 0.5
+    x = (i - k[:, 2]) / k[:, 0]
+    y = -(j - k[:, 3]) / k[:, 1]
     return torch.stack([x, y, -torch.ones_like(x)], dim=-1)
 
 

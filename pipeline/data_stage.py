@@ -25,7 +25,7 @@ def run(ctx) -> dict:
         views = load_split(root, split, cfg.data.downscale, require_alpha=cfg.data.require_alpha)
         counts[split] = len(views.names)
         if size is not None and size != [views.width, views.height]:
-            # the cameras share one focal length from camera_angle_x and the image width
+            # one image size per scene: the teacher draws pixels from every view through one table
             raise DataError(f"{root}: {split} images are {views.width}x{views.height} after downscale but "
                             f"train images are {size[0]}x{size[1]}; all images of a scene must have one size")
         size = [views.width, views.height]

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .cameras import focal_from_fov
+from .cameras import Intrinsics, focal_from_fov
 from .errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -29,14 +29,21 @@ class Views:
 
     images: (N, H, W, 4) float32 RGBA in [0, 1] (alpha 1 where the PNG has none).
     c2w: (N, 4, 4) float32 camera-to-world, OpenGL convention.
+    intrinsics: each view's own camera (one image size per split; focal lengths and
+        principal points may differ from view to view).
     """
 
     images: Tensor
     c2w: Tensor
-    focal: float
+    intrinsics: list[Intrinsics]
     height: int
     width: int
     names: list[str]
+
+    @property
+    def k(self) -> Tensor:
+        """(N, 4) float32 (fx, fy, cx, cy) per view, for batched ray generation."""
+        return torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in self.intrinsics], dtype=torch.float32)
 
     def rgb_on(self, background: Tensor) -> Tensor:
         """(N, H, W, 3) colours composited on `background` (3,)."""
@@ -54,12 +61,15 @@ def read_transforms(root: Path, split: str) -> dict:
         raise DataError(f"{path}: malformed JSON at line {err.lineno}: {err.msg}") from None
     if not isinstance(meta, dict):
         raise DataError(f"{path}: expected a JSON object with 'camera_angle_x' and 'frames'")
-    angle = meta.get("camera_angle_x")
-    if not isinstance(angle, (int, float)) or not (0 < angle < math.pi):
-        raise DataError(f"{path}: 'camera_angle_x' must be a number in (0, pi) radians, got {angle!r}")
     frames = meta.get("frames")
     if not isinstance(frames, list) or not frames:
         raise DataError(f"{path}: 'frames' must be a non-empty list")
+    angle = meta.get("camera_angle_x")
+    # focal lengths in pixels (`fl_x`, top level or in every frame) replace Blender's field of view
+    has_fl_x = "fl_x" in meta or all(isinstance(fr, dict) and "fl_x" in fr for fr in frames)
+    if not (angle is None and has_fl_x) and (not _number(angle) or not 0 < angle < math.pi):
+        raise DataError(f"{path}: 'camera_angle_x' must be a number in (0, pi) radians (or give each frame's "
+                        f"focal length in pixels as 'fl_x'), got {angle!r}")
     for k, fr in enumerate(frames):
         if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
             raise DataError(f"{path}: frames[{k}] needs a string 'file_path'")
@@ -67,7 +77,41 @@ def read_transforms(root: Path, split: str) -> dict:
         if problem:
             raise DataError(f"{path}: frames[{k}].transform_matrix must be a 4x4 matrix of finite numbers, "
                             f"{problem}")
+        for key in INTRINSIC_KEYS:
+            for where, node in ((f"frames[{k}].{key}", fr), (key, meta)):
+                value = node.get(key)
+                if value is not None and (not _number(value) or (key not in ("cx", "cy") and value <= 0)):
+                    raise DataError(f"{path}: '{where}' must be a {'finite' if key in ('cx', 'cy') else 'positive'} "
+                                    f"number of pixels, got {value!r}")
     return meta
+
+
+# per-frame camera keys (nerfstudio's names), each also allowed once at the top level for every frame
+INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def frame_intrinsics(meta: dict, frame: dict, width: int, height: int) -> Intrinsics:
+    """The camera of one frame of a transforms file, whose image file is width x height pixels.
+
+    A frame's own `fl_x`, `fl_y`, `cx`, `cy` win over the file's top-level ones;
+    without `fl_x`, Blender's `camera_angle_x` gives fx; fy defaults to fx (square
+    pixels) and the principal point to the image centre. Values are in pixels of
+    a `w` x `h` image (default: the image file's size) and are rescaled to the
+    image file's size if those differ.
+    """
+    def get(key: str):
+        return frame.get(key, meta.get(key))
+
+    w, h = get("w") or width, get("h") or height
+    fx = get("fl_x") if get("fl_x") is not None else focal_from_fov(w, float(meta["camera_angle_x"]))
+    fy = get("fl_y") if get("fl_y") is not None else fx
+    cx = get("cx") if get("cx") is not None else 0.5 * w
+    cy = get("cy") if get("cy") is not None else 0.5 * h
+    return Intrinsics(float(fx), float(fy), float(cx), float(cy), int(w), int(h)).resized(width, height)
 
 
 def _matrix_problem(m: object) -> str:
@@ -146,7 +190,7 @@ def load_split(root: Path, split: str, downscale: int = 1, max_views: int | None
         raise DataError(f"scene folder not found: {root}")
     meta = read_transforms(root, split)
     frames = meta["frames"][:max_views] if max_views else meta["frames"]
-    images, poses, names = [], [], []
+    images, poses, names, cameras = [], [], [], []
     size = None
     for fr in frames:
         p = image_path(root, fr["file_path"])
@@ -161,12 +205,13 @@ def load_split(root: Path, split: str, downscale: int = 1, max_views: int | None
         images.append(_downscale(img, downscale, p))
         poses.append(np.asarray(fr["transform_matrix"], dtype=np.float32))
         names.append(p.stem)
+        camera = frame_intrinsics(meta, fr, img.shape[1], img.shape[0])
+        cameras.append(camera.resized(images[-1].shape[1], images[-1].shape[0]))
     h, w = images[0].shape[:2]
-    focal = focal_from_fov(w, float(meta["camera_angle_x"]))
     return Views(
         images=torch.from_numpy(np.stack(images)).float(),
         c2w=torch.from_numpy(np.stack(poses)),
-        focal=focal,
+        intrinsics=cameras,
         height=h,
         width=w,
         names=names,
@@ -183,16 +228,16 @@ def split_on_background(root: Path, split: str, downscale: int, background: str,
     return views, rgb.permute(0, 2, 3, 1)
 
 
-def load_rendered_views(transforms: Path) -> tuple[Tensor, Tensor, float]:
+def load_rendered_views(transforms: Path) -> tuple[Tensor, Tensor, list[Intrinsics]]:
     """Views a stage rendered (Blender layout: `transforms` JSON + 8-bit PNGs beside it):
-    images (N, H, W, 3) uint8, poses (N, 4, 4) float32, camera_angle_x (radians)."""
+    images (N, H, W, 3) uint8, poses (N, 4, 4) float32, each view's intrinsics."""
     transforms = Path(transforms)
     redo = "re-run `python -m pipeline stage distill --force`"
     try:
         meta = json.loads(transforms.read_text())
     except (OSError, ValueError) as err:
         raise DataError(f"{transforms}: missing or unreadable ({err.__class__.__name__}); {redo}") from None
-    imgs, poses = [], []
+    imgs, poses, cameras = [], [], []
     for fr in tqdm(meta["frames"], desc=f"load {transforms.name}", unit="view", leave=False):
         path = image_path(transforms.parent, fr["file_path"])
         try:
@@ -200,8 +245,8 @@ def load_rendered_views(transforms: Path) -> tuple[Tensor, Tensor, float]:
         except Exception as err:
             raise DataError(f"{path}: unreadable view ({err.__class__.__name__}); {redo}") from None
         poses.append(fr["transform_matrix"])
-    return (torch.from_numpy(np.stack(imgs)), torch.tensor(poses, dtype=torch.float32),
-            float(meta["camera_angle_x"]))
+        cameras.append(frame_intrinsics(meta, fr, imgs[-1].shape[1], imgs[-1].shape[0]))
+    return torch.from_numpy(np.stack(imgs)), torch.tensor(poses, dtype=torch.float32), cameras
 
 
 def background_rgb(name: str) -> Tensor:

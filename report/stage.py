@@ -13,7 +13,6 @@ and the stage folder:
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -26,10 +25,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from export import site_format
-from pipeline.cameras import camera_directions, orbit_pose, pinhole_rays
+from pipeline.cameras import Intrinsics, camera_directions, orbit_pose, pinhole_rays
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, png_bytes, read_json, to_uint8
-from pipeline.scene import background_rgb, split_on_background
+from pipeline.scene import background_rgb, frame_intrinsics, split_on_background
 from student.model import load_student
 from teacher.model import load_teacher
 from teacher.render import MarchSettings, render_image
@@ -70,13 +69,12 @@ def student_frames(model, poses: list[np.ndarray]) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def teacher_frames(ctx, poses: list[np.ndarray], size: int, camera_angle_x: float) -> list[np.ndarray]:
+def teacher_frames(ctx, poses: list[np.ndarray], camera: Intrinsics) -> list[np.ndarray]:
     cfg = ctx.cfg
     field, estimator = load_teacher(ctx.input("teacher", "model"), cfg.teacher, ctx.device)
     march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=cfg.distill.alpha_thre,
                           early_stop_eps=cfg.distill.early_stop_eps)
-    focal = 0.5 * size / math.tan(0.5 * camera_angle_x)
-    dirs = camera_directions(size, size, focal, ctx.device)
+    dirs = camera_directions(camera, ctx.device)
     bg = background_rgb(cfg.background).to(ctx.device)
     out = []
     for p in tqdm(poses, desc="report: teacher turntable", unit="frame", leave=False):
@@ -111,8 +109,10 @@ def run(ctx) -> dict:
     write_video(report_dir / files["student_mp4"], frames, rcfg.fps)
     write_gif(report_dir / files["student_gif"], frames, rcfg.fps, min(rcfg.gif_size, size))
     if rcfg.teacher_turntable_size > 0:
-        meta = read_json(ctx.input("distill", "test_views"))
-        t_frames = teacher_frames(ctx, poses, rcfg.teacher_turntable_size, meta["camera_angle_x"])
+        meta = read_json(ctx.input("distill", "views"))  # the pseudo-views' camera, as the student's
+        first = meta["frames"][0]
+        camera = frame_intrinsics(meta, first, first.get("w", size), first.get("h", size))
+        t_frames = teacher_frames(ctx, poses, camera.resized(rcfg.teacher_turntable_size, rcfg.teacher_turntable_size))
         files["teacher_mp4"] = "turntable_teacher.mp4"
         write_video(report_dir / files["teacher_mp4"], t_frames, rcfg.fps)
     for name in files.values():  # the run folder keeps its own copy of the videos

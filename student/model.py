@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from pipeline.cameras import camera_directions
+from pipeline.cameras import Intrinsics, camera_directions
 from pipeline.config import StudentConfig
 
 
@@ -106,7 +106,8 @@ class NeLFStudent(nn.Module):
         super().__init__()
         self.cfg, self.camera = cfg, camera
         self.in_size = cfg.output_size // cfg.sr_factor
-        dirs = camera_directions(self.in_size, self.in_size, camera.focal / cfg.sr_factor).reshape(-1, 3)
+        n, f = self.in_size, camera.focal / cfg.sr_factor
+        dirs = camera_directions(Intrinsics(f, f, 0.5 * n, 0.5 * n, n, n)).reshape(-1, 3)
         self.register_buffer("dirs", dirs / dirs.norm(dim=-1, keepdim=True))  # (P, 3) unit, camera frame
         self.register_buffer("center", torch.tensor(camera.center, dtype=torch.float32))
         k = cfg.n_points

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import distributed
+from pipeline.cameras import Intrinsics
 from pipeline.errors import StageError
 from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, png_bytes, read_json
 from pipeline.metrics import psnr, ssim
@@ -38,7 +39,7 @@ def ray_blocks(images: torch.Tensor, view: torch.Tensor, ray: torch.Tensor, grid
     return blocks.reshape(b, 3, h * sr, w * sr).float() / 255.0
 
 
-def student_camera(cfg, camera_angle_x: float, scene_cameras: dict) -> StudentCamera:
+def student_camera(cfg, camera: Intrinsics, scene_cameras: dict) -> StudentCamera:
     """Near/far: the camera radius band of the pseudo-views around the scene box's
     bounding sphere; points are normalised by that sphere."""
     s = cfg.student
@@ -49,7 +50,7 @@ def student_camera(cfg, camera_angle_x: float, scene_cameras: dict) -> StudentCa
     r_min, r_max = scene_cameras["radius"]
     near = s.near if s.near is not None else max(r_min - radius, 0.05)
     far = s.far if s.far is not None else r_max + radius
-    focal = 0.5 * s.output_size / math.tan(0.5 * camera_angle_x)
+    focal = camera.resized(s.output_size, s.output_size).fx
     return StudentCamera(output_size=s.output_size, focal=focal, near=near, far=far,
                          center=tuple(center), scale=radius)
 
@@ -72,11 +73,17 @@ def run(ctx) -> dict:
     torch.manual_seed(scfg.seed)
     views_path = ctx.input("distill", "views")
     scene_cameras = read_json(ctx.input("distill", "cameras"))
-    images, poses, camera_angle_x = load_rendered_views(views_path)
+    images, poses, cameras = load_rendered_views(views_path)
+    # the student bakes one centred, square-pixel camera into its graph (distill renders with one)
+    c = cameras[0]
+    if any(other != c for other in cameras) or abs(c.fx - c.fy) > 1e-6 * c.fx or \
+            abs(c.cx - c.width / 2) > 1e-6 * c.width or abs(c.cy - c.height / 2) > 1e-6 * c.height:
+        raise StageError(f"{views_path}: the pseudo-views need one centred camera with square pixels "
+                         f"(first view: {c}); re-run distill")
     if images.shape[1] != scfg.output_size:
         raise StageError(f"{views_path}: pseudo-views are {images.shape[1]} px, student.output_size is "
                          f"{scfg.output_size}; re-run distill")
-    camera = student_camera(cfg, camera_angle_x, scene_cameras)
+    camera = student_camera(cfg, c, scene_cameras)
     model = NeLFStudent(scfg, camera).to(dev)
     world, rank = distributed.world_size(), distributed.rank()
     net = model

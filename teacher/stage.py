@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.cameras import camera_directions, pinhole_rays, rays_for_pixels
+from pipeline.cameras import camera_directions, pinhole_rays, pixel_directions, rays_for_pixels
 from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, png_bytes
 from pipeline.metrics import psnr, ssim
 from pipeline.scene import background_rgb, load_split
@@ -60,8 +60,7 @@ def run(ctx) -> dict:
 
     # every training pixel as one flat table; rays are built per batch
     pixels = views.images.reshape(-1, 4).to(dev)
-    c2w = views.c2w.to(dev)
-    dirs = camera_directions(H, W, views.focal, dev).reshape(-1, 3)
+    c2w, k_views = views.c2w.to(dev), views.k.to(dev)  # each view's pose and intrinsics
     n_pix = H * W
 
     switches = speed_switches(tcfg, dev)
@@ -91,7 +90,8 @@ def run(ctx) -> dict:
     def step_fn(step: int) -> StepOutput | None:
         num_rays = batch["num_rays"]
         idx = torch.randint(0, pixels.shape[0], (num_rays,), device=dev)
-        rays_o, rays_d = rays_for_pixels(c2w[idx // n_pix], dirs[idx % n_pix])
+        view = torch.div(idx, n_pix, rounding_mode="floor")
+        rays_o, rays_d = rays_for_pixels(c2w[view], pixel_directions(idx % n_pix, k_views[view], W))
         rgba = pixels[idx]
         background = torch.rand(num_rays, 3, device=dev) if tcfg.random_background else bg
         target = rgba[:, :3] * rgba[:, 3:] + background * (1 - rgba[:, 3:])
@@ -140,10 +140,9 @@ def evaluate(ctx, field, estimator, root: Path, march: MarchSettings, n_saved: i
     test = load_split(root, "test", cfg.data.downscale, max_views=cfg.teacher.eval_views or None)
     bg = background_rgb(cfg.background).to(dev)
     gt_all = test.rgb_on(bg.cpu())
-    dirs = camera_directions(test.height, test.width, test.focal, dev)
     psnrs, ssims, t0 = [], [], time.time()
     for k in tqdm(range(len(test.names)), desc="teacher eval", unit="view"):
-        rays_o, rays_d = pinhole_rays(test.c2w[k].to(dev), dirs)
+        rays_o, rays_d = pinhole_rays(test.c2w[k].to(dev), camera_directions(test.intrinsics[k], dev))
         img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=cfg.teacher.eval_chunk_rays)
         img = img.cpu()
         psnrs.append(psnr(img, gt_all[k]))
