@@ -175,9 +175,9 @@ def test_report_turntable_video(toy_run):
     import imageio.v2 as iio2
     import torch
 
-    from report.stage import turntable_poses
     from export.stage import load_student
     from pipeline.config import load_config
+    from report.stage import turntable_poses
 
     ws, _, _ = toy_run
     cfg = load_config(ws / "configs" / "toy.yaml")
