@@ -17,6 +17,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from pipeline.machine import short
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 STAGES = ("data", "teacher", "distill", "student", "export", "report")
@@ -59,6 +61,18 @@ def stage_rows(recs: dict[str, dict]) -> list[str]:
     return rows
 
 
+def machine_of(recs: dict[str, dict]) -> str:
+    """The machine the records name (pipeline/machine.py), with the speed switches `auto` chose there."""
+    blocks = {json.dumps(r["machine"], sort_keys=True) for r in recs.values() if "machine" in r}
+    if not blocks:
+        return "an unrecorded machine (records from before the machine block)"
+    text = " / ".join(short(json.loads(b)) for b in sorted(blocks))
+    resolved = {k: v for r in recs.values() for k, v in (r.get("resolved") or {}).items()}
+    if resolved:
+        text += " (" + ", ".join(f"`{k}: {str(v).lower()}`" for k, v in sorted(resolved.items())) + ")"
+    return text
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--toy-workspace", default=str(ROOT))
@@ -72,14 +86,15 @@ def main() -> int:
     toy = records(toy_ws, "toy")
     if toy:
         gif = toy_ws / "site" / "scenes" / "toy" / "report" / "turntable_student.gif"
-        lines += ["Toy scene (`make demo`, 2 CPU cores, no GPU), from the stages' `record.json`:", ""]
+        lines += ["Toy scene (`make demo`), from the stages' `record.json`, on " + machine_of(toy) + ":", ""]
         if gif.exists():
             shutil.copy(gif, results / "toy_turntable.gif")
             lines += ["![toy student turntable](bench/results/toy_turntable.gif)", ""]
         lines += stage_rows(toy) + [""]
     lego = records(lego_ws, "lego")
     if "student" in lego:
-        lines += ["Lego at 200x200, CPU profile (`python bench/lego_cpu.py`, 2 cores, `configs/lego.yaml`):", ""]
+        lines += ["Lego at 200x200, CPU profile (`python bench/lego_cpu.py`, `configs/lego.yaml`), on "
+                  + machine_of(lego) + ":", ""]
         side = sorted((lego_ws / "runs" / "lego" / "student" / "side_by_side").glob("*.png"))
         if side:
             shutil.copy(side[0], results / "lego_side_by_side.png")
@@ -91,7 +106,8 @@ def main() -> int:
             v = json.loads(viewer.read_text())
             s = v.get("scenes", {}).get("lego")
             if s:
-                lines += [f"In the browser (`python bench/viewer.py`, headless Chromium, 2 cores): lego renders at "
+                where = short(v["machine"]) if "machine" in v else "2 cores"
+                lines += [f"In the browser (`python bench/viewer.py`, headless Chromium, {where}): lego renders at "
                           f"**{s['fps_wasm2']:.1f} fps** on WASM with 2 threads ({s['wasm2_page_ms']:.1f} ms a frame, "
                           f"{s['wasm1_page_ms']:.1f} ms on 1 thread; onnxruntime-python {s['ort2_ms']:.1f} ms on 2 "
                           f"threads); the page's frame time is {s['page_overhead_ratio']:.2f}x the bare session.run.",
