@@ -29,9 +29,8 @@ from pipeline.cameras import camera_directions, orbit_pose, pinhole_rays
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, to_uint8
 from pipeline.scene import background_rgb
+from student.kinds import load_student
 from student.stage import test_views
-
-from .stage import load_student
 
 REPORT_FORMAT = 1
 
@@ -110,7 +109,7 @@ def run(ctx) -> dict:
                          "re-run `python -m pipeline stage export --force`") from None
     report_dir = scene_dir / "report"
     student_dir, distill_dir = ctx.upstream["student"], ctx.upstream["distill"]
-    model = load_student(student_dir / "model.pt", cfg, torch.device("cpu"))
+    model = load_student(student_dir / "model.pt", torch.device("cpu"))
     size = cfg.student.output_size
 
     # Turntables

@@ -62,7 +62,7 @@ STAGES: tuple[Stage, ...] = (
                      "background": c.background},
           ("teacher", "pipeline/cameras.py"), distributed=True),
     Stage("student", ("data", "distill"), "student.stage:run",
-          lambda c: {"student": dataclasses.asdict(c.student), "background": c.background},
+          lambda c: {"student": c.student.settings(), "background": c.background},
           ("student", "pipeline/cameras.py"), distributed=True),
     Stage("export", ("data", "distill", "student"), "export.stage:run",
           lambda c: {"export": dataclasses.asdict(c.export), "name": c.name},

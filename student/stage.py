@@ -16,13 +16,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline import distributed
+from pipeline.config import StudentTrainConfig
 from pipeline.errors import DataError, StageError
 from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, to_uint8
 from pipeline.metrics import psnr, ssim
 from pipeline.scene import background_rgb, load_split
 from pipeline.training import all_finite, inject_faults, nonfinite_error, resume_from
 
-from .model import NeLFStudent, StudentCamera, count_params, flops_per_frame, ray_layout
+from .kinds import StudentCamera, StudentModel, build_student, ray_layout, student_checkpoint
+from .model import count_params
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -49,7 +51,7 @@ def load_views(folder: Path, transforms: str) -> tuple[torch.Tensor, torch.Tenso
 
 
 def ray_blocks(images: torch.Tensor, view: torch.Tensor, ray: torch.Tensor, grid: int, sr: int) -> torch.Tensor:
-    """The sr x sr pixel block of each ray, laid out like `NeLFStudent.forward_rays`.
+    """The sr x sr pixel block of each ray, laid out like `StudentModel.forward_rays`.
 
     images: (V, S, S, 3) uint8; view, ray: (N,) view index and row-major ray index on the
     grid x grid ray grid. Returns (B, 3, h * sr, w * sr) float in [0, 1], (B, h, w) =
@@ -86,14 +88,14 @@ def _lr_factor(step: int, progress: float, warmup_steps: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _lr_lambda(cfg):
+def _lr_lambda(cfg: StudentTrainConfig):
     def f(step: int) -> float:
         p = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
         return _lr_factor(step, p, cfg.warmup_steps)
     return f
 
 
-def _time_progress(cfg, step: int, spent: float) -> float:
+def _time_progress(cfg: StudentTrainConfig, step: int, spent: float) -> float:
     """Training progress in [0, 1+) under a time budget: whichever of steps and seconds is
     further along (rank 0's clock decides, so that every rank stops at the same step)."""
     by_steps = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
@@ -101,8 +103,8 @@ def _time_progress(cfg, step: int, spent: float) -> float:
 
 
 def run(ctx) -> dict:
-    cfg, scfg, dev = ctx.cfg, ctx.cfg.student, ctx.device
-    torch.manual_seed(scfg.seed)
+    cfg, scfg, tcfg, dev = ctx.cfg, ctx.cfg.student, ctx.cfg.student.train, ctx.device
+    torch.manual_seed(tcfg.seed)
     distill_dir = ctx.upstream["distill"]
     dist = ctx.upstream_records["distill"]["outputs"]["pose_distribution"]
     images, poses, camera_angle_x = load_views(distill_dir, "transforms.json")
@@ -110,32 +112,32 @@ def run(ctx) -> dict:
         raise StageError(f"{distill_dir}: pseudo-views are {images.shape[1]} px, student.output_size is "
                          f"{scfg.output_size}; re-run distill")
     camera = student_camera(cfg, camera_angle_x, dist, cfg.teacher.aabb)
-    model = NeLFStudent(scfg, camera).to(dev)
+    model = build_student(scfg.kind, scfg.arch, camera).to(dev)
     world, rank = distributed.world_size(), distributed.rank()
     net = model
     if world > 1:
         # Data parallel: every rank takes its slice of one global batch (same seed on
         # every rank), gradients are averaged, BatchNorm statistics are global.
-        if scfg.batch_images % world:
-            raise StageError(f"student.batch_images={scfg.batch_images} must be divisible by the number of "
+        if tcfg.batch_images % world:
+            raise StageError(f"student.train.batch_images={tcfg.batch_images} must be divisible by the number of "
                              f"ranks ({world}): it is the global batch, split evenly across ranks")
         model = distributed.sync_batchnorm(model, dev)
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        ctx.log(f"data parallel over {world} ranks: {scfg.batch_images // world} images per rank, "
-                f"global batch {scfg.batch_images}")
-    ctx.log(f"{count_params(model):,} parameters, {flops_per_frame(model) / 1e9:.3f} GFLOP per frame, "
+        ctx.log(f"data parallel over {world} ranks: {tcfg.batch_images // world} images per rank, "
+                f"global batch {tcfg.batch_images}")
+    ctx.log(f"{scfg.kind}: {count_params(model):,} parameters, {model.flops_per_frame() / 1e9:.3f} GFLOP per frame, "
             f"input {model.in_size}x{model.in_size} -> {scfg.output_size}, near {camera.near:.2f} far {camera.far:.2f}")
 
     real = None
-    if scfg.real_fraction > 0:
+    if tcfg.real_fraction > 0:
         root = Path(ctx.upstream_records["data"]["outputs"]["scene_root"])
         train = load_split(root, "train", cfg.data.downscale)
         rgb = train.rgb_on(background_rgb(cfg.background)).permute(0, 3, 1, 2)
         rgb = F.interpolate(rgb, size=(scfg.output_size,) * 2, mode="area")
         real = ((rgb.permute(0, 2, 3, 1) * 255 + 0.5).clamp(0, 255).to(torch.uint8), train.c2w)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=scfg.lr, weight_decay=scfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(scfg))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(tcfg))
     start, curve, elapsed, trained = 0, [], 0.0, False
     ckpt_path = ctx.out_dir / CHECKPOINT
     targets = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
@@ -150,20 +152,23 @@ def run(ctx) -> dict:
             return
         if not all_finite(model.parameters()):
             raise nonfinite_error("student", "parameters became non-finite", step, ckpt_path, last_good,
-                                  "student.lr")
+                                  "student.train.lr")
         atomic_torch_save(ckpt_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "step": step, "curve": curve,
             "elapsed": elapsed, "rng": torch.get_rng_state(), "trained": trained})
 
     use_amp = dev.type == "cuda"
-    rays_mode = scfg.batch_mode == "rays"
+    rays_mode = tcfg.batch_mode == "rays"
+    if rays_mode and not model.per_ray:
+        raise StageError(f"student.train.batch_mode: rays needs a per-ray student; this {scfg.kind} one is not "
+                         "(use batch_mode: images)")
     # one global batch per step (same seed on every rank), of whole images or of rays
-    n_items = scfg.batch_images * (model.dirs.shape[0] if rays_mode else 1)
-    n_real = int(round(n_items * scfg.real_fraction)) if real is not None else 0
+    n_items = tcfg.batch_images * (model.n_rays if rays_mode else 1)
+    n_real = int(round(n_items * tcfg.real_fraction)) if real is not None else 0
     pool_img, pool_pose = (torch.cat([images, real[0]]), torch.cat([poses, real[1]])) if n_real else (images, poses)
     t_last, last_good, done = time.time(), start, start
-    bar = tqdm(range(start, start if trained else scfg.steps), desc="student", initial=start, total=scfg.steps,
+    bar = tqdm(range(start, start if trained else tcfg.steps), desc="student", initial=start, total=tcfg.steps,
                unit="step", disable=not distributed.is_main())
     share = slice(rank * n_items // world, (rank + 1) * n_items // world)
     for step in bar:
@@ -173,31 +178,32 @@ def run(ctx) -> dict:
         if n_real:
             view = torch.cat([view, torch.randint(images.shape[0], pool_img.shape[0], (n_real,))])
         if rays_mode:
-            ray = torch.randint(0, model.dirs.shape[0], (n_items,))
-            noise = torch.rand(n_items, scfg.n_points)  # depth jitter, global batch
-            target = ray_blocks(pool_img, view[share], ray[share], model.in_size, scfg.sr_factor).to(dev)
+            ray = torch.randint(0, model.n_rays, (n_items,))
+            noise = torch.rand(n_items, model.n_points)  # depth jitter, global batch
+            target = ray_blocks(pool_img, view[share], ray[share], model.in_size, model.ray_block).to(dev)
             inputs = {"pose": pool_pose[view[share]].to(dev), "ray": ray[share].to(dev)}
         else:
-            noise = torch.rand(n_items, model.dirs.shape[0], scfg.n_points)  # depth jitter, global batch
+            noise = torch.rand(n_items, model.n_rays, model.n_points)  # depth jitter, global batch
             target = pool_img[view[share]].to(dev).permute(0, 3, 1, 2).float() / 255.0
             inputs = {"pose": pool_pose[view[share]].to(dev)}
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             pred = net(**inputs, jitter=noise[share].to(dev))
         loss = inject_faults(F.mse_loss(pred.float(), target), step)
         if not torch.isfinite(loss):
-            raise nonfinite_error("student", f"loss became {loss.item()}", step, ckpt_path, last_good, "student.lr")
+            raise nonfinite_error("student", f"loss became {loss.item()}", step, ckpt_path, last_good,
+                                  "student.train.lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         out_of_time = False
-        if scfg.max_seconds:
+        if tcfg.max_seconds:
             spent = distributed.broadcast(elapsed + time.time() - t_last)
-            out_of_time = spent >= scfg.max_seconds
+            out_of_time = spent >= tcfg.max_seconds
             for group in optimizer.param_groups:
-                group["lr"] = scfg.lr * _lr_factor(step + 1, _time_progress(scfg, step + 1, spent),
-                                                   scfg.warmup_steps)
-        if step % scfg.log_every == 0 or step == scfg.steps - 1:
+                group["lr"] = tcfg.lr * _lr_factor(step + 1, _time_progress(tcfg, step + 1, spent),
+                                                   tcfg.warmup_steps)
+        if step % tcfg.log_every == 0 or step == tcfg.steps - 1:
             now = time.time()
             elapsed += now - t_last
             t_last = now
@@ -205,11 +211,11 @@ def run(ctx) -> dict:
                           "psnr": -10 * math.log10(max(loss.item(), 1e-10))})
             bar.set_postfix(loss=f"{loss.item():.5f}", psnr=f"{curve[-1]['psnr']:.2f}")
         done = step + 1
-        if done % scfg.checkpoint_every == 0 and done < scfg.steps:
+        if done % tcfg.checkpoint_every == 0 and done < tcfg.steps:
             save_checkpoint(done)
             last_good = done
         if out_of_time:
-            ctx.log(f"stopping at step {done}: student.max_seconds={scfg.max_seconds:g} reached")
+            ctx.log(f"stopping at step {done}: student.train.max_seconds={tcfg.max_seconds:g} reached")
             break
     bar.close()
     if not trained:
@@ -220,9 +226,8 @@ def run(ctx) -> dict:
 
     metrics = evaluate(ctx, model, images)
     metrics.update({"train_seconds": round(elapsed, 2), "steps": done, "params": count_params(model),
-                    "flops_per_frame": flops_per_frame(model), "resumed_from_step": start})
-    atomic_torch_save(ctx.out_dir / MODEL, {"model": model.state_dict(), "camera": dataclasses.asdict(camera),
-                                            "student_config": dataclasses.asdict(scfg)})
+                    "flops_per_frame": model.flops_per_frame(), "resumed_from_step": start})
+    atomic_torch_save(ctx.out_dir / MODEL, student_checkpoint(model))  # kind, arch and camera: rebuilt from it
     atomic_write_json(ctx.out_dir / "curve.json", curve)
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
     ckpt_path.unlink(missing_ok=True)
@@ -244,7 +249,7 @@ def test_views(ctx):
 
 
 @torch.no_grad()
-def evaluate(ctx, model: NeLFStudent, train_images: torch.Tensor, n_saved: int = 4) -> dict:
+def evaluate(ctx, model: StudentModel, train_images: torch.Tensor, n_saved: int = 4) -> dict:
     """Student vs the real test views and vs the teacher's renders of the same cameras."""
     dev = ctx.device
     model.eval()
