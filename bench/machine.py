@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from export.onnx_export import ort_session, to_onnx_bytes  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.machine import describe, short  # noqa: E402
-from student.model import NeLFStudent, StudentCamera  # noqa: E402
+from student.kinds import StudentCamera, build_student  # noqa: E402
 from teacher.model import field_bf16_speedup, speed_switches  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def student_ort_ms(repeats: int) -> float:
     camera = StudentCamera(output_size=cfg.student.output_size, focal=cfg.student.output_size * 1.1, near=2.0,
                            far=6.0, center=(0.0, 0.0, 0.0), scale=1.5)
     torch.manual_seed(0)
-    model = NeLFStudent(cfg.student, camera).eval()
+    model = build_student(cfg.student.kind, cfg.student.arch, camera).eval()
     sess = ort_session(to_onnx_bytes(model, cfg.export.opset), threads=1)
     pose = np.eye(4, dtype=np.float32)
     pose[2, 3] = 4.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import io
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.io import atomic_write_bytes
-from student.model import NeLFStudent, fold_batchnorm
+from student.kinds import StudentModel
 
 OUTPUTS = ["rgb", "rgba"]
 
@@ -27,7 +26,7 @@ class PoseToImage(nn.Module):
     JavaScript loop; the transpose costs the runtime next to nothing.
     """
 
-    def __init__(self, model: NeLFStudent):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
@@ -44,8 +43,8 @@ def ort_session(model_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
-def to_onnx_bytes(model: NeLFStudent, opset: int) -> bytes:
-    wrapped = PoseToImage(fold_batchnorm(copy.deepcopy(model).eval())).eval()
+def to_onnx_bytes(model: StudentModel, opset: int) -> bytes:
+    wrapped = PoseToImage(model.for_export()).eval()
     buf = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(wrapped, (torch.eye(4),), buf, input_names=["pose"], output_names=OUTPUTS,
@@ -104,7 +103,7 @@ def psnr_between(a_bytes: bytes, b_bytes: bytes, poses: list[np.ndarray]) -> flo
     return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
-def max_abs_diff(model: NeLFStudent, model_bytes: bytes, poses: list[np.ndarray]) -> float:
+def max_abs_diff(model: StudentModel, model_bytes: bytes, poses: list[np.ndarray]) -> float:
     sess = ort_session(model_bytes)
     worst = 0.0
     with torch.no_grad():
@@ -117,7 +116,7 @@ def max_abs_diff(model: NeLFStudent, model_bytes: bytes, poses: list[np.ndarray]
     return worst
 
 
-def export_onnx(model: NeLFStudent, ecfg, poses: list[np.ndarray], out_dir: Path) -> tuple[bytes, dict]:
+def export_onnx(model: StudentModel, ecfg, poses: list[np.ndarray], out_dir: Path) -> tuple[bytes, dict]:
     """Export, simplify if configured, compare with torch on `poses`.
 
     Both graphs are kept in `out_dir` (`model_raw.onnx`, `model.onnx`) so that the

@@ -18,28 +18,11 @@ import torch
 from pipeline.cameras import orbit_pose
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, read_json
-from student.model import NeLFStudent, StudentCamera, coarser, count_params, flops_per_frame
+from student.kinds import load_student
+from student.model import count_params
 
 from . import site_format
 from .onnx_export import export_onnx, fp16_weights, ort_session, psnr_between
-
-
-def load_student(path: Path, cfg, device: torch.device) -> NeLFStudent:
-    """Load the student's `model.pt`; a missing, corrupt or foreign file is a clear error."""
-    redo = "re-run `python -m pipeline stage student --force`"
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-        camera = StudentCamera(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["camera"].items()})
-    except FileNotFoundError:
-        raise StageError(f"{path}: student model not found; {redo}") from None
-    except Exception as err:
-        raise StageError(f"{path}: corrupt student model ({err.__class__.__name__}); {redo}") from None
-    model = NeLFStudent(cfg.student, camera)
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as err:
-        raise StageError(f"{path}: does not fit this config's student ({err.__class__.__name__}); {redo}") from None
-    return model.eval()
 
 
 def reference_image(onnx_bytes: bytes, pose: np.ndarray) -> tuple[bytes, float]:
@@ -73,8 +56,9 @@ def run(ctx) -> dict:
     if not site_dir.is_dir():
         raise StageError(f"export.site_dir '{site_dir}' is not a folder; it must be the viewer site (site/)")
     scene_dir = site_dir / "scenes" / cfg.name
-    model = load_student(ctx.input("student", "model"), cfg, torch.device("cpu"))
-    params, flops = count_params(model), flops_per_frame(model)
+    # rebuilt from the checkpoint (its kind, architecture and camera), not from the current config
+    model = load_student(ctx.input("student", "model"), torch.device("cpu"))
+    params, flops = count_params(model), model.flops_per_frame()
     dist = read_json(ctx.input("distill", "cameras"))
 
     orbit = {
@@ -89,7 +73,7 @@ def run(ctx) -> dict:
 
     try:
         onnx_bytes, report = export_onnx(model, ecfg, check_poses, ctx.out_dir)
-        preview = coarser(model, 2) if ecfg.preview and model.in_size % 2 == 0 else None
+        preview = model.coarser(2) if ecfg.preview and model.in_size % 2 == 0 else None
         preview_bytes, preview_report = (export_onnx(preview, ecfg, check_poses, ctx.out_dir / "preview")
                                          if preview else (None, {"max_abs_diff": 0.0}))
     except OSError:
@@ -106,7 +90,7 @@ def run(ctx) -> dict:
         ctx.log(f"no preview model: the {model.in_size}x{model.in_size} ray grid cannot be halved")
     ref_png, ort_ms = reference_image(onnx_bytes, ref_pose)
 
-    size = cfg.student.output_size
+    size = model.camera.output_size
     model_card = {"params": params, "onnx_bytes": len(onnx_bytes), "flops_per_frame": flops,
                   "ort_python_ms_1thread": round(ort_ms, 2), "simplified": ecfg.simplify}
     model_fp16 = preview_entry = None
@@ -128,7 +112,7 @@ def run(ctx) -> dict:
         atomic_write_bytes(scene_dir / "preview_reference.png", preview_png)
         preview_entry = {"model": "preview.onnx", "width": size // 2, "height": size // 2,
                          "reference_image": "preview_reference.png",
-                         "flops_per_frame": flops_per_frame(preview),
+                         "flops_per_frame": preview.flops_per_frame(),
                          "ort_python_ms_1thread": round(preview_ms, 2)}
     else:
         for stale in ("preview.onnx", "preview_reference.png"):

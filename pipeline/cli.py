@@ -1,4 +1,4 @@
-"""`python -m pipeline run|stage|status`: the command line.
+"""`python -m pipeline run|stage|status|config`: the command line.
 
 Errors the user can fix print as one line (exit 2 for usage/config, 1 for
 data/runtime); `--debug` shows the traceback instead.
@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="show each stage: done / stale / missing")
     st.add_argument("config", nargs="?", help="YAML config (default: the most recent run's)")
     common(st)
+    c = sub.add_parser("config", help="print every config key with its type, default and meaning (docs/CONFIG.md)")
+    c.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p
 
 
@@ -77,7 +79,7 @@ def _one_line(err: BaseException) -> tuple[str, int]:
         where = f"{err.filename}: " if err.filename else ""
         return f"{where}{err.strerror or err} (check that the path exists and is writable)", 1
     if isinstance(err, MemoryError):
-        return "out of memory; lower the batch sizes (teacher.max_batch_rays, student.batch_images)", 1
+        return "out of memory; lower the batch sizes (teacher.max_batch_rays, student.train.batch_images)", 1
     return (f"unexpected {err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''} "
             "(run again with --debug for the traceback)"), 1
 
@@ -103,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.command == "config":
+        from .config_docs import reference
+
+        print(reference(), end="")
+        return 0
     from .config import load_config
 
     cfg_path, overrides = _resolve_config(args.config, args.overrides)

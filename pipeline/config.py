@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,145 +25,192 @@ from .errors import ConfigError
 class ToySceneConfig:
     """The synthetic scene the project renders itself (analytic ray casting)."""
 
-    size: int = 64  # image width = height, pixels
-    n_train: int = 60
-    n_val: int = 4
-    n_test: int = 8
-    camera_angle_x: float = 0.6911  # radians, lego's field of view
-    radius: float = 3.2  # camera distance to the origin
-    seed: int = 0
+    size: int = 64  # image width = height, pixels (>= 8)
+    n_train: int = 60  # training views, orbiting at elevations 5-75 degrees (>= 1)
+    n_val: int = 4  # validation views (>= 1)
+    n_test: int = 8  # test views, evenly spaced in azimuth at 30 degrees elevation (>= 1)
+    camera_angle_x: float = 0.6911  # horizontal field of view, radians in (0, pi); lego's
+    radius: float = 3.2  # camera distance to the origin, world units (> 0)
+    seed: int = 0  # random seed of the training and validation poses (>= 0)
 
 
 @dataclass
 class DataConfig:
-    kind: Literal["toy", "blender"] = "toy"
+    """The scene: where the training and test views come from."""
+
+    kind: Literal["toy", "blender"] = "toy"  # toy: generated (data.toy); blender: a NeRF-synthetic folder
     root: str | None = None  # a Blender-layout folder, for kind == "blender"
-    downscale: int = 1  # integer factor applied to every image at load time
+    downscale: int = 1  # integer factor applied to every image at load time (>= 1)
     require_alpha: bool = False  # refuse RGB images (else they load as fully opaque)
     toy: ToySceneConfig = field(default_factory=ToySceneConfig)
 
 
 @dataclass
 class HashGridConfig:
-    n_levels: int = 16
-    n_features: int = 2
-    log2_table_size: int = 19
-    base_resolution: int = 16
-    max_resolution: int = 2048  # finest level, in cells across the scene box
+    """The teacher's multiresolution hash encoding (Instant-NGP)."""
+
+    n_levels: int = 16  # resolution levels, coarse to fine (>= 1)
+    n_features: int = 2  # features per table entry (>= 1)
+    log2_table_size: int = 19  # entries per level = 2^this (1-30)
+    base_resolution: int = 16  # coarsest level, in cells across the scene box (>= 1)
+    max_resolution: int = 2048  # finest level, in cells across the scene box (>= base_resolution)
 
 
 @dataclass
 class TeacherConfig:
-    steps: int = 2000
-    max_seconds: float = 0.0  # wall-clock training budget; 0 = none (stops early, then evaluates)
-    # steps the recipe needs to do its job (0: `steps`); a warning when max_seconds at the
-    # measured step rate allows fewer than half of them
+    """The Instant-NGP teacher: hash grid + small MLPs, trained on the scene's views."""
+
+    steps: int = 2000  # optimiser steps (>= 1)
+    max_seconds: float = 0.0  # wall-clock training budget, seconds (>= 0; 0 = none); stops early, then evaluates
+    # steps the recipe needs to do its job (>= 0; 0: `steps`); the stage warns when max_seconds at
+    # the measured step rate allows fewer than half of them
     expected_steps: int = 0
-    aabb: list[float] = field(default_factory=lambda: [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5])
+    aabb: list[float] = field(default_factory=lambda: [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5])  # scene box, world units
     hash: HashGridConfig = field(default_factory=HashGridConfig)
-    hidden: int = 64
-    grid_resolution: int = 128  # occupancy grid cells per axis
-    grid_update_every: int = 16
-    grid_warmup_steps: int = 256
-    occ_threshold: float = 0.01
-    render_step_size: float = 0.005  # world units between samples along a ray
-    alpha_thre: float = 0.0  # skip samples below this opacity (nerfacc recipe: 0 for lego)
-    early_stop_eps: float = 1e-4
-    init_batch_rays: int = 1024
-    target_samples: int = 65536  # adaptive ray batch keeps samples/step near this
-    max_batch_rays: int = 16384
-    lr: float = 0.01
-    adam_beta2: float = 0.999  # Instant-NGP uses 0.99 (faster adaptation), nerfacc's example torch's 0.999
-    weight_decay: float = 1e-6
-    warmup_steps: int = 100
-    loss: Literal["smooth_l1", "mse"] = "smooth_l1"
-    random_background: bool = True
-    eval_views: int = 0  # 0 = every test view
-    eval_chunk_rays: int = 8192
-    checkpoint_every: int = 500
-    log_every: int = 50
+    hidden: int = 64  # width of the density and colour MLPs (>= 1)
+    grid_resolution: int = 128  # occupancy grid cells per axis (>= 1)
+    grid_update_every: int = 16  # steps between occupancy grid updates (>= 1)
+    grid_warmup_steps: int = 256  # steps during which the grid is updated from every cell, not a sample (>= 0)
+    occ_threshold: float = 0.01  # density x step size below which a grid cell counts as empty (>= 0)
+    render_step_size: float = 0.005  # world units between samples along a ray (> 0)
+    alpha_thre: float = 0.0  # skip samples below this opacity, in [0, 1) (nerfacc recipe: 0 for lego)
+    early_stop_eps: float = 1e-4  # stop marching a ray once its transmittance is below this, in [0, 1)
+    init_batch_rays: int = 1024  # rays in the first step's batch (>= 1)
+    target_samples: int = 65536  # adaptive ray batch keeps samples/step near this (>= 1)
+    max_batch_rays: int = 16384  # upper bound of the adaptive ray batch (>= 1)
+    lr: float = 0.01  # Adam learning rate after warm-up (> 0)
+    adam_beta2: float = 0.999  # in [0, 1); Instant-NGP uses 0.99 (faster adaptation), nerfacc's example torch's 0.999
+    weight_decay: float = 1e-6  # Adam weight decay (>= 0)
+    warmup_steps: int = 100  # linear learning-rate warm-up, steps (>= 0)
+    loss: Literal["smooth_l1", "mse"] = "smooth_l1"  # photometric loss on the ray colours
+    random_background: bool = True  # train on a random background colour per ray (learns transparency)
+    eval_views: int = 0  # test views evaluated after training (>= 0; 0 = every test view)
+    eval_chunk_rays: int = 8192  # rays rendered at once during evaluation (>= 1)
+    checkpoint_every: int = 500  # steps between resumable checkpoints (>= 1)
+    log_every: int = 50  # steps between loss-curve entries (>= 1)
     # torch.compile the MLP heads, and the hash encoding where its C kernels are not used (CUDA);
     # auto: on CUDA only (on the CPU a cold compile costs a minute or more and gains little)
     compile: bool | Literal["auto"] = "auto"
     # CPU: run the small MLPs under bfloat16 autocast (CUDA always uses bf16 autocast);
     # auto: measured once per machine (pipeline/machine.py), on only where bf16 is faster
     mlp_bf16: bool | Literal["auto"] = "auto"
-    seed: int = 0
+    seed: int = 0  # random seed of initialisation and ray sampling (>= 0)
 
 
 @dataclass
 class DistillConfig:
-    n_views: int = 2000
-    seed: int = 0
-    jitter_fraction: float = 0.0  # share of views that are jittered training poses
-    jitter_deg: float = 3.0
-    chunk_rays: int = 16384
-    alpha_thre: float = 0.01  # forward-only rendering of a trained teacher skips faint samples
-    early_stop_eps: float = 1e-3
+    """Pseudo-views: the trained teacher rendered from many sampled cameras."""
+
+    n_views: int = 2000  # pseudo-views rendered (>= 1)
+    seed: int = 0  # random seed of the sampled cameras (>= 0)
+    jitter_fraction: float = 0.0  # share of views that are jittered training poses, in [0, 1]
+    jitter_deg: float = 3.0  # rotation jitter of those views, degrees (>= 0)
+    chunk_rays: int = 16384  # rays rendered at once (>= 1)
+    alpha_thre: float = 0.01  # in [0, 1); forward-only rendering of a trained teacher skips faint samples
+    early_stop_eps: float = 1e-3  # stop marching a ray once its transmittance is below this, in [0, 1)
+
+
+@dataclass
+class MobileR2LConfig:
+    """Architecture of the MobileR2L-family student (student.kind: mobiler2l): rays on a
+    coarse grid, K encoded points per ray, 1x1 convs, then super-resolution."""
+
+    sr_factor: int = 4  # ray grid = output_size / sr_factor per side; a power of two
+    n_points: int = 8  # K points per ray, one per equal depth bin between near and far (>= 1)
+    pe_freqs: int = 6  # L frequencies of the positional encoding (>= 0)
+    width: int = 64  # body channels (>= 1)
+    n_blocks: int = 4  # residual blocks in the body (>= 0)
+    sr_channels: list[int] = field(default_factory=lambda: [32, 16])  # channels after each x2 upsampling (>= 1 each)
+    sr_blocks: int = 1  # residual blocks after each upsampling (>= 0)
+    # x2 upsampling: MobileR2L's ConvTranspose k4 s2, or a 1x1 conv + PixelShuffle (4x fewer
+    # FLOPs; ConvTranspose dominated a small student's time in the browser's WASM backend)
+    upsample: Literal["transpose", "pixelshuffle"] = "transpose"
+    activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"  # of every layer; gelu_tanh: GELU's tanh approximation
+
+
+@dataclass
+class StudentTrainConfig:
+    """How the student is trained (any kind)."""
+
+    steps: int = 2000  # optimiser steps (>= 1)
+    # wall-clock training budget, seconds (>= 0; 0 = none). Training stops at whichever of `steps`
+    # and this comes first, and the cosine decay follows whichever is further along.
+    max_seconds: float = 0.0
+    # steps the recipe needs to do its job (>= 0; 0: `steps`); the stage warns when max_seconds at
+    # the measured step rate allows fewer than half of them
+    expected_steps: int = 0
+    batch_images: int = 8  # global batch, in images (>= 1; rays mode: as many rays as that many images have)
+    # "images": each step trains on whole images; "rays": on the same number of rays drawn
+    # at random from every view (per-ray networks only, e.g. mobiler2l with upsample: pixelshuffle):
+    # decorrelated batches, faster convergence per step
+    batch_mode: Literal["images", "rays"] = "images"
+    lr: float = 0.001  # AdamW learning rate after warm-up (> 0)
+    weight_decay: float = 0.0  # AdamW weight decay (>= 0)
+    warmup_steps: int = 100  # linear learning-rate warm-up, steps (>= 0); then cosine decay to 5%
+    real_fraction: float = 0.0  # share of each batch drawn from the real training views, in [0, 1]
+    checkpoint_every: int = 500  # steps between resumable checkpoints (>= 1)
+    log_every: int = 50  # steps between loss-curve entries (>= 1)
+    seed: int = 0  # random seed of initialisation and batches (>= 0)
+
+
+StudentKind = Literal["mobiler2l"]  # every kind has an architecture section of its name in StudentConfig
 
 
 @dataclass
 class StudentConfig:
-    output_size: int = 64  # square output image, pixels (distill renders at this size)
-    sr_factor: int = 4  # input grid = output_size / sr_factor; power of two
-    n_points: int = 8  # K points per ray
-    pe_freqs: int = 6  # L frequencies of the positional encoding
-    near: float | None = None  # None: derived from the cameras and the scene box
-    far: float | None = None
-    width: int = 64  # body channels
-    n_blocks: int = 4  # residual blocks in the body
-    sr_channels: list[int] = field(default_factory=lambda: [32, 16])
-    sr_blocks: int = 1  # residual blocks after each upsampling
-    # x2 upsampling: MobileR2L's ConvTranspose k4 s2, or a 1x1 conv + PixelShuffle (4x fewer
-    # FLOPs; ConvTranspose dominated a small student's time in the browser's WASM backend)
-    upsample: Literal["transpose", "pixelshuffle"] = "transpose"
-    activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
-    steps: int = 2000
-    # wall-clock training budget; 0 = none. Training stops at whichever of `steps` and this
-    # comes first, and the cosine decay follows whichever is further along.
-    max_seconds: float = 0.0
-    # steps the recipe needs to do its job (0: `steps`); a warning when max_seconds at the
-    # measured step rate allows fewer than half of them
-    expected_steps: int = 0
-    batch_images: int = 8  # global batch, in images (rays mode: as many rays as that many images have)
-    # "images": each step trains on whole images; "rays": on the same number of rays drawn
-    # at random from every view (per-ray networks only, i.e. upsample: pixelshuffle):
-    # decorrelated batches, faster convergence per step
-    batch_mode: Literal["images", "rays"] = "images"
-    lr: float = 0.001
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    real_fraction: float = 0.0  # share of each batch drawn from the real training views
-    checkpoint_every: int = 500
-    log_every: int = 50
-    seed: int = 0
+    """The NeLF student: camera pose in, image out. `kind` selects the architecture; only the
+    section of that name is read (and is part of the stage's cache key)."""
+
+    kind: StudentKind = "mobiler2l"  # the registered student (student/kinds.py), one of the sections below
+    output_size: int = 64  # square output image, pixels (>= 1; distill renders at this size)
+    near: float | None = None  # nearest depth of the encoded points, world units (> 0); null: from the cameras and box
+    far: float | None = None  # farthest depth, world units (> near); null: from the cameras and the scene box
+    mobiler2l: MobileR2LConfig = field(default_factory=MobileR2LConfig)
+    train: StudentTrainConfig = field(default_factory=StudentTrainConfig)
+
+    @property
+    def arch(self) -> Any:
+        """The selected kind's architecture section."""
+        return getattr(self, self.kind)
+
+    def settings(self) -> dict:
+        """The values that determine the trained student: every key except the sections of the
+        kinds not selected (the student stage's cache key)."""
+        unused = set(typing.get_args(StudentKind)) - {self.kind}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
 
 @dataclass
 class ExportConfig:
+    """ONNX export of the student and the scene files for the browser viewer."""
+
     site_dir: str = "site"  # the viewer site; the scene goes to <site_dir>/scenes/<name>/
-    opset: int = 17
+    opset: int = 17  # ONNX opset version of the exported graph (>= 17)
     simplify: bool = True  # run onnxsim
-    check_poses: int = 3
+    check_poses: int = 3  # poses on which the ONNX output is compared with torch (>= 1)
     preview: bool = True  # also export the model on a 2x coarser ray grid (the viewer's preview while moving)
     fp16: bool = False  # also write model_fp16.onnx (float16 conv weights, half the file); the viewer loads it
-    max_abs_diff: float = 1e-3
+    max_abs_diff: float = 1e-3  # largest accepted |onnx - torch| of an output colour in [0, 1] (> 0)
 
 
 @dataclass
 class ReportConfig:
-    turntable_frames: int = 60  # frames of the 360-degree orbit videos
-    fps: int = 24
-    gif_size: int = 128  # pixels of the animated GIF (README preview)
-    teacher_turntable_size: int = 64  # pixels of the teacher's turntable (0: none); the teacher is slow
+    """Turntables and side-by-side test views written into the viewer site."""
+
+    turntable_frames: int = 60  # frames of the 360-degree orbit videos (>= 1)
+    fps: int = 24  # frames per second of the videos and the GIF (>= 1)
+    gif_size: int = 128  # pixels of the animated GIF (README preview); even, >= 8
+    teacher_turntable_size: int = 64  # pixels of the teacher's turntable (0: none; else even); the teacher is slow
 
 
 @dataclass
 class Config:
-    name: str = "toy"
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    runs_dir: str = "runs"
-    background: Literal["white", "black"] = "white"
+    """A whole pipeline run: one scene, its teacher, student, export and report."""
+
+    name: str = "toy"  # run and scene name: runs/<name>/, site/scenes/<name>/ (letters, digits, '-', '_')
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (auto: cuda when available)
+    runs_dir: str = "runs"  # folder of the stage outputs
+    background: Literal["white", "black"] = "white"  # colour behind the scene in every image
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -252,42 +300,103 @@ def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
 
 
 def _check_ranges(cfg: Config, source: str) -> None:
+    """Ranges and relations the types cannot express; each failure names its own key."""
+
+    def value(key: str) -> Any:
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        return node
+
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
-            value = cfg
-            for part in key.split("."):
-                value = getattr(value, part)
-            raise ConfigError(f"{source}: '{key}' must be {what}, got {value!r}")
+            raise ConfigError(f"{source}: '{key}' must be {what}, got {value(key)!r}")
+
+    def at_least(key: str, low: int, note: str = "") -> None:
+        need(value(key) >= low, key, f">= {low}{note}")
+
+    def positive(key: str) -> None:
+        need(value(key) > 0, key, "> 0")
+
+    def fraction(key: str, closed: bool = True) -> None:
+        v = value(key)
+        need(0.0 <= v <= 1.0 if closed else 0.0 <= v < 1.0, key, "in [0, 1]" if closed else "in [0, 1)")
 
     need(cfg.name.replace("-", "").replace("_", "").isalnum(), "name", "letters, digits, '-' or '_'")
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device",
          "'auto', 'cpu', 'cuda' or 'cuda:N'")
-    need(cfg.data.downscale >= 1, "data.downscale", ">= 1")
+    at_least("data.downscale", 1)
     need(cfg.data.kind != "blender" or bool(cfg.data.root), "data.root",
          "a scene folder when data.kind is 'blender'")
-    need(cfg.data.toy.size >= 8, "data.toy.size", ">= 8")
-    need(len(cfg.teacher.aabb) == 6, "teacher.aabb", "6 numbers [xmin, ymin, zmin, xmax, ymax, zmax]")
-    need(all(cfg.teacher.aabb[i] < cfg.teacher.aabb[i + 3] for i in range(3)) if len(cfg.teacher.aabb) == 6 else True,
-         "teacher.aabb", "min < max on every axis")
-    need(cfg.teacher.steps >= 1, "teacher.steps", ">= 1")
-    need(cfg.teacher.render_step_size > 0, "teacher.render_step_size", "> 0")
-    need(0.0 <= cfg.teacher.adam_beta2 < 1.0, "teacher.adam_beta2", "in [0, 1)")
-    need(cfg.distill.n_views >= 1, "distill.n_views", ">= 1")
+    at_least("data.toy.size", 8)
+    for key in ("n_train", "n_val", "n_test"):
+        at_least(f"data.toy.{key}", 1)
+    need(0.0 < cfg.data.toy.camera_angle_x < math.pi, "data.toy.camera_angle_x", "in (0, pi) radians")
+    positive("data.toy.radius")
+
+    t = cfg.teacher
+    need(len(t.aabb) == 6, "teacher.aabb", "6 numbers [xmin, ymin, zmin, xmax, ymax, zmax]")
+    need(all(t.aabb[i] < t.aabb[i + 3] for i in range(3)), "teacher.aabb", "min < max on every axis")
+    for key in ("n_levels", "n_features", "base_resolution"):
+        at_least(f"teacher.hash.{key}", 1)
+    need(1 <= t.hash.log2_table_size <= 30, "teacher.hash.log2_table_size", "in [1, 30]")
+    need(t.hash.max_resolution >= t.hash.base_resolution, "teacher.hash.max_resolution",
+         f">= teacher.hash.base_resolution ({t.hash.base_resolution})")
+    for key in ("steps", "hidden", "grid_resolution", "grid_update_every", "init_batch_rays", "target_samples",
+                "max_batch_rays", "eval_chunk_rays", "checkpoint_every", "log_every"):
+        at_least(f"teacher.{key}", 1)
+    at_least("teacher.max_seconds", 0, " (0: no time budget)")
+    at_least("teacher.expected_steps", 0, " (0: teacher.steps)")
+    for key in ("grid_warmup_steps", "occ_threshold", "weight_decay", "warmup_steps", "eval_views", "seed"):
+        at_least(f"teacher.{key}", 0)
+    for key in ("render_step_size", "lr"):
+        positive(f"teacher.{key}")
+    for key in ("alpha_thre", "early_stop_eps", "adam_beta2"):
+        fraction(f"teacher.{key}", closed=False)
+
+    at_least("distill.n_views", 1)
+    at_least("distill.chunk_rays", 1)
+    at_least("distill.seed", 0)
+    at_least("distill.jitter_deg", 0)
+    fraction("distill.jitter_fraction")
+    fraction("distill.alpha_thre", closed=False)
+    fraction("distill.early_stop_eps", closed=False)
+
     s = cfg.student
-    need(s.sr_factor >= 1 and (s.sr_factor & (s.sr_factor - 1)) == 0, "student.sr_factor", "a power of two")
-    need(s.output_size % max(s.sr_factor, 1) == 0, "student.output_size", f"a multiple of sr_factor ({s.sr_factor})")
-    n_up = s.sr_factor.bit_length() - 1
-    need(len(s.sr_channels) == n_up, "student.sr_channels",
-         f"a list of {n_up} channel counts (one per 2x upsampling for sr_factor {s.sr_factor})")
-    need(s.n_points >= 1 and s.pe_freqs >= 0 and s.width >= 1, "student.n_points", ">= 1")
-    need(s.steps >= 1, "student.steps", ">= 1")
-    need(s.max_seconds >= 0, "student.max_seconds", ">= 0 (0: no time budget)")
-    need(0.0 <= s.real_fraction <= 1.0, "student.real_fraction", "between 0 and 1")
-    need(s.batch_mode == "images" or s.upsample == "pixelshuffle", "student.batch_mode",
-         "'images' unless student.upsample is 'pixelshuffle' (ConvTranspose mixes neighbouring rays)")
-    need(cfg.export.opset >= 17, "export.opset", ">= 17")
-    need(cfg.report.turntable_frames >= 1, "report.turntable_frames", ">= 1")
-    need(cfg.report.fps >= 1, "report.fps", ">= 1")
+    at_least("student.output_size", 1)
+    need(s.near is None or s.near > 0, "student.near", "> 0 or null (derived)")
+    need(s.far is None or s.far > (s.near if s.near is not None else 0.0), "student.far",
+         "> student.near" if s.near is not None else "> 0 or null (derived)")
+    if s.kind == "mobiler2l":
+        m = s.mobiler2l
+        need(m.sr_factor >= 1 and (m.sr_factor & (m.sr_factor - 1)) == 0, "student.mobiler2l.sr_factor",
+             "a power of two")
+        need(s.output_size % max(m.sr_factor, 1) == 0, "student.output_size",
+             f"a multiple of student.mobiler2l.sr_factor ({m.sr_factor})")
+        n_up = m.sr_factor.bit_length() - 1
+        need(len(m.sr_channels) == n_up, "student.mobiler2l.sr_channels",
+             f"a list of {n_up} channel counts (one per 2x upsampling for sr_factor {m.sr_factor})")
+        need(all(c >= 1 for c in m.sr_channels), "student.mobiler2l.sr_channels", "channel counts >= 1")
+        for key in ("n_points", "width"):
+            at_least(f"student.mobiler2l.{key}", 1)
+        for key in ("pe_freqs", "n_blocks", "sr_blocks"):
+            at_least(f"student.mobiler2l.{key}", 0)
+        need(s.train.batch_mode == "images" or m.upsample == "pixelshuffle", "student.train.batch_mode",
+             "'images' unless student.mobiler2l.upsample is 'pixelshuffle' (ConvTranspose mixes neighbouring rays)")
+    for key in ("steps", "batch_images", "checkpoint_every", "log_every"):
+        at_least(f"student.train.{key}", 1)
+    at_least("student.train.max_seconds", 0, " (0: no time budget)")
+    at_least("student.train.expected_steps", 0, " (0: student.train.steps)")
+    for key in ("weight_decay", "warmup_steps", "seed"):
+        at_least(f"student.train.{key}", 0)
+    positive("student.train.lr")
+    fraction("student.train.real_fraction")
+
+    at_least("export.opset", 17)
+    at_least("export.check_poses", 1)
+    positive("export.max_abs_diff")
+    at_least("report.turntable_frames", 1)
+    at_least("report.fps", 1)
     need(cfg.report.gif_size >= 8 and cfg.report.gif_size % 2 == 0, "report.gif_size", "an even number >= 8")
     need(cfg.report.teacher_turntable_size >= 0 and cfg.report.teacher_turntable_size % 2 == 0,
          "report.teacher_turntable_size", "0 (none) or an even number of pixels")

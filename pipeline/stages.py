@@ -76,7 +76,7 @@ STAGES: tuple[Stage, ...] = (
                    "metrics": "metrics.json"},
           distributed=True),
     Stage("student", ("data", "distill"), "student.stage:run",
-          lambda c: {"student": dataclasses.asdict(c.student), "background": c.background},
+          lambda c: {"student": c.student.settings(), "background": c.background},
           ("student", "pipeline/cameras.py"),
           outputs={"model": "model.pt: weights, architecture and camera (student.model.load_student)",
                    "metrics": "metrics.json: PSNR/SSIM vs ground truth and vs the teacher, per view",
@@ -88,7 +88,10 @@ STAGES: tuple[Stage, ...] = (
           outputs={"site": "the viewer site (export.site_dir)", "scene": "<site>/scenes/<name>/: scene.json, "
                    "model.onnx and the files it names", "metrics": "metrics.json"}),
     Stage("report", ("data", "teacher", "distill", "student", "export"), "report.stage:run",
-          lambda c: {"report": dataclasses.asdict(c.report), "name": c.name, "background": c.background},
+          # the teacher turntable renders with the teacher's and distill's render settings
+          lambda c: {"report": dataclasses.asdict(c.report), "name": c.name, "background": c.background,
+                     "teacher": dataclasses.asdict(c.teacher), "data": {"downscale": c.data.downscale},
+                     "render": {k: getattr(c.distill, k) for k in ("alpha_thre", "early_stop_eps", "chunk_rays")}},
           ("report", "pipeline/cameras.py"),
           outputs={"report": "<scene>/report/: report.json, turntables, test views for compare.html",
                    "metrics": "metrics.json"}),

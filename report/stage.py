@@ -29,7 +29,7 @@ from pipeline.cameras import Intrinsics, camera_directions, orbit_pose, pinhole_
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, png_bytes, read_json, to_uint8
 from pipeline.scene import background_rgb, frame_intrinsics, split_on_background
-from student.model import load_student
+from student.kinds import load_student
 from teacher.model import load_teacher
 from teacher.render import MarchSettings, render_image
 
@@ -100,7 +100,7 @@ def run(ctx) -> dict:
     report_json = scene_dir / scene.get("report", site_format.REPORT_FILE)  # where the viewer looks for it
     report_dir = report_json.parent
     model = load_student(ctx.input("student", "model"), torch.device("cpu"))
-    size = cfg.student.output_size
+    size = model.camera.output_size
 
     # Turntables
     poses = turntable_poses(scene["orbit"], scene["up"], rcfg.turntable_frames)

@@ -1,1 +1,2 @@
-"""Stage 4 (student): a NeLF network of the MobileR2L family trained on pseudo-views."""
+"""Stage 4 (student): a NeLF network trained on pseudo-views; the interface and registry of
+student kinds are in kinds.py, the MobileR2L family (kind `mobiler2l`) in model.py."""

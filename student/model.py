@@ -6,13 +6,16 @@ body -> super-resolution (ConvTranspose k4 s2, or 1x1 conv + PixelShuffle, then 
 blocks) -> sigmoid.
 Ray generation and encoding live inside the model so the ONNX export carries
 the whole camera model; the viewer only supplies the pose.
+
+Kind `mobiler2l` of the student interface (student/kinds.py), built from
+`student.mobiler2l` settings (pipeline/config.py: MobileR2LConfig).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -20,19 +23,11 @@ from torch import Tensor
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pipeline.cameras import Intrinsics, camera_directions
-from pipeline.config import StudentConfig
+from pipeline.config import MobileR2LConfig
 
+from .kinds import StudentCamera, StudentModel, ray_layout
 
-@dataclass(frozen=True)
-class StudentCamera:
-    """Everything about the camera and scene the model bakes in."""
-
-    output_size: int  # pixels, square
-    focal: float  # pixels, at output_size
-    near: float
-    far: float
-    center: tuple[float, float, float]  # points are encoded as (p - center) / scale
-    scale: float
+__all__ = ["NeLFStudent", "StudentCamera", "count_params", "fold_batchnorm", "positional_encoding", "ray_layout"]
 
 
 def positional_encoding(x: Tensor, n_freqs: int) -> Tensor:
@@ -101,29 +96,47 @@ class ResBlock(nn.Module):
         return self.act2(x + self.b(self.act1(self.a(x))))
 
 
-class NeLFStudent(nn.Module):
-    def __init__(self, cfg: StudentConfig, camera: StudentCamera):
-        super().__init__()
-        self.cfg, self.camera = cfg, camera
-        self.in_size = cfg.output_size // cfg.sr_factor
-        n, f = self.in_size, camera.focal / cfg.sr_factor
+class NeLFStudent(StudentModel):
+    """MobileR2L family: pose -> rays on an in_size x in_size grid -> 1x1 convs -> x2 upsamplings."""
+
+    kind = "mobiler2l"
+    arch_type = MobileR2LConfig
+
+    def __init__(self, arch: MobileR2LConfig, camera: StudentCamera):
+        super().__init__(arch, camera)
+        if camera.output_size % arch.sr_factor:
+            raise ValueError(f"output_size {camera.output_size} is not a multiple of sr_factor {arch.sr_factor}")
+        if len(arch.sr_channels) != arch.sr_factor.bit_length() - 1 or arch.sr_factor & (arch.sr_factor - 1):
+            raise ValueError(f"sr_channels {arch.sr_channels} must list one channel count per x2 upsampling "
+                             f"of sr_factor {arch.sr_factor} (a power of two)")
+        self.in_size = camera.output_size // arch.sr_factor
+        n, f = self.in_size, camera.focal / arch.sr_factor
         dirs = camera_directions(Intrinsics(f, f, 0.5 * n, 0.5 * n, n, n)).reshape(-1, 3)
         self.register_buffer("dirs", dirs / dirs.norm(dim=-1, keepdim=True))  # (P, 3) unit, camera frame
         self.register_buffer("center", torch.tensor(camera.center, dtype=torch.float32))
-        k = cfg.n_points
+        k = arch.n_points
         self.register_buffer("t_mid", camera.near + (camera.far - camera.near) * (torch.arange(k) + 0.5) / k)
-        c_in = k * 3 * (1 + 2 * cfg.pe_freqs)
-        act = cfg.activation
-        self.head = nn.Sequential(nn.Conv2d(c_in, cfg.width, 1), _activation(act))
-        self.body = nn.Sequential(*[ResBlock(cfg.width, act) for _ in range(cfg.n_blocks)])
-        sr, c = [], cfg.width
-        for c_out in cfg.sr_channels:
-            up = ConvBN(c, c_out, transpose=True) if cfg.upsample == "transpose" else PixelShuffleUp(c, c_out)
+        c_in = k * 3 * (1 + 2 * arch.pe_freqs)
+        act = arch.activation
+        self.head = nn.Sequential(nn.Conv2d(c_in, arch.width, 1), _activation(act))
+        self.body = nn.Sequential(*[ResBlock(arch.width, act) for _ in range(arch.n_blocks)])
+        sr, c = [], arch.width
+        for c_out in arch.sr_channels:
+            up = ConvBN(c, c_out, transpose=True) if arch.upsample == "transpose" else PixelShuffleUp(c, c_out)
             sr += [up, _activation(act)]
-            sr += [ResBlock(c_out, act) for _ in range(cfg.sr_blocks)]
+            sr += [ResBlock(c_out, act) for _ in range(arch.sr_blocks)]
             c = c_out
         self.sr = nn.Sequential(*sr)
         self.tail = nn.Conv2d(c, 3, 1)
+
+    @property
+    def n_points(self) -> int:
+        return self.arch.n_points
+
+    @property
+    def per_ray(self) -> bool:
+        """1x1 convs and PixelShuffle work on each ray alone; ConvTranspose k4 mixes neighbours."""
+        return self.arch.upsample == "pixelshuffle"
 
     def encode(self, pose: Tensor, jitter: bool | Tensor = False) -> Tensor:
         """pose (B, 4, 4) or (4, 4) -> network input (B, C, h, w).
@@ -139,7 +152,7 @@ class NeLFStudent(nn.Module):
         d = torch.matmul(self.dirs, rot.transpose(1, 2))  # (B, P, 3)
         u = None
         if isinstance(jitter, Tensor) or jitter:  # stratified depths in training only
-            u = jitter if isinstance(jitter, Tensor) else torch.rand(b, d.shape[1], self.cfg.n_points,
+            u = jitter if isinstance(jitter, Tensor) else torch.rand(b, d.shape[1], self.arch.n_points,
                                                                      device=pose.device)
         x = self.ray_features(origin[:, None, :], d, u)  # (B, P, C)
         return x.transpose(1, 2).reshape(b, -1, self.in_size, self.in_size)
@@ -149,10 +162,10 @@ class NeLFStudent(nn.Module):
         optional depth jitter in [0, 1) -> (..., K * 3 * (1 + 2 * pe_freqs))."""
         t = self.t_mid
         if u is not None:
-            t = t + (u - 0.5) * (self.camera.far - self.camera.near) / self.cfg.n_points
+            t = t + (u - 0.5) * (self.camera.far - self.camera.near) / self.arch.n_points
         pts = origin[..., None, :] + t[..., None] * d[..., None, :]  # (..., K, 3)
         x = (pts - self.center) / self.camera.scale
-        return positional_encoding(x.flatten(-2), self.cfg.pe_freqs)
+        return positional_encoding(x.flatten(-2), self.arch.pe_freqs)
 
     def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None) -> Tensor:
         """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1].
@@ -170,50 +183,46 @@ class NeLFStudent(nn.Module):
         x = self.sr(self.body(x))
         return torch.sigmoid(self.tail(x))
 
-    @property
-    def per_ray(self) -> bool:
-        """True when every layer works on each ray alone (1x1 convs, PixelShuffle): the
-        network can then be trained on any set of rays, not only on whole images."""
-        return self.cfg.upsample == "pixelshuffle"
-
     def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None) -> Tensor:
-        """Arbitrary rays -> their sr x sr pixel blocks, for per-ray networks.
-
-        pose: (N, 4, 4) each ray's camera; ray: (N,) index into the ray grid (row-major,
-        in_size x in_size); noise: optional (N, K) depth jitter in [0, 1).
-        Returns (B, 3, h * sr, w * sr) with (B, h, w) = `ray_layout(N, in_size)`: ray n at
-        row-major position n of a (B, h, w) grid, its sr x sr block laid out exactly as in
-        an image (`forward`), so the weights mean the same thing.
-        """
+        """Arbitrary rays -> their sr x sr pixel blocks (see StudentModel.forward_rays); the
+        weights mean the same thing as in `forward`."""
         if not self.per_ray:
-            raise ValueError("forward_rays needs student.upsample: pixelshuffle (ConvTranspose mixes neighbours)")
+            raise ValueError("forward_rays needs student.mobiler2l.upsample: pixelshuffle "
+                             "(ConvTranspose mixes neighbours)")
         d = torch.matmul(pose[:, :3, :3], self.dirs[ray][:, :, None])[:, :, 0]  # (N, 3)
         x = self.ray_features(pose[:, :3, 3], d, noise)  # (N, C)
         b, h, w = ray_layout(d.shape[0], self.in_size)
         return self.decode(x.reshape(b, h * w, -1).transpose(1, 2).reshape(b, -1, h, w))
 
+    def coarser(self, factor: int = 2) -> NeLFStudent:
+        """Every layer is per-ray or local, so the weights carry over; only the ray grid changes."""
+        if self.in_size % factor:
+            raise ValueError(f"the {self.in_size}x{self.in_size} ray grid is not divisible by {factor}")
+        cam = self.camera
+        small_cam = dataclasses.replace(cam, output_size=cam.output_size // factor, focal=cam.focal / factor)
+        small = NeLFStudent(self.arch, small_cam).to(self.dirs.device)
+        state = {k: v for k, v in self.state_dict().items() if k != "dirs"}
+        missing, unexpected = small.load_state_dict(state, strict=False)
+        assert missing == ["dirs"] and not unexpected, (missing, unexpected)  # only the ray grid differs
+        return small.train(self.training)
 
-def ray_layout(n: int, grid: int) -> tuple[int, int, int]:
-    """How forward_rays lays out n rays: as n / grid^2 images of grid x grid rays when that
-    divides (the convolutions then run exactly as on whole images; a 1 x n strip was 2-3x
-    slower in mkldnn's conv here), else as one 1 x n strip."""
-    return (n // (grid * grid), grid, grid) if n % (grid * grid) == 0 else (1, 1, n)
+    def flops_per_frame(self) -> int:
+        """2 x multiply-adds of the conv layers (the encoding and activations are not counted)."""
+        total, size = 0, self.in_size
+        for m in self.modules():
+            if isinstance(m, nn.PixelShuffle):
+                size *= m.upscale_factor
+            elif isinstance(m, nn.Conv2d):
+                total += 2 * m.in_channels * m.out_channels * size * size
+            elif isinstance(m, nn.ConvTranspose2d):
+                size *= 2
+                total += 2 * m.in_channels * m.out_channels * 4 * size * size  # k4 s2: 4 taps per output pixel
+        # modules() yields layers in forward order, so `size` is each layer's resolution
+        return total
 
-
-def coarser(model: NeLFStudent, factor: int = 2) -> NeLFStudent:
-    """The same network on a ray grid `factor` times coarser: an image `factor` times
-    smaller of the same view, at about 1 / factor^2 of the cost (the viewer's preview
-    while the camera moves). Every layer is per-ray or local, so the weights carry over."""
-    cfg, cam = model.cfg, model.camera
-    if cfg.output_size % (cfg.sr_factor * factor):
-        raise ValueError(f"output_size {cfg.output_size} is not divisible by sr_factor * {factor}")
-    small_cfg = dataclasses.replace(cfg, output_size=cfg.output_size // factor)
-    small_cam = dataclasses.replace(cam, output_size=cam.output_size // factor, focal=cam.focal / factor)
-    small = NeLFStudent(small_cfg, small_cam).to(model.dirs.device)
-    state = {k: v for k, v in model.state_dict().items() if k != "dirs"}
-    missing, unexpected = small.load_state_dict(state, strict=False)
-    assert missing == ["dirs"] and not unexpected, (missing, unexpected)  # only the ray grid differs
-    return small.train(model.training)
+    def for_export(self) -> nn.Module:
+        """An eval-mode copy with every BatchNorm folded into its conv."""
+        return fold_batchnorm(copy.deepcopy(self).eval())
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -224,21 +233,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         else:
             fold_batchnorm(child)
     return model
-
-
-def flops_per_frame(model: NeLFStudent) -> int:
-    """Multiply-adds x 2 of the conv layers for one frame."""
-    total, size = 0, model.in_size
-    for m in model.modules():
-        if isinstance(m, nn.PixelShuffle):
-            size *= m.upscale_factor
-        elif isinstance(m, nn.Conv2d):
-            total += 2 * m.in_channels * m.out_channels * size * size
-        elif isinstance(m, nn.ConvTranspose2d):
-            size *= 2
-            total += 2 * m.in_channels * m.out_channels * 4 * size * size  # k4 s2: 4 taps per output pixel
-    # modules() yields layers in forward order, so `size` is each layer's resolution
-    return total
 
 
 def count_params(model: nn.Module) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -18,13 +17,14 @@ from pipeline.metrics import psnr, ssim
 from pipeline.scene import load_rendered_views, split_on_background
 from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 
-from .model import NeLFStudent, StudentCamera, count_params, flops_per_frame, ray_layout
+from .kinds import StudentCamera, StudentModel, build_student, ray_layout, student_checkpoint
+from .model import count_params
 
 MODEL = "model.pt"
 
 
 def ray_blocks(images: torch.Tensor, view: torch.Tensor, ray: torch.Tensor, grid: int, sr: int) -> torch.Tensor:
-    """The sr x sr pixel block of each ray, laid out like `NeLFStudent.forward_rays`.
+    """The sr x sr pixel block of each ray, laid out like `StudentModel.forward_rays`.
 
     images: (V, S, S, 3) uint8; view, ray: (N,) view index and row-major ray index on the
     grid x grid ray grid. Returns (B, 3, h * sr, w * sr) float in [0, 1], (B, h, w) =
@@ -69,8 +69,8 @@ def lr_schedule(warmup_steps: int, steps: int):
 
 
 def run(ctx) -> dict:
-    cfg, scfg, dev = ctx.cfg, ctx.cfg.student, ctx.device
-    torch.manual_seed(scfg.seed)
+    cfg, scfg, tcfg, dev = ctx.cfg, ctx.cfg.student, ctx.cfg.student.train, ctx.device
+    torch.manual_seed(tcfg.seed)
     views_path = ctx.input("distill", "views")
     scene_cameras = read_json(ctx.input("distill", "cameras"))
     images, poses, cameras = load_rendered_views(views_path)
@@ -84,34 +84,37 @@ def run(ctx) -> dict:
         raise StageError(f"{views_path}: pseudo-views are {images.shape[1]} px, student.output_size is "
                          f"{scfg.output_size}; re-run distill")
     camera = student_camera(cfg, c, scene_cameras)
-    model = NeLFStudent(scfg, camera).to(dev)
+    model = build_student(scfg.kind, scfg.arch, camera).to(dev)
     world, rank = distributed.world_size(), distributed.rank()
     net = model
     if world > 1:
         # Data parallel: every rank takes its slice of one global batch (same seed on
         # every rank), gradients are averaged, BatchNorm statistics are global.
-        if scfg.batch_images % world:
-            raise StageError(f"student.batch_images={scfg.batch_images} must be divisible by the number of "
+        if tcfg.batch_images % world:
+            raise StageError(f"student.train.batch_images={tcfg.batch_images} must be divisible by the number of "
                              f"ranks ({world}): it is the global batch, split evenly across ranks")
         model = distributed.sync_batchnorm(model, dev)
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        ctx.log(f"data parallel over {world} ranks: {scfg.batch_images // world} images per rank, "
-                f"global batch {scfg.batch_images}")
-    ctx.log(f"{count_params(model):,} parameters, {flops_per_frame(model) / 1e9:.3f} GFLOP per frame, "
+        ctx.log(f"data parallel over {world} ranks: {tcfg.batch_images // world} images per rank, "
+                f"global batch {tcfg.batch_images}")
+    ctx.log(f"{scfg.kind}: {count_params(model):,} parameters, {model.flops_per_frame() / 1e9:.3f} GFLOP per frame, "
             f"input {model.in_size}x{model.in_size} -> {scfg.output_size}, near {camera.near:.2f} far {camera.far:.2f}")
 
     real = None
-    if scfg.real_fraction > 0:
+    if tcfg.real_fraction > 0:
         views, rgb = split_on_background(ctx.input("data", "scene"), "train", cfg.data.downscale, cfg.background,
                                          scfg.output_size)
         real = ((rgb * 255 + 0.5).clamp(0, 255).to(torch.uint8), views.c2w)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=scfg.lr, weight_decay=scfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     use_amp = dev.type == "cuda"
-    rays_mode = scfg.batch_mode == "rays"
+    rays_mode = tcfg.batch_mode == "rays"
+    if rays_mode and not model.per_ray:
+        raise StageError(f"student.train.batch_mode: rays needs a per-ray student; this {scfg.kind} one is not "
+                         "(use batch_mode: images)")
     # one global batch per step (same seed on every rank), of whole images or of rays
-    n_items = scfg.batch_images * (model.dirs.shape[0] if rays_mode else 1)
-    n_real = int(round(n_items * scfg.real_fraction)) if real is not None else 0
+    n_items = tcfg.batch_images * (model.n_rays if rays_mode else 1)
+    n_real = int(round(n_items * tcfg.real_fraction)) if real is not None else 0
     pool_img, pool_pose = (torch.cat([images, real[0]]), torch.cat([poses, real[1]])) if n_real else (images, poses)
     share = slice(rank * n_items // world, (rank + 1) * n_items // world)
 
@@ -122,32 +125,31 @@ def run(ctx) -> dict:
         if n_real:
             view = torch.cat([view, torch.randint(images.shape[0], pool_img.shape[0], (n_real,))])
         if rays_mode:
-            ray = torch.randint(0, model.dirs.shape[0], (n_items,))
-            noise = torch.rand(n_items, scfg.n_points)  # depth jitter, global batch
-            target = ray_blocks(pool_img, view[share], ray[share], model.in_size, scfg.sr_factor).to(dev)
+            ray = torch.randint(0, model.n_rays, (n_items,))
+            noise = torch.rand(n_items, model.n_points)  # depth jitter, global batch
+            target = ray_blocks(pool_img, view[share], ray[share], model.in_size, model.ray_block).to(dev)
             inputs = {"pose": pool_pose[view[share]].to(dev), "ray": ray[share].to(dev)}
         else:
-            noise = torch.rand(n_items, model.dirs.shape[0], scfg.n_points)  # depth jitter, global batch
+            noise = torch.rand(n_items, model.n_rays, model.n_points)  # depth jitter, global batch
             target = pool_img[view[share]].to(dev).permute(0, 3, 1, 2).float() / 255.0
             inputs = {"pose": pool_pose[view[share]].to(dev)}
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             pred = net(**inputs, jitter=noise[share].to(dev))
         return StepOutput(F.mse_loss(pred.float(), target))
 
-    loop = LoopSettings(name="student", knob="student", steps=scfg.steps, max_seconds=scfg.max_seconds,
-                        expected_steps=scfg.expected_steps, checkpoint_every=scfg.checkpoint_every,
-                        log_every=scfg.log_every, collective=world > 1)
-    result = train(ctx, loop, step_fn, lr_schedule(scfg.warmup_steps, scfg.steps), optimizer,
+    loop = LoopSettings(name="student", knob="student.train", steps=tcfg.steps, max_seconds=tcfg.max_seconds,
+                        expected_steps=tcfg.expected_steps, checkpoint_every=tcfg.checkpoint_every,
+                        log_every=tcfg.log_every, collective=world > 1)
+    result = train(ctx, loop, step_fn, lr_schedule(tcfg.warmup_steps, tcfg.steps), optimizer,
                    targets={"model": model}, params=model.parameters)
     if not distributed.is_main():
         return {}  # rank 0 evaluates and writes the outputs
 
     metrics = evaluate(ctx, model, images)
     metrics.update({"train_seconds": round(result.seconds, 2), "steps": result.steps,
-                    "params": count_params(model), "flops_per_frame": flops_per_frame(model),
+                    "params": count_params(model), "flops_per_frame": model.flops_per_frame(),
                     "resumed_from_step": result.start})
-    atomic_torch_save(ctx.out_dir / MODEL, {"model": model.state_dict(), "camera": dataclasses.asdict(camera),
-                                            "student_config": dataclasses.asdict(scfg)})
+    atomic_torch_save(ctx.out_dir / MODEL, student_checkpoint(model))  # kind, arch and camera: rebuilt from it
     atomic_write_json(ctx.out_dir / "curve.json", result.curve)
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
     (ctx.out_dir / CHECKPOINT).unlink(missing_ok=True)
@@ -158,7 +160,7 @@ def run(ctx) -> dict:
 
 
 @torch.no_grad()
-def evaluate(ctx, model: NeLFStudent, train_images: torch.Tensor, n_saved: int = 4) -> dict:
+def evaluate(ctx, model: StudentModel, train_images: torch.Tensor, n_saved: int = 4) -> dict:
     """Student vs the real test views and vs the teacher's renders of the same cameras."""
     dev = ctx.device
     model.eval()

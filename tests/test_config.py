@@ -1,3 +1,6 @@
+import dataclasses
+import typing
+
 import pytest
 
 from pipeline.config import Config, load_config
@@ -12,7 +15,8 @@ def test_shipped_configs_load():
     lego = load_config(ROOT / "configs" / "lego.yaml")
     assert lego.data.kind == "blender"
     gpu = load_config(ROOT / "configs" / "lego_gpu.yaml")
-    assert gpu.student.width == 256 and gpu.student.output_size == 800  # MobileR2L's size
+    assert gpu.student.mobiler2l.width == 256 and gpu.student.output_size == 800  # MobileR2L's size
+    assert lego.student.kind == "mobiler2l" and lego.student.train.batch_mode == "rays"
 
 
 def write(tmp_path, text):
@@ -27,8 +31,10 @@ def test_unknown_key_names_full_path_and_suggests(tmp_path):
 
 
 def test_wrong_type_names_full_path(tmp_path):
-    with pytest.raises(ConfigError, match=r"'student.width' must be an integer, got 'wide'"):
-        load_config(write(tmp_path, "student:\n  width: wide\n"))
+    with pytest.raises(ConfigError, match=r"'student.mobiler2l.width' must be an integer, got 'wide'"):
+        load_config(write(tmp_path, "student:\n  mobiler2l:\n    width: wide\n"))
+    with pytest.raises(ConfigError, match=r"'student.kind' must be one of 'mobiler2l', got 'grid'"):
+        load_config(write(tmp_path, "student: {kind: grid}\n"))
     with pytest.raises(ConfigError, match=r"'teacher.hash.n_levels' must be an integer"):
         load_config(write(tmp_path, "teacher:\n  hash: {n_levels: 1.5}\n"))
     with pytest.raises(ConfigError, match=r"'data.kind' must be one of 'toy' \| 'blender'"):
@@ -46,8 +52,8 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_overrides(tmp_path):
     p = write(tmp_path, "name: x\n")
-    cfg = load_config(p, ["teacher.steps=5", "student.sr_channels=[8, 4]", "data.root=/some/where"])
-    assert cfg.teacher.steps == 5 and cfg.student.sr_channels == [8, 4] and cfg.data.root == "/some/where"
+    cfg = load_config(p, ["teacher.steps=5", "student.mobiler2l.sr_channels=[8, 4]", "data.root=/some/where"])
+    assert cfg.teacher.steps == 5 and cfg.student.arch.sr_channels == [8, 4] and cfg.data.root == "/some/where"
     with pytest.raises(ConfigError, match=r"unknown key 'teacher.setps'; did you mean 'steps'"):
         load_config(p, ["teacher.setps=5"])
     with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
@@ -59,7 +65,126 @@ def test_overrides(tmp_path):
 
 
 def test_range_checks(tmp_path):
-    with pytest.raises(ConfigError, match="'student.sr_channels' must be a list of 2"):
-        load_config(write(tmp_path, "student: {sr_factor: 4, sr_channels: [8]}\n"))
+    with pytest.raises(ConfigError, match="'student.mobiler2l.sr_channels' must be a list of 2"):
+        load_config(write(tmp_path, "student: {mobiler2l: {sr_factor: 4, sr_channels: [8]}}\n"))
     with pytest.raises(ConfigError, match="'data.root' must be a scene folder"):
         load_config(write(tmp_path, "data: {kind: blender}\n"))
+
+
+@pytest.mark.parametrize("override, message", [
+    # each check names its own key (student.width: 0 was once reported as student.n_points)
+    ("student.mobiler2l.width=0", "'student.mobiler2l.width' must be >= 1, got 0"),
+    ("student.mobiler2l.n_points=0", "'student.mobiler2l.n_points' must be >= 1, got 0"),
+    ("student.mobiler2l.pe_freqs=-1", "'student.mobiler2l.pe_freqs' must be >= 0, got -1"),
+    ("student.mobiler2l.sr_channels=[8, 0]", "'student.mobiler2l.sr_channels' must be channel counts >= 1"),
+    ("student.mobiler2l.sr_factor=3", "'student.mobiler2l.sr_factor' must be a power of two, got 3"),
+    ("student.output_size=66", "'student.output_size' must be a multiple of student.mobiler2l.sr_factor"),
+    # these ended in ZeroDivisionError during training
+    ("teacher.checkpoint_every=0", "'teacher.checkpoint_every' must be >= 1, got 0"),
+    ("teacher.log_every=0", "'teacher.log_every' must be >= 1, got 0"),
+    ("teacher.grid_update_every=0", "'teacher.grid_update_every' must be >= 1, got 0"),
+    ("student.train.checkpoint_every=0", "'student.train.checkpoint_every' must be >= 1, got 0"),
+    ("student.train.log_every=0", "'student.train.log_every' must be >= 1, got 0"),
+    ("teacher.max_seconds=-5", r"'teacher.max_seconds' must be >= 0 \(0: no time budget\), got -5.0"),
+    ("student.train.max_seconds=-1", "'student.train.max_seconds' must be >= 0"),
+    ("teacher.lr=-0.01", "'teacher.lr' must be > 0, got -0.01"),
+    ("student.train.lr=0", "'student.train.lr' must be > 0, got 0.0"),
+    ("teacher.weight_decay=-1", "'teacher.weight_decay' must be >= 0"),
+    ("student.train.batch_images=0", "'student.train.batch_images' must be >= 1, got 0"),
+    ("teacher.init_batch_rays=0", "'teacher.init_batch_rays' must be >= 1"),
+    ("teacher.max_batch_rays=0", "'teacher.max_batch_rays' must be >= 1"),
+    ("distill.chunk_rays=0", "'distill.chunk_rays' must be >= 1"),
+    ("teacher.eval_chunk_rays=0", "'teacher.eval_chunk_rays' must be >= 1"),
+    ("teacher.alpha_thre=1", r"'teacher.alpha_thre' must be in \[0, 1\), got 1.0"),
+    ("distill.jitter_fraction=1.5", r"'distill.jitter_fraction' must be in \[0, 1\], got 1.5"),
+    ("student.train.real_fraction=-0.1", r"'student.train.real_fraction' must be in \[0, 1\]"),
+    ("teacher.hash.max_resolution=8", r"'teacher.hash.max_resolution' must be >= teacher.hash.base_resolution"),
+    ("teacher.hash.log2_table_size=40", r"'teacher.hash.log2_table_size' must be in \[1, 30\]"),
+    ("student.near=-1", "'student.near' must be > 0 or null"),
+    ("student.far=0", r"'student.far' must be > 0 or null \(derived\), got 0.0"),
+    ("distill.seed=-1", "'distill.seed' must be >= 0"),
+    ("data.toy.camera_angle_x=4", r"'data.toy.camera_angle_x' must be in \(0, pi\) radians"),
+    ("data.toy.n_test=0", "'data.toy.n_test' must be >= 1"),
+    ("export.check_poses=0", "'export.check_poses' must be >= 1"),
+    ("export.max_abs_diff=0", "'export.max_abs_diff' must be > 0"),
+])
+def test_each_range_check_names_its_key(tmp_path, override, message):
+    p = write(tmp_path, "name: x\n")
+    load_config(p)  # the defaults pass
+    with pytest.raises(ConfigError, match=message):
+        load_config(p, [override])
+
+
+def test_near_far_relation(tmp_path):
+    p = write(tmp_path, "name: x\n")
+    with pytest.raises(ConfigError, match=r"'student.far' must be > student.near, got 1.5"):
+        load_config(p, ["student.near=2", "student.far=1.5"])
+    cfg = load_config(p, ["student.near=2", "student.far=6"])
+    assert (cfg.student.near, cfg.student.far) == (2.0, 6.0)
+
+
+def test_rays_batches_need_a_per_ray_student(tmp_path):
+    p = write(tmp_path, "name: x\n")
+    with pytest.raises(ConfigError, match="'student.train.batch_mode' must be 'images' unless "
+                                          "student.mobiler2l.upsample is 'pixelshuffle'"):
+        load_config(p, ["student.train.batch_mode=rays"])
+    assert load_config(p, ["student.train.batch_mode=rays", "student.mobiler2l.upsample=pixelshuffle"])
+
+
+# ---------------------------------------------------------------------------
+# documentation: every key has a meaning, and docs/CONFIG.md is generated from it
+
+
+def _sections(cls=Config):
+    yield cls
+    for tp in typing.get_type_hints(cls).values():
+        if dataclasses.is_dataclass(tp):
+            yield from _sections(tp)
+
+
+def test_every_key_and_section_is_documented():
+    from pipeline.config_docs import entries
+
+    rows = entries()
+    assert len(rows) > 80
+    undocumented = [key for key, _, _, meaning in rows if len(meaning) < 8]
+    assert not undocumented, f"keys without a comment in pipeline/config.py: {undocumented}"
+    assert all((cls.__doc__ or "").strip() and not cls.__doc__.startswith(cls.__name__ + "(")
+               for cls in _sections()), "every config section needs a docstring"
+
+
+def test_field_docs_reads_trailing_and_preceding_comments():
+    """The parser itself: a missing comment is found, a comment above a field counts, and
+    a trailing comment belongs to its own line only."""
+    from pipeline.config_docs import field_docs
+
+    source = (
+        "class A:\n"
+        "    a: int = 1  # the a, pixels\n"
+        "    # the b, which needs\n"
+        "    # two lines\n"
+        "    b: float = 0.5\n"
+        "    c: str = '#'\n"
+        "\n"
+        "    # a note about d and e\n"
+        "\n"
+        "    d: int = 2\n"
+        "    e: list[int] = field(\n"
+        "        default_factory=list)  # the e\n"
+    )
+    assert field_docs(source)["A"] == {"a": "the a, pixels", "b": "the b, which needs two lines", "c": "",
+                                       "d": "", "e": "the e"}
+
+
+def test_config_reference_is_up_to_date(capsys):
+    """docs/CONFIG.md is `python -m pipeline config`; regenerate it with that command."""
+    from pipeline.cli import main
+    from pipeline.config_docs import reference
+
+    assert main(["config"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == reference()
+    assert (ROOT / "docs" / "CONFIG.md").read_text() == printed, \
+        "docs/CONFIG.md is stale: run `python -m pipeline config > docs/CONFIG.md`"
+    for key in ("teacher.compile", "student.kind", "student.mobiler2l.width", "student.train.lr", "data.toy.seed"):
+        assert f"- `{key}` (" in printed

@@ -28,7 +28,7 @@ def _config(**student) -> str:
     cfg = yaml.safe_load(TINY)
     cfg["teacher"].update(steps=12, checkpoint_every=4)
     cfg["distill"].update(n_views=12)
-    cfg["student"].update(batch_images=4, log_every=1, warmup_steps=1, **student)
+    cfg["student"]["train"].update(batch_images=4, log_every=1, warmup_steps=1, **student)
     return yaml.safe_dump(cfg)
 
 
@@ -152,15 +152,13 @@ def test_student_ddp_step_matches_single_process_and_loss_decreases(base, tmp_pa
     out = cli(two, "stage", "student", CFG, ranks=2)
     assert "data parallel over 2 ranks: 2 images per rank, global batch 4" in out.stdout
     p1, p2 = _student_params(one), _student_params(two)
-    from student.model import NeLFStudent, StudentCamera
+    from pipeline.config import load_config
+    from student.kinds import StudentCamera, build_student
 
     state = torch.load(one / "runs/tiny/student/model.pt", weights_only=False)
-    from pipeline.config import StudentConfig
-
-    torch.manual_seed(state["student_config"]["seed"])
-    init = NeLFStudent(StudentConfig(**state["student_config"]),
-                       StudentCamera(**{k: tuple(v) if isinstance(v, list) else v
-                                        for k, v in state["camera"].items()})).state_dict()
+    scfg = load_config(one / CFG).student
+    torch.manual_seed(scfg.train.seed)
+    init = build_student(state["kind"], scfg.arch, StudentCamera.from_dict(state["camera"])).state_dict()
     moved = max((p1[k].float() - init[k].float()).abs().max().item() for k in p1 if k.endswith("weight"))
     assert moved > 1e-4, "one step should move the weights"
     for k in p1:
@@ -179,5 +177,5 @@ def test_student_ddp_step_matches_single_process_and_loss_decreases(base, tmp_pa
     # under a time budget, rank 0's clock decides: every rank stops at the same step (no hang)
     (two / "configs" / "tiny.yaml").write_text(_config(steps=25, max_seconds=0.001))
     out = cli(two, "stage", "student", CFG, ranks=2)
-    assert "stopping at step 1: student.max_seconds=0.001 reached" in out.stdout
+    assert "stopping at step 1: student.train.max_seconds=0.001 reached" in out.stdout
     assert json.loads((two / "runs/tiny/student/metrics.json").read_text())["steps"] == 1

@@ -56,8 +56,10 @@ teacher:
   init_batch_rays: 256
   checkpoint_every: 10
 distill: {n_views: 6}
-student: {output_size: 16, sr_factor: 2, sr_channels: [8], width: 8, n_blocks: 1, steps: 10, batch_images: 2,
-          n_points: 4, pe_freqs: 2}
+student:
+  output_size: 16
+  mobiler2l: {sr_factor: 2, sr_channels: [8], width: 8, n_blocks: 1, n_points: 4, pe_freqs: 2}
+  train: {steps: 10, batch_images: 2}
 export: {check_poses: 1}
 report: {turntable_frames: 4, teacher_turntable_size: 16}
 """
@@ -91,7 +93,7 @@ def test_cache_rules(tiny_ws):
 
     assert _states(run_cli(tiny_ws, "status", "configs/tiny.yaml").stdout) == dict.fromkeys(STAGES, "done")
 
-    third = run_cli(tiny_ws, "run", "configs/tiny.yaml", "--set", "student.steps=12")
+    third = run_cli(tiny_ws, "run", "configs/tiny.yaml", "--set", "student.train.steps=12")
     assert _ran(third) == {"student", "export", "report"}
     assert records(tiny_ws, "tiny")["teacher"]["key"] == keys["teacher"]
     status = run_cli(tiny_ws, "status", "configs/tiny.yaml").stdout  # without the override: stale
@@ -175,9 +177,9 @@ def test_report_turntable_video(toy_run):
     import imageio.v2 as iio2
     import torch
 
-    from export.stage import load_student
     from pipeline.config import load_config
     from report.stage import turntable_poses
+    from student.kinds import load_student
 
     ws, _, _ = toy_run
     cfg = load_config(ws / "configs" / "toy.yaml")
@@ -187,7 +189,7 @@ def test_report_turntable_video(toy_run):
     assert len(frames) == cfg.report.turntable_frames and frames[0].shape == (size, size, 3)
     scene = json.loads((ws / "site" / "scenes" / "toy" / "scene.json").read_text())
     pose = turntable_poses(scene["orbit"], scene["up"], cfg.report.turntable_frames)[0]
-    model = load_student(ws / "runs" / "toy" / "student" / "model.pt", cfg, torch.device("cpu"))
+    model = load_student(ws / "runs" / "toy" / "student" / "model.pt", torch.device("cpu"))
     with torch.no_grad():
         expected = model(torch.from_numpy(pose).float())[0].permute(1, 2, 0).numpy()
     mse = np.mean((frames[0] / 255.0 - expected) ** 2)

@@ -143,11 +143,11 @@ def test_config_file_missing_not_yaml_not_mapping(tmp_path):
 
 
 def test_unknown_key_wrong_type_and_bad_overrides(tmp_path):
-    (tmp_path / "c.yaml").write_text("teacher:\n  hash: {n_levles: 4}\nstudent: {width: wide}\n")
-    (tmp_path / "t.yaml").write_text("student: {width: wide}\n")
+    (tmp_path / "c.yaml").write_text("teacher:\n  hash: {n_levles: 4}\nstudent: {mobiler2l: {width: wide}}\n")
+    (tmp_path / "t.yaml").write_text("student: {mobiler2l: {width: wide}}\n")
     (tmp_path / "ok.yaml").write_text("name: ok\n")
     error_line(cli(tmp_path, "status", "c.yaml"), 2, "unknown key 'teacher.hash.n_levles'", "did you mean 'n_levels'")
-    error_line(cli(tmp_path, "status", "t.yaml"), 2, "'student.width' must be an integer, got 'wide'")
+    error_line(cli(tmp_path, "status", "t.yaml"), 2, "'student.mobiler2l.width' must be an integer, got 'wide'")
     error_line(cli(tmp_path, "status", "ok.yaml", "--set", "teacher.hash.sizee=3"), 2,
                "unknown key 'teacher.hash.sizee'")
     error_line(cli(tmp_path, "status", "ok.yaml", "--set", "teacher.steps.x=3"), 2, "'teacher.steps' is not a section")
@@ -307,7 +307,7 @@ def test_teacher_nan_keeps_last_good_checkpoint_and_resumes(ws):
 
 def test_student_nan_then_corrupt_checkpoint_restarts(ws):
     out = ws / "runs" / "tiny" / "student"
-    args = ("stage", "student", CFG, "--set", "student.checkpoint_every=5")
+    args = ("stage", "student", CFG, "--set", "student.train.checkpoint_every=5")
     error_line(cli(ws, *args, faults="nan_at_step:7"), 1, "student: loss became nan at step 7",
                "last good checkpoint (step 5)")
     ckpt = out / "checkpoint.pt"
@@ -321,12 +321,13 @@ def test_student_nan_then_corrupt_checkpoint_restarts(ws):
 
 
 def test_student_time_budget_stops_early_and_is_recorded(ws):
-    proc = cli(ws, "stage", "student", CFG, "--force", "--set", "student.max_seconds=0.001")
+    proc = cli(ws, "stage", "student", CFG, "--force", "--set", "student.train.max_seconds=0.001")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "stopping at step 1: student.max_seconds=0.001 reached" in proc.stdout
+    assert "stopping at step 1: student.train.max_seconds=0.001 reached" in proc.stdout
     rec = record(ws, "student")
-    assert rec["metrics"]["steps"] == 1 and rec["settings"]["student"]["max_seconds"] == 0.001
-    error_line(cli(ws, "stage", "student", CFG, "--set", "student.max_seconds=-1"), 2, "student.max_seconds", ">= 0")
+    assert rec["metrics"]["steps"] == 1 and rec["settings"]["student"]["train"]["max_seconds"] == 0.001
+    error_line(cli(ws, "stage", "student", CFG, "--set", "student.train.max_seconds=-1"), 2,
+               "student.train.max_seconds", ">= 0")
 
 
 # ---------------------------------------------------------------------------
@@ -398,7 +399,7 @@ def test_teacher_sigint_stops_cleanly_and_resumes(ws):
 
 def test_concurrent_run_refused_then_sigkill_resumes(ws):
     out = ws / "runs" / "tiny" / "student"
-    args = ("stage", "student", CFG, "--set", "student.steps=60", "--set", "student.checkpoint_every=10")
+    args = ("stage", "student", CFG, "--set", "student.train.steps=60", "--set", "student.train.checkpoint_every=10")
     first, log = start(ws, *args, faults="delay:0.1")
     wait_for(lambda: "[student] running" in log.read_text(), first, "the first run to start")
     second = cli(ws, *args)

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cameras import orbit_pose
-from pipeline.config import ExportConfig, StudentConfig
-from student.model import NeLFStudent, StudentCamera, flops_per_frame, fold_batchnorm, positional_encoding
+from pipeline.cameras import Intrinsics, camera_directions, orbit_pose
+from pipeline.config import Config, ExportConfig, MobileR2LConfig, StudentConfig
+from pipeline.errors import StageError
+from student.kinds import KINDS, StudentCamera, build_student, load_student, student_checkpoint, student_class
+from student.model import NeLFStudent, fold_batchnorm, positional_encoding
 
 
 def test_positional_encoding_closed_form():
@@ -37,10 +39,10 @@ def _camera(size=32):
 
 
 def _cfg(**kw):
-    base = dict(output_size=32, sr_factor=4, n_points=4, pe_freqs=3, width=16, n_blocks=2,
-                sr_channels=[8, 8], activation="gelu")
+    """MobileR2L architecture settings of a small test student (ray grid 8x8 -> 32x32 with _camera())."""
+    base = dict(sr_factor=4, n_points=4, pe_freqs=3, width=16, n_blocks=2, sr_channels=[8, 8], activation="gelu")
     base.update(kw)
-    return StudentConfig(**base)
+    return MobileR2LConfig(**base)
 
 
 def test_student_shapes_and_range():
@@ -63,25 +65,44 @@ def test_jittered_points_stay_in_their_bins():
         assert dist[k].min() >= 2.0 + 0.5 * k - 1e-5 and dist[k].max() <= 2.0 + 0.5 * (k + 1) + 1e-5
 
 
-def test_fold_batchnorm_preserves_output():
-    torch.manual_seed(0)
-    model = NeLFStudent(_cfg(), _camera())
+def _trained_bn(model: NeLFStudent) -> NeLFStudent:
+    """The model with BatchNorm running statistics away from their initial values, in eval mode."""
     model.train()
+    with torch.no_grad():
+        for a in (0, 50, 100):
+            model(torch.tensor(orbit_pose([0, 0, 0], 3.0, a, 20), dtype=torch.float32))
+    return model.eval()
+
+
+def test_for_export_folds_batchnorm_and_preserves_output():
+    torch.manual_seed(0)
+    model = _trained_bn(NeLFStudent(_cfg(), _camera()))
     pose = torch.tensor(orbit_pose([0, 0, 0], 3.0, 10, 20), dtype=torch.float32)
-    for _ in range(3):  # populate BN running stats
-        model(pose)
-    model.eval()
-    ref = model(pose)
-    import copy
-    fused = fold_batchnorm(copy.deepcopy(model))
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
-    assert torch.allclose(fused(pose), ref, atol=1e-5)
+    with torch.no_grad():
+        ref = model(pose)
+        exported = model.for_export()
+        out = exported(pose)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in exported.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # a copy: the model keeps its BN
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batchnorm(model).modules())  # in place
 
 
 def test_flops_counts_convs():
-    model = NeLFStudent(_cfg(n_blocks=0, sr_channels=[], sr_factor=1, output_size=8), _camera(8))
+    model = NeLFStudent(_cfg(n_blocks=0, sr_channels=[], sr_factor=1), _camera(8))
     c_in = 4 * 3 * 7
-    assert flops_per_frame(model) == 2 * 64 * (c_in * 16 + 16 * 3)
+    assert model.flops_per_frame() == 2 * 64 * (c_in * 16 + 16 * 3)
+
+
+def test_ray_grid_layout():
+    model = NeLFStudent(_cfg(sr_factor=4), _camera(32))
+    assert (model.in_size, model.n_rays, model.ray_block, model.n_points) == (8, 64, 4, 4)
+    # row-major grid, z = -1 before normalising: ray (row 0, col 7) is up and to the right
+    f = 32 * 1.2 / 4  # focal on the ray grid, pixels
+    expected = torch.tensor([(7.5 - 4) / f, (4 - 0.5) / f, -1.0])
+    assert torch.allclose(model.dirs.reshape(8, 8, 3)[0, 7], expected / expected.norm(), atol=1e-6)
+    with pytest.raises(ValueError, match="not a multiple of sr_factor 4"):
+        NeLFStudent(_cfg(sr_factor=4), _camera(30))
 
 
 def test_onnx_export_matches_torch(tmp_path):
@@ -98,19 +119,32 @@ def test_onnx_export_matches_torch(tmp_path):
 
 @pytest.mark.parametrize("upsample", ["transpose", "pixelshuffle"])
 def test_coarser_student_renders_the_same_view_smaller(upsample):
-    """The preview model: the same weights on a 2x coarser ray grid gives a 2x smaller image."""
-    from student.model import coarser
-
+    """The preview model: the same weights on a 2x coarser ray grid. Its rays are, in closed
+    form, the 2x2 means of the full grid's (unnormalised, z = -1) directions, and the full
+    model fed exactly those rays renders exactly the preview's image."""
     torch.manual_seed(0)
-    model = NeLFStudent(_cfg(upsample=upsample, output_size=32, sr_factor=4), _camera()).eval()
-    small = coarser(model, 2)
+    model = _trained_bn(NeLFStudent(_cfg(upsample=upsample, sr_factor=4), _camera()))
+    small = model.coarser(2)
+    assert isinstance(small, NeLFStudent) and small.arch == model.arch and not small.training
+    assert (small.in_size, small.camera.output_size, small.camera.focal) == (4, 16, model.camera.focal / 2)
+    assert small.flops_per_frame() * 4 == model.flops_per_frame()  # every layer at half the resolution
+    f = model.camera.focal / 4
+    fine = camera_directions(Intrinsics(f, f, 4.0, 4.0, 8, 8))  # the full model's ray grid, (8, 8, 3)
+    coarse = fine.reshape(4, 2, 4, 2, 3).mean(dim=(1, 3)).reshape(-1, 3)
+    assert torch.allclose(small.dirs, coarse / coarse.norm(dim=-1, keepdim=True), atol=1e-6)
+
     pose = torch.from_numpy(orbit_pose([0, 0, 0], 3.0, 40.0, 25.0)).float()
     with torch.no_grad():
-        full, low = model(pose), small(pose)
-    assert low.shape == (1, 3, 16, 16) and small.in_size == model.in_size // 2
-    assert all(torch.equal(a, b) for (n, a), (_, b) in zip(model.state_dict().items(), small.state_dict().items(),
-                   strict=True) if n != "dirs")
-    assert full.shape == (1, 3, 32, 32) and torch.isfinite(low).all()
+        low = small(pose)
+        d = small.dirs @ pose[:3, :3].T  # (16, 3) world directions
+        x = model.ray_features(pose[:3, 3], d)  # through the full model's encoding and weights
+        expected = model.decode(x.T.reshape(1, -1, 4, 4))
+    assert low.shape == (1, 3, 16, 16)
+    assert torch.allclose(low, expected, atol=1e-6)
+    with torch.no_grad():  # and it is not just any image: the full model's is not a 2x upsampling of it
+        assert (torch.nn.functional.interpolate(low, scale_factor=2) - model(pose)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="not divisible by 3"):
+        model.coarser(3)
 
 
 def test_fp16_weights_export_is_half_size_and_close():
@@ -154,3 +188,76 @@ def test_ray_batches_match_whole_images():
     assert (blocks - expected).abs().max() <= 0.5 / 255 + 1e-6
     with pytest.raises(ValueError, match="pixelshuffle"):
         NeLFStudent(_cfg(upsample="transpose"), _camera())(poses[view], ray=ray)
+
+
+def test_registry_matches_config_sections():
+    """Every kind of student.kind is registered, has a section of its name holding its
+    architecture settings, and is built from those settings alone."""
+    import typing
+
+    kinds = typing.get_args(typing.get_type_hints(StudentConfig)["kind"])
+    assert set(kinds) == set(KINDS)
+    camera = _camera()
+    for kind in kinds:
+        cls = student_class(kind)
+        assert cls.kind == kind and isinstance(getattr(StudentConfig(), kind), cls.arch_type)
+        model = build_student(kind, StudentConfig(output_size=32).arch, camera)
+        assert model.camera == camera and model.camera.output_size == model.in_size * model.ray_block
+    with pytest.raises(ValueError, match="unknown student kind 'nerf'"):
+        student_class("nerf")
+    with pytest.raises(TypeError, match="built from MobileR2LConfig settings, got StudentConfig"):
+        NeLFStudent(StudentConfig(), camera)
+
+
+def test_student_stage_key_covers_only_the_selected_kind():
+    from pipeline.stages import Pipeline
+
+    cfg = Config()
+    assert set(cfg.student.settings()) == {"kind", "output_size", "near", "far", "mobiler2l", "train"}
+    key = Pipeline(cfg).key("student")
+    cfg.student.mobiler2l.width += 1
+    assert Pipeline(cfg).key("student") != key
+    cfg.student.mobiler2l.width -= 1
+    cfg.export.opset += 1  # another stage's setting
+    assert Pipeline(cfg).key("student") == key
+
+
+def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
+    """model.pt alone (kind, architecture, camera, weights with BatchNorm statistics) gives
+    a model with identical outputs; no config is involved."""
+    torch.manual_seed(0)
+    model = _trained_bn(NeLFStudent(_cfg(upsample="pixelshuffle", width=24), _camera()))
+    path = tmp_path / "model.pt"
+    torch.save(student_checkpoint(model), path)
+    loaded = load_student(path, torch.device("cpu"))
+    assert type(loaded) is NeLFStudent and loaded.arch == model.arch and loaded.camera == model.camera
+    assert not loaded.training
+    poses = torch.stack([torch.from_numpy(orbit_pose([0, 0, 0], 3.0, a, 25.0)).float() for a in (0, 77)])
+    with torch.no_grad():
+        assert torch.equal(loaded(poses), model(poses))
+
+
+def test_load_student_errors_are_one_line(tmp_path):
+    model = NeLFStudent(_cfg(), _camera())
+    state = student_checkpoint(model)
+    cases = {
+        "missing.pt": (None, "student model not found"),
+        "corrupt.pt": (b"not a torch file", "corrupt student model"),
+        "old.pt": ({"model": state["model"], "camera": state["camera"], "student_config": {}},
+                   r"not a student model of this project \(no kind, arch\)"),
+        "list.pt": ([1, 2], "not a student model of this project"),
+        "unknown.pt": ({**state, "kind": "grid"}, "student kind 'grid' is unknown here"),
+        "foreign_arch.pt": ({**state, "arch": {"depth": 3}}, "does not fit its own settings"),
+        "other_weights.pt": ({**state, "model": NeLFStudent(_cfg(width=8), _camera()).state_dict()},
+                             "does not fit its own settings"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content is not None:
+            torch.save(content, path)
+        with pytest.raises(StageError, match=message) as err:
+            load_student(path, torch.device("cpu"))
+        text = str(err.value)
+        assert "\n" not in text and text.startswith(str(path)) and "stage student --force" in text, text

@@ -1,0 +1,173 @@
+"""The student interface, the registry of student kinds, and the student checkpoint.
+
+A kind is a `StudentModel`: an nn.Module built from its architecture settings (its
+section of `student` in pipeline/config.py, e.g. `student.mobiler2l`) and a
+`StudentCamera` only. Training, export, the report, the viewer's preview model and the
+FLOP count use nothing but this interface, so a new kind adds one line to `KINDS`,
+one architecture section to `StudentConfig`, and its module.
+
+The checkpoint (`model.pt`) carries the kind, its architecture settings and the
+camera, so whoever loads it rebuilds the same model whatever the current config says.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.errors import StageError
+
+# kind (the value of student.kind) -> "module:class" implementing it
+KINDS: dict[str, str] = {
+    "mobiler2l": "student.model:NeLFStudent",
+}
+
+
+@dataclass(frozen=True)
+class StudentCamera:
+    """Everything about the camera and scene a student bakes in (the viewer supplies only the pose)."""
+
+    output_size: int  # pixels, square
+    focal: float  # pixels, at output_size
+    near: float  # world units along each ray
+    far: float
+    center: tuple[float, float, float]  # points are encoded as (p - center) / scale
+    scale: float
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StudentCamera:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class StudentModel(nn.Module, abc.ABC):
+    """What every student kind provides.
+
+    Rendering is on a square grid of `in_size` x `in_size` rays; each ray gives a
+    `ray_block` x `ray_block` block of the output image (output_size = in_size * ray_block).
+    """
+
+    kind: ClassVar[str]  # its key in KINDS
+    arch_type: ClassVar[type]  # its architecture settings dataclass (pipeline/config.py)
+    arch: Any  # an arch_type: the settings it was built from
+    camera: StudentCamera
+    in_size: int  # rays per side of the ray grid (set by each kind)
+
+    def __init__(self, arch: Any, camera: StudentCamera):
+        super().__init__()
+        if not isinstance(arch, self.arch_type):
+            raise TypeError(f"{type(self).__name__} is built from {self.arch_type.__name__} settings, "
+                            f"got {type(arch).__name__}")
+        self.arch, self.camera = arch, camera
+
+    @property
+    def n_rays(self) -> int:
+        """Rays per frame."""
+        return self.in_size * self.in_size
+
+    @property
+    def ray_block(self) -> int:
+        """Pixels per side of the block of the image each ray gives."""
+        return self.camera.output_size // self.in_size
+
+    @property
+    def n_points(self) -> int:
+        """Depth samples per ray that training jitters (the last axis of `jitter` / `noise`); 0: none."""
+        return 0
+
+    @property
+    def per_ray(self) -> bool:
+        """True when each ray's block depends on that ray alone: then the model can be trained
+        on any set of rays (`forward_rays`), not only on whole images."""
+        return False
+
+    @abc.abstractmethod
+    def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None) -> Tensor:
+        """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1], S = output_size.
+
+        jitter: False (deterministic), True (random depth jitter), or the noise itself,
+        (B, n_rays, n_points) in [0, 1). With `ray`: `forward_rays(pose, ray, jitter)`
+        (routed through here so that DistributedDataParallel sees the call).
+        """
+
+    def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Arbitrary rays -> their blocks, for per-ray models.
+
+        pose: (N, 4, 4) each ray's camera; ray: (N,) row-major index into the ray grid;
+        noise: optional (N, n_points) depth jitter in [0, 1). Returns (B, 3, h * r, w * r),
+        r = ray_block, (B, h, w) = `ray_layout(N, in_size)`: ray n at row-major position n of
+        a (B, h, w) grid, its block laid out as in a whole image.
+        """
+        raise ValueError(f"student kind '{self.kind}' with these settings is not per-ray: train it on images "
+                         "(student.train.batch_mode: images)")
+
+    @abc.abstractmethod
+    def coarser(self, factor: int = 2) -> StudentModel:
+        """The same weights on a ray grid `factor` times coarser (a new model): the same view as
+        an image `factor` times smaller, for about 1 / factor^2 of the cost (the viewer's preview
+        while the camera moves). ValueError if the ray grid is not divisible by `factor`."""
+
+    @abc.abstractmethod
+    def flops_per_frame(self) -> int:
+        """Floating-point operations (2 x multiply-adds) of the network layers for one frame."""
+
+    def for_export(self) -> nn.Module:
+        """A copy in eval mode ready for ONNX export (e.g. BatchNorm folded), same `forward(pose)`."""
+        return copy.deepcopy(self).eval()
+
+
+def ray_layout(n: int, grid: int) -> tuple[int, int, int]:
+    """How forward_rays lays out n rays: as n / grid^2 images of grid x grid rays when that
+    divides (convolutions then run exactly as on whole images; a 1 x n strip was 2-3x
+    slower in mkldnn's conv here), else as one 1 x n strip."""
+    return (n // (grid * grid), grid, grid) if n % (grid * grid) == 0 else (1, 1, n)
+
+
+def student_class(kind: str) -> type[StudentModel]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown student kind '{kind}'; known kinds: {', '.join(KINDS)}")
+    module, name = KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_student(kind: str, arch: Any, camera: StudentCamera) -> StudentModel:
+    """A freshly initialised student of `kind` from its architecture settings and camera."""
+    return student_class(kind)(arch, camera)
+
+
+def student_checkpoint(model: StudentModel) -> dict:
+    """What `model.pt` holds: enough to rebuild the model without any config."""
+    return {"kind": model.kind, "arch": dataclasses.asdict(model.arch), "camera": dataclasses.asdict(model.camera),
+            "model": model.state_dict()}
+
+
+def load_student(path: Path, device: torch.device) -> StudentModel:
+    """Rebuild the student a `model.pt` describes, in eval mode; a missing, corrupt or foreign
+    file is a StageError of one line."""
+    redo = "re-run `python -m pipeline stage student --force`"
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except FileNotFoundError:
+        raise StageError(f"{path}: student model not found; {redo}") from None
+    except Exception as err:
+        raise StageError(f"{path}: corrupt student model ({err.__class__.__name__}); {redo}") from None
+    missing = [k for k in ("kind", "arch", "camera", "model") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise StageError(f"{path}: not a student model of this project (no {', '.join(missing)}); {redo}")
+    if state["kind"] not in KINDS:
+        raise StageError(f"{path}: student kind '{state['kind']}' is unknown here (known: {', '.join(KINDS)}); {redo}")
+    try:
+        cls = student_class(state["kind"])
+        model = cls(cls.arch_type(**state["arch"]), StudentCamera.from_dict(state["camera"]))
+        model.load_state_dict(state["model"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else err.__class__.__name__
+        raise StageError(f"{path}: student model does not fit its own settings ({reason}); {redo}") from None
+    return model.to(device).eval()
