@@ -4,6 +4,12 @@ A stage is a function `run(ctx) -> dict` (its metrics and declared outputs)
 from its config section and its upstream stages' output folders to its own
 folder `runs/<config name>/<stage>/`. Stages read each other only through
 `ctx.upstream[name]` (folder) and `ctx.upstream_records[name]`.
+
+A stage's key hashes its settings, its upstream stages' keys, the code it runs
+and its external inputs (`Pipeline.key_parts`). The code is not listed here:
+it is every project module the entry module imports, transitively, plus the C
+sources those modules build, found from the imports (`pipeline/codedeps.py`).
+The record keeps the parts, so `status` can say which one changed.
 """
 
 from __future__ import annotations
@@ -11,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import hashlib
 import importlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import cache, distributed
+from . import cache, codedeps, distributed
 from .config import Config
 from .errors import PipelineError, StageError, UsageError
 from .io import hash_files, hash_json
@@ -35,7 +41,6 @@ class Stage:
     upstream: tuple[str, ...]
     entry: str  # "module:function" taking a StageContext, returning {"metrics": ..., "outputs": ...}
     settings: Callable[[Config], Any]  # the config values that determine the outputs
-    code: tuple[str, ...]  # source folders/files whose content is part of the key
     external: Callable[[Config], str] | None = None  # hash of inputs outside runs/
     distributed: bool = False  # runs on every torchrun rank (else on rank 0 only)
 
@@ -52,24 +57,21 @@ def _data_external(cfg: Config) -> str:
 STAGES: tuple[Stage, ...] = (
     Stage("data", (), "pipeline.data_stage:run",
           lambda c: {"data": dataclasses.asdict(c.data) | {"root": None}},
-          ("pipeline/toy_scene.py", "pipeline/scene.py", "pipeline/data_stage.py"), _data_external),
+          external=_data_external),
     Stage("teacher", ("data",), "teacher.stage:run",
           lambda c: {"teacher": dataclasses.asdict(c.teacher), "background": c.background,
-                     "downscale": c.data.downscale},
-          ("teacher", "pipeline/scene.py", "pipeline/cameras.py")),
+                     "downscale": c.data.downscale}),
     Stage("distill", ("data", "teacher"), "teacher.distill:run",
           lambda c: {"distill": dataclasses.asdict(c.distill), "output_size": c.student.output_size,
                      "background": c.background},
-          ("teacher", "pipeline/cameras.py"), distributed=True),
+          distributed=True),
     Stage("student", ("data", "distill"), "student.stage:run",
           lambda c: {"student": dataclasses.asdict(c.student), "background": c.background},
-          ("student", "pipeline/cameras.py"), distributed=True),
+          distributed=True),
     Stage("export", ("data", "distill", "student"), "export.stage:run",
-          lambda c: {"export": dataclasses.asdict(c.export), "name": c.name},
-          ("export",)),
+          lambda c: {"export": dataclasses.asdict(c.export), "name": c.name}),
     Stage("report", ("data", "teacher", "distill", "student", "export"), "export.report:run",
-          lambda c: {"report": dataclasses.asdict(c.report), "name": c.name, "background": c.background},
-          ("export", "pipeline/cameras.py")),
+          lambda c: {"report": dataclasses.asdict(c.report), "name": c.name, "background": c.background}),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -79,18 +81,6 @@ def get_stage(name: str) -> Stage:
         if s.name == name:
             return s
     raise UsageError(f"unknown stage '{name}'; stages are: {', '.join(STAGE_NAMES)}")
-
-
-def _code_digest(paths: tuple[str, ...]) -> str:
-    h = hashlib.sha256()
-    for rel in paths:
-        p = ROOT / rel
-        # .c: the teacher's CPU kernels (teacher/csrc) are code the stage runs too
-        files = sorted([*p.rglob("*.py"), *p.rglob("*.c")]) if p.is_dir() else [p]
-        for f in files:
-            h.update(str(f.relative_to(ROOT)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,30 +113,43 @@ class StageContext:
 class Pipeline:
     """Keys, states and execution of the stages of one config."""
 
-    def __init__(self, cfg: Config, config_path: Path | None = None):
+    def __init__(self, cfg: Config, config_path: Path | None = None, root: Path = ROOT):
         self.cfg = cfg
         self.config_path = config_path
+        self.root = root  # where the stages' code is read from (tests point it at a scratch copy)
         self.run_dir = Path(cfg.runs_dir) / cfg.name
         self._keys: dict[str, str] = {}
+        self._parts: dict[str, dict] = {}
 
     def out_dir(self, name: str) -> Path:
         return self.run_dir / name
 
-    def key(self, name: str) -> str:
-        if name not in self._keys:
+    def key_parts(self, name: str) -> dict:
+        """What the stage's key hashes, as stored in its record: settings, upstream keys,
+        {code file: sha256} and the external inputs' hash."""
+        if name not in self._parts:
             st = get_stage(name)
             parts = {
-                "stage": name,
                 "settings": st.settings(self.cfg),
                 "upstream": {u: self.key(u) for u in st.upstream},
-                "code": _code_digest(st.code),
+                "code": codedeps.code_hashes(self.root, st.entry.split(":")[0]),
                 "external": st.external(self.cfg) if st.external else None,
             }
-            self._keys[name] = hash_json(parts)
+            # as JSON gives them back (tuples become lists), so a record compares equal to them
+            self._parts[name] = json.loads(json.dumps(parts))
+        return self._parts[name]
+
+    def key(self, name: str) -> str:
+        if name not in self._keys:
+            self._keys[name] = hash_json({"stage": name, **self.key_parts(name)})
         return self._keys[name]
 
     def state(self, name: str) -> str:
         return cache.stage_state(self.out_dir(name), self.key(name))
+
+    def explain(self, name: str) -> tuple[str, list[str]]:
+        """The stage's state and, unless done, why (as `dvc status` says it)."""
+        return cache.explain(self.out_dir(name), self.key(name), self.key_parts(name))
 
     def _check_upstream(self, st: Stage) -> None:
         for up in st.upstream:
@@ -217,8 +220,7 @@ class Pipeline:
                 "stage": name,
                 "key": key,
                 "config": self.cfg.name,
-                "upstream": {u: self.key(u) for u in st.upstream},
-                "settings": st.settings(self.cfg),
+                **self.key_parts(name),  # settings, upstream keys, code hashes, external: what status diffs
                 "device": str(ctx.device),
                 "world_size": world if st.distributed else 1,
                 "resumed": resume,
