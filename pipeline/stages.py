@@ -181,7 +181,7 @@ class Pipeline:
             raise decision
         if decision == "cached":
             if distributed.is_main():
-                print(f"[{name}] cached: {out} (settings and inputs unchanged)", flush=True)
+                print(f"[{name}] cached: {out} (settings, code and inputs unchanged)", flush=True)
             return cache.read_record(out)
         lock = (cache.StageLock(out / cache.LOCK, f"stage '{name}' of config '{self.cfg.name}'")
                 if distributed.is_main() else contextlib.nullcontext())

@@ -245,6 +245,9 @@ def test_status_names_missing_outputs_and_changed_inputs(project, cfg):
     rec = json.loads(record.read_text())
     record.write_text(json.dumps(rec | {"key": "earlier", "external": "another scene"}))
     assert _reasons(project, cfg)["data"] == ("stale", ["input data changed"])
+    record.write_text(json.dumps({k: v for k, v in rec.items() if k != "code"} | {"key": "earlier"}))
+    assert _reasons(project, cfg)["data"] == (
+        "stale", ["recorded before records kept the key's parts; run it again to record them"])
 
     record.unlink()
     cache.prepare_output(pipe.out_dir("data"), pipe.key("data"), force=False)  # as a run that was then killed
