@@ -21,6 +21,8 @@ from pipeline.io import atomic_write_json
 from .json_schema import SchemaViolation, check_schema, validate
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "site" / "schema"
+# the schemas decide what export and report write: part of those stages' code key (pipeline/codedeps.py)
+BUILD_SOURCES = ("../site/schema/*.schema.json",)
 KINDS = ("scene", "report")
 # Where the report stage writes report.json, relative to scene.json (scene.json's "report" field).
 REPORT_FILE = "report/report.json"

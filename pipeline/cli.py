@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("config", nargs="?", help="YAML config (default: the most recent run's)")
     s.add_argument("--force", action="store_true", help="re-run the stage even if cached")
     common(s)
-    st = sub.add_parser("status", help="show each stage: done / stale / missing")
+    st = sub.add_parser("status", help="show each stage: done / stale / missing, and why")
     st.add_argument("config", nargs="?", help="YAML config (default: the most recent run's)")
     common(st)
     c = sub.add_parser("config", help="print every config key with its type, default and meaning (docs/CONFIG.md)")
@@ -133,7 +133,10 @@ def _run(args: argparse.Namespace, cfg, cfg_path: Path, overrides: list[str]) ->
     if args.command == "status":
         print(f"config {cfg_path} (name '{cfg.name}'), runs in {pipe.run_dir}")
         for st in STAGES:
-            print(f"  {st.name:<8} {pipe.state(st.name):<8} {pipe.out_dir(st.name)}")
+            state, reasons = pipe.explain(st.name)
+            print(f"  {st.name:<8} {state:<8} {pipe.out_dir(st.name)}")
+            for reason in reasons:  # why it is not done, one line each, under the stage
+                print(f"{'':<13}{reason}")
         return 0
 
     from .io import atomic_write_json

@@ -32,5 +32,6 @@ def run(ctx) -> dict:
     ctx.log(f"scene {root}: {counts}, {size[0]}x{size[1]} after downscale {cfg.data.downscale}")
     return {
         "metrics": {"n_files": len(files), **{f"n_{k}": v for k, v in counts.items()}},
-        "outputs": {"scene": str(root)},
+        # the toy scene lives in this stage's folder (relative: the runs folder may move)
+        "outputs": {"scene": "scene" if cfg.data.kind == "toy" else str(root)},
     }

@@ -6,6 +6,12 @@ from its config section and its upstream stages' outputs to its own folder
 (`Stage.outputs`); a stage reads another only by asking for one of them,
 `ctx.input("distill", "views")`, and no stage module imports another
 (tests/test_layout.py checks both). Shared code lives in library modules.
+
+A stage's key hashes its settings, its upstream stages' keys, the code it runs
+and its external inputs (`Pipeline.key_parts`). The code is not listed here:
+it is every project module the entry module imports, transitively, plus the C
+sources and data files those modules declare (`pipeline/codedeps.py`).
+The record keeps the parts, so `status` can say which one changed.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import hashlib
 import importlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +29,7 @@ from typing import Any
 
 import torch
 
-from . import cache, distributed, machine
+from . import cache, codedeps, distributed, machine
 from .config import Config
 from .errors import PipelineError, StageError, UsageError
 from .io import hash_files, hash_json
@@ -37,7 +43,6 @@ class Stage:
     upstream: tuple[str, ...]
     entry: str  # "module:function" taking a StageContext, returning {"metrics": ..., "outputs": ...}
     settings: Callable[[Config], Any]  # the config values that determine the outputs
-    code: tuple[str, ...]  # source folders/files whose content is part of the key
     # name -> what it is; run() returns each as a path (relative to the stage folder, or absolute)
     outputs: dict[str, str] = field(default_factory=dict)
     external: Callable[[Config], str] | None = None  # hash of inputs outside runs/
@@ -56,20 +61,17 @@ def _data_external(cfg: Config) -> str:
 STAGES: tuple[Stage, ...] = (
     Stage("data", (), "pipeline.data_stage:run",
           lambda c: {"data": dataclasses.asdict(c.data) | {"root": None}},
-          ("pipeline/toy_scene.py", "pipeline/scene.py", "pipeline/data_stage.py"),
           outputs={"scene": "the scene folder (Blender layout): the toy scene rendered here, or data.root"},
           external=_data_external),
     Stage("teacher", ("data",), "teacher.stage:run",
           lambda c: {"teacher": dataclasses.asdict(c.teacher), "background": c.background,
                      "downscale": c.data.downscale},
-          ("teacher", "pipeline/scene.py", "pipeline/cameras.py"),
           outputs={"model": "model.pt: field, occupancy grid and the teacher settings they were built with",
                    "metrics": "metrics.json: test PSNR/SSIM", "curve": "curve.json: loss and PSNR per step",
                    "renders": "renders/: ground truth | teacher for the first test views"}),
     Stage("distill", ("data", "teacher"), "distill.stage:run",
           lambda c: {"distill": dataclasses.asdict(c.distill), "output_size": c.student.output_size,
                      "background": c.background},
-          ("distill", "teacher", "pipeline/cameras.py"),
           outputs={"views": "transforms.json: the pseudo-views (Blender layout, PNGs in pseudo/)",
                    "test_views": "transforms_test.json: the teacher at the test cameras (PNGs in test/)",
                    "cameras": "cameras.json: the scene box and the band of camera positions around it",
@@ -77,14 +79,12 @@ STAGES: tuple[Stage, ...] = (
           distributed=True),
     Stage("student", ("data", "distill"), "student.stage:run",
           lambda c: {"student": c.student.settings(), "background": c.background},
-          ("student", "pipeline/cameras.py"),
           outputs={"model": "model.pt: weights, architecture and camera (student.model.load_student)",
                    "metrics": "metrics.json: PSNR/SSIM vs ground truth and vs the teacher, per view",
                    "curve": "curve.json", "side_by_side": "side_by_side/: ground truth | teacher | student"},
           distributed=True),
     Stage("export", ("data", "distill", "student"), "export.stage:run",
           lambda c: {"export": dataclasses.asdict(c.export), "name": c.name},
-          ("export",),
           outputs={"site": "the viewer site (export.site_dir)", "scene": "<site>/scenes/<name>/: scene.json, "
                    "model.onnx and the files it names", "metrics": "metrics.json"}),
     Stage("report", ("data", "teacher", "distill", "student", "export"), "report.stage:run",
@@ -92,7 +92,6 @@ STAGES: tuple[Stage, ...] = (
           lambda c: {"report": dataclasses.asdict(c.report), "name": c.name, "background": c.background,
                      "teacher": dataclasses.asdict(c.teacher), "data": {"downscale": c.data.downscale},
                      "render": {k: getattr(c.distill, k) for k in ("alpha_thre", "early_stop_eps", "chunk_rays")}},
-          ("report", "pipeline/cameras.py"),
           outputs={"report": "<scene>/report/: report.json, turntables, test views for compare.html",
                    "metrics": "metrics.json"}),
 )
@@ -104,18 +103,6 @@ def get_stage(name: str) -> Stage:
         if s.name == name:
             return s
     raise UsageError(f"unknown stage '{name}'; stages are: {', '.join(STAGE_NAMES)}")
-
-
-def _code_digest(paths: tuple[str, ...]) -> str:
-    h = hashlib.sha256()
-    for rel in paths:
-        p = ROOT / rel
-        # .c: the teacher's CPU kernels (teacher/csrc) are code the stage runs too
-        files = sorted([*p.rglob("*.py"), *p.rglob("*.c")]) if p.is_dir() else [p]
-        for f in files:
-            h.update(str(f.relative_to(ROOT)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,30 +163,43 @@ def check_outputs(st: Stage, out_dir: Path, outputs: dict) -> dict[str, str]:
 class Pipeline:
     """Keys, states and execution of the stages of one config."""
 
-    def __init__(self, cfg: Config, config_path: Path | None = None):
+    def __init__(self, cfg: Config, config_path: Path | None = None, root: Path = ROOT):
         self.cfg = cfg
         self.config_path = config_path
+        self.root = root  # where the stages' code is read from (tests point it at a scratch copy)
         self.run_dir = Path(cfg.runs_dir) / cfg.name
         self._keys: dict[str, str] = {}
+        self._parts: dict[str, dict] = {}
 
     def out_dir(self, name: str) -> Path:
         return self.run_dir / name
 
-    def key(self, name: str) -> str:
-        if name not in self._keys:
+    def key_parts(self, name: str) -> dict:
+        """What the stage's key hashes, as stored in its record: settings, upstream keys,
+        {code file: sha256} and the external inputs' hash."""
+        if name not in self._parts:
             st = get_stage(name)
             parts = {
-                "stage": name,
                 "settings": st.settings(self.cfg),
                 "upstream": {u: self.key(u) for u in st.upstream},
-                "code": _code_digest(st.code),
+                "code": codedeps.code_hashes(self.root, st.entry.split(":")[0]),
                 "external": st.external(self.cfg) if st.external else None,
             }
-            self._keys[name] = hash_json(parts)
+            # as JSON gives them back (tuples become lists), so a record compares equal to them
+            self._parts[name] = json.loads(json.dumps(parts))
+        return self._parts[name]
+
+    def key(self, name: str) -> str:
+        if name not in self._keys:
+            self._keys[name] = hash_json({"stage": name, **self.key_parts(name)})
         return self._keys[name]
 
     def state(self, name: str) -> str:
         return cache.stage_state(self.out_dir(name), self.key(name))
+
+    def explain(self, name: str) -> tuple[str, list[str]]:
+        """The stage's state and, unless done, why (as `dvc status` says it)."""
+        return cache.explain(self.out_dir(name), self.key(name), self.key_parts(name))
 
     def _check_upstream(self, st: Stage) -> None:
         for up in st.upstream:
@@ -231,7 +231,7 @@ class Pipeline:
             raise decision
         if decision == "cached":
             if distributed.is_main():
-                print(f"[{name}] cached: {out} (settings and inputs unchanged)", flush=True)
+                print(f"[{name}] cached: {out} (settings, code and inputs unchanged)", flush=True)
             return cache.read_record(out)
         lock = (cache.StageLock(out / cache.LOCK, f"stage '{name}' of config '{self.cfg.name}'")
                 if distributed.is_main() else contextlib.nullcontext())
@@ -270,8 +270,7 @@ class Pipeline:
                 "stage": name,
                 "key": key,
                 "config": self.cfg.name,
-                "upstream": {u: self.key(u) for u in st.upstream},
-                "settings": st.settings(self.cfg),
+                **self.key_parts(name),  # settings, upstream keys, code hashes, external: what status diffs
                 "device": str(ctx.device),
                 "machine": machine.describe(ctx.device),
                 "resolved": result.get("resolved", {}),  # speed switches as `auto` decided them here

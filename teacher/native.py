@@ -33,6 +33,9 @@ import torch  # noqa: F401 - loads torch's libgomp before any kernel library bin
 from pipeline import machine
 
 CSRC = Path(__file__).with_name("csrc")
+# What this module compiles at run time is code of every stage that imports it: the stage
+# cache hashes these files with the stage's Python modules (pipeline/codedeps.py).
+BUILD_SOURCES = ("csrc/*.c",)
 # -march=native: built on the machine that runs it (the name hashes the CPU model).
 # -ffp-contract=off: float32 results must round as the torch/CUDA twins do (no FMA).
 # -fno-trapping-math: lets the compiler vectorise float->int conversions (no FP traps are used).
