@@ -3,48 +3,30 @@ only through declared outputs, and no stage module imports another (read from th
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 from pathlib import Path
 
 import pytest
 
+from pipeline import codedeps
 from pipeline.stages import STAGES, Stage, StageContext, check_outputs, get_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE_MODULES = {st.entry.split(":")[0]: st.name for st in STAGES}
 
 
-def imported_modules(module: str) -> set[str]:
-    """Every module `module`'s source names in an import, anywhere in the file (absolute names;
-    `from a import b` counts a.b as well, since b may be a submodule)."""
-    path = Path(importlib.util.find_spec(module).origin)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
-
-
-def test_imported_modules_resolves_relative_and_lazy_imports():
-    # report.stage imports export.site_format absolutely and teacher modules; student.stage a sibling relatively
-    assert "student.model" in imported_modules("student.stage")
-    assert "export.site_format" in imported_modules("report.stage")
+def _file(module: str) -> str:
+    return Path(importlib.util.find_spec(module).origin).relative_to(ROOT).as_posix()
 
 
 @pytest.mark.parametrize("module", sorted(STAGE_MODULES))
 def test_no_stage_module_imports_another(module):
-    others = set(STAGE_MODULES) - {module}
-    found = imported_modules(module) & others
-    assert not found, f"{module} imports the stage module(s) {sorted(found)}; share code through a library module"
+    """Not directly, and not through a library module either: the whole import closure
+    (pipeline/codedeps.py, the same closure the stage's cache key hashes) holds no other stage."""
+    closure = set(codedeps.code_files(ROOT, module))
+    others = {_file(m): m for m in STAGE_MODULES if m != module}
+    found = sorted(others[f] for f in closure & set(others))
+    assert not found, f"{module} imports the stage module(s) {found}; share code through a library module"
 
 
 def test_every_stage_lives_in_a_module_named_for_it():
@@ -71,7 +53,7 @@ def test_stages_read_only_declared_outputs(tmp_path):
 
 
 def test_a_stage_must_write_what_it_declares(tmp_path):
-    st = Stage("demo", (), "x:run", lambda c: {}, (), outputs={"a": "a file", "b": "a folder"})
+    st = Stage("demo", (), "x:run", lambda c: {}, outputs={"a": "a file", "b": "a folder"})
     (tmp_path / "a.json").write_text("{}")
     (tmp_path / "b").mkdir()
     assert check_outputs(st, tmp_path, {"a": "a.json", "b": "b"}) == {"a": "a.json", "b": "b"}
