@@ -84,7 +84,7 @@ STAGES: tuple[Stage, ...] = (
                    "curve": "curve.json", "side_by_side": "side_by_side/: ground truth | teacher | student"},
           distributed=True),
     Stage("export", ("data", "distill", "student"), "export.stage:run",
-          lambda c: {"export": dataclasses.asdict(c.export), "name": c.name},
+          lambda c: {"export": dataclasses.asdict(c.export), "name": c.name, "background": c.background},
           outputs={"site": "the viewer site (export.site_dir)", "scene": "<site>/scenes/<name>/: scene.json, "
                    "model.onnx and the files it names", "metrics": "metrics.json"}),
     Stage("report", ("data", "teacher", "distill", "student", "export"), "report.stage:run",

@@ -199,7 +199,8 @@ SCENE_CASES = {
     "malformed JSON": (lambda s: (s / "transforms_test.json").write_text('{"frames": [}'),
                        "transforms_test.json: malformed JSON at line 1"),
     "no camera_angle_x": (lambda s: _edit_json(s / "transforms_train.json", lambda m: m.pop("camera_angle_x")),
-                          "'camera_angle_x' must be a number in (0, pi) radians, got None"),
+                          "'camera_angle_x' must be a number in (0, pi) radians (or give each frame's "
+                          "focal length in pixels as 'fl_x'), got None"),
     "no frames": (lambda s: _edit_json(s / "transforms_val.json", lambda m: m.pop("frames")),
                   "transforms_val.json: 'frames' must be a non-empty list"),
     "3x4 matrix": (lambda s: _edit_json(s / "transforms_train.json",
