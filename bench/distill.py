@@ -58,7 +58,7 @@ def main() -> int:
     root = Path(json.loads(record_path.read_text())["outputs"]["scene"])
     cfg = load_config(cfg_path, [f"data.root={root}"])
     dev = torch.device("cpu")
-    field, estimator = load_teacher(model_path, cfg.teacher, dev)
+    field, estimator, _ = load_teacher(model_path, cfg.teacher, dev)
     train = load_split(root, "train", cfg.data.downscale)
     aabb = np.array(cfg.teacher.aabb)
     c2w = train.c2w.numpy().astype(np.float64)

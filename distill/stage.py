@@ -23,7 +23,7 @@ from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, png_bytes
 from pipeline.scene import background_rgb, load_split
 from teacher.malloc_tuning import tune_malloc
-from teacher.model import load_teacher, speed_switches
+from teacher.model import load_teacher
 from teacher.render import MarchSettings, render_image
 
 from .poses import pose_distribution, sample_poses
@@ -86,11 +86,12 @@ def _transforms(poses: np.ndarray, cameras: list[Intrinsics], folder: str) -> di
 
 
 def pseudo_camera(train: list[Intrinsics], size: int) -> Intrinsics:
-    """The pseudo-views' camera: the training cameras' median intrinsics (one camera for
-    all: the student bakes one into its graph), imaging the same field of view at size x size."""
-    med = np.median([[c.fx, c.fy, c.cx, c.cy] for c in train], axis=0)
-    ref = train[0]
-    return Intrinsics(*map(float, med), ref.width, ref.height).resized(size, size)
+    """The pseudo-views' camera, one for all (the student bakes one into its graph): centred,
+    square pixels, size x size, with the training cameras' median horizontal field of view.
+    For a Blender scene that is its own camera resized; a capture with per-frame calibration,
+    off-centre principal points or non-square images gets the nearest such camera."""
+    fx = float(np.median([c.fx * (size / c.width) for c in train]))
+    return Intrinsics(fx, fx, 0.5 * size, 0.5 * size, size, size)
 
 
 def run(ctx) -> dict:
@@ -99,14 +100,15 @@ def run(ctx) -> dict:
     root = ctx.input("data", "scene")
     train = load_split(root, "train", cfg.data.downscale)
     test = load_split(root, "test", cfg.data.downscale)
-    # rank 0 decides: every rank must render with the same switches (files identical to one process)
-    switches = distributed.broadcast(speed_switches(cfg.teacher, ctx.device) if distributed.is_main() else None)
+    # the teacher's own switches (model.pt): every rank, and every machine, renders the same way
+    field, estimator, switches = load_teacher(ctx.input("teacher", "model"), cfg.teacher, ctx.device)
     for key, choice in switches.items():
         ctx.log(f"{key}: {choice.value} ({choice.reason})")
-    field, estimator = load_teacher(ctx.input("teacher", "model"), cfg.teacher, ctx.device, switches)
     size = cfg.student.output_size
     camera = pseudo_camera(train.intrinsics, size)
-    test_cameras = [c.resized(size, size) for c in test.intrinsics]
+    # the teacher at the test poses through the student's camera: student and teacher compare
+    # like for like (for a Blender scene this is each test view's own camera)
+    test_cameras = [camera] * len(test.c2w)
     aabb = np.array(cfg.teacher.aabb)
     dist = pose_distribution(train.c2w.numpy().astype(np.float64), (aabb[:3] + aabb[3:]) / 2)
     scene_geometry = {**dist, "aabb": aabb.tolist()}  # what downstream stages know of the scene's geometry

@@ -14,7 +14,9 @@ statically with `ast`, so the modules are never executed:
   the importing module's package;
 - imports anywhere in the module count, inside functions too: a lazy import
   still runs when the stage runs. (`importlib.import_module` with a computed
-  name is not seen; the project does not use it inside stages.)
+  name is not seen: `student/kinds.py` loads a kind's module by name, and that
+  module is in the student stage's closure by a plain import, so every stage
+  downstream of the student is keyed on it through the student's key.)
 
 Files a module compiles or loads at run time are code too. Such a module
 declares them at module level, as a literal tuple of globs relative to its own

@@ -80,9 +80,10 @@ def read_transforms(root: Path, split: str) -> dict:
         for key in INTRINSIC_KEYS:
             for where, node in ((f"frames[{k}].{key}", fr), (key, meta)):
                 value = node.get(key)
-                if value is not None and (not _number(value) or (key not in ("cx", "cy") and value <= 0)):
-                    raise DataError(f"{path}: '{where}' must be a {'finite' if key in ('cx', 'cy') else 'positive'} "
-                                    f"number of pixels, got {value!r}")
+                whole = key not in ("w", "h") or (isinstance(value, int) and not isinstance(value, bool))
+                if value is not None and (not _number(value) or (key not in ("cx", "cy") and value <= 0) or not whole):
+                    kind = "finite" if key in ("cx", "cy") else "positive whole" if key in ("w", "h") else "positive"
+                    raise DataError(f"{path}: '{where}' must be a {kind} number of pixels, got {value!r}")
     return meta
 
 

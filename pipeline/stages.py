@@ -65,12 +65,12 @@ STAGES: tuple[Stage, ...] = (
           external=_data_external),
     Stage("teacher", ("data",), "teacher.stage:run",
           lambda c: {"teacher": dataclasses.asdict(c.teacher), "background": c.background,
-                     "downscale": c.data.downscale},
+                     "data": {"downscale": c.data.downscale}},
           outputs={"model": "model.pt: field, occupancy grid and the teacher settings they were built with",
                    "metrics": "metrics.json: test PSNR/SSIM", "curve": "curve.json: loss and PSNR per step",
                    "renders": "renders/: ground truth | teacher for the first test views"}),
     Stage("distill", ("data", "teacher"), "distill.stage:run",
-          lambda c: {"distill": dataclasses.asdict(c.distill), "output_size": c.student.output_size,
+          lambda c: {"distill": dataclasses.asdict(c.distill), "student": {"output_size": c.student.output_size},
                      "background": c.background},
           outputs={"views": "transforms.json: the pseudo-views (Blender layout, PNGs in pseudo/)",
                    "test_views": "transforms_test.json: the teacher at the test cameras (PNGs in test/)",
@@ -79,7 +79,7 @@ STAGES: tuple[Stage, ...] = (
           distributed=True),
     Stage("student", ("data", "distill"), "student.stage:run",
           lambda c: {"student": c.student.settings(), "background": c.background},
-          outputs={"model": "model.pt: weights, architecture and camera (student.model.load_student)",
+          outputs={"model": "model.pt: weights, kind, architecture and camera (student.kinds.load_student)",
                    "metrics": "metrics.json: PSNR/SSIM vs ground truth and vs the teacher, per view",
                    "curve": "curve.json", "side_by_side": "side_by_side/: ground truth | teacher | student"},
           distributed=True),
@@ -253,10 +253,12 @@ class Pipeline:
             torch.set_flush_denormal(True)
             t0 = time.time()
             module, func = st.entry.split(":")
-            result, error = {}, None
+            result, error, outputs = {}, None, {}
             try:
                 if st.distributed or distributed.is_main():
                     result = getattr(importlib.import_module(module), func)(ctx) or {}
+                if distributed.is_main():  # inside the try: a missing output is a failure every rank hears of
+                    outputs = check_outputs(st, out, result.get("outputs", {}))
             except BaseException as err:  # every rank must hear of a failure, or the others wait forever
                 error = err
             if world > 1 and not isinstance(error, KeyboardInterrupt):
@@ -279,7 +281,7 @@ class Pipeline:
                 "seconds": round(seconds, 2),
                 "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "metrics": result.get("metrics", {}),
-                "outputs": check_outputs(st, out, result.get("outputs", {})) if distributed.is_main() else {},
+                "outputs": outputs if distributed.is_main() else {},
             }
             if distributed.is_main():
                 cache.finish_output(out, record)

@@ -141,7 +141,9 @@ def train(
         start, curve, elapsed = state["step"], state["curve"], state["elapsed"]
         trained = state.get("trained", False)
         extra.update(state.get("extra", {}))
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())  # map_location moved it to the device
+        if "cuda_rng" in state and ctx.device.type == "cuda":  # the teacher draws its rays on the GPU
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), ctx.device)
         ctx.log(f"resuming from step {start} ({ckpt_path}){'; training had finished' if trained else ''}")
     last_good = done = start
     elapsed0 = elapsed  # the rate for budget_warning counts this run's steps only
@@ -154,6 +156,7 @@ def train(
         atomic_torch_save(ckpt_path, {
             **{name: obj.state_dict() for name, obj in targets.items()},
             "step": step, "curve": curve, "elapsed": elapsed, "rng": torch.get_rng_state(),
+            **({"cuda_rng": torch.cuda.get_rng_state(ctx.device)} if ctx.device.type == "cuda" else {}),
             "trained": trained, "extra": dict(extra)})
 
     t_last, warned = time.time(), False
@@ -228,7 +231,8 @@ def resume_from(path: Path, device: torch.device, targets: dict[str, Any],
             raise ValueError("not a training checkpoint")
     except Exception as err:
         aside = path.with_name(path.name + ".corrupt")
-        os.replace(path, aside)
+        if distributed.is_main():  # one rank moves it; under torchrun every rank starts from step 0
+            os.replace(path, aside)
         log(f"warning: cannot read checkpoint {path} ({err.__class__.__name__}); moved it to {aside.name} "
             "and starting from step 0")
         return None

@@ -71,7 +71,7 @@ def student_frames(model, poses: list[np.ndarray]) -> list[np.ndarray]:
 @torch.no_grad()
 def teacher_frames(ctx, poses: list[np.ndarray], camera: Intrinsics) -> list[np.ndarray]:
     cfg = ctx.cfg
-    field, estimator = load_teacher(ctx.input("teacher", "model"), cfg.teacher, ctx.device)
+    field, estimator, _ = load_teacher(ctx.input("teacher", "model"), cfg.teacher, ctx.device)
     march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=cfg.distill.alpha_thre,
                           early_stop_eps=cfg.distill.early_stop_eps)
     dirs = camera_directions(camera, ctx.device)

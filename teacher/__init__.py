@@ -1,2 +1,2 @@
-"""Stage 2 (teacher): an Instant-NGP radiance field trained through nerfacc, and
-stage 3 (distill): pseudo-views rendered from it."""
+"""Stage 2 (teacher): an Instant-NGP radiance field trained through nerfacc (stage.py), and the
+library the later stages render it with (model.py, field.py, render.py, sampler.py, hashgrid.py)."""

@@ -35,9 +35,10 @@ def field_bf16_speedup(n_points: int = 1 << 15, repeats: int = 3) -> float:
     d = torch.randn(n_points, 3, generator=gen)
     fields = {}
     for dtype in (None, torch.bfloat16):
-        torch.manual_seed(0)
-        fields[dtype] = NGPField(torch.tensor([-1.0, -1, -1, 1, 1, 1]), HashGridSpec(max_resolution=512),
-                                 mlp_dtype=dtype)
+        with torch.random.fork_rng(devices=[]):  # the stage's own seeded stream stays untouched
+            torch.manual_seed(0)
+            fields[dtype] = NGPField(torch.tensor([-1.0, -1, -1, 1, 1, 1]), HashGridSpec(max_resolution=512),
+                                     mlp_dtype=dtype)
     best = {dtype: float("inf") for dtype in fields}
     for k in range(repeats + 1):  # the first round warms up; the two alternate, so other load hits both
         for dtype, field in fields.items():
@@ -62,10 +63,15 @@ def build_teacher(cfg: TeacherConfig, device: torch.device,
     return field, estimator
 
 
-def load_teacher(path: Path, cfg: TeacherConfig, device: torch.device,
-                 switches: dict[str, Choice] | None = None) -> tuple[NGPField, OccGridEstimator]:
-    """Load `model.pt`; a checkpoint of other settings or a corrupt file is a clear error.
-    `switches`: from `speed_switches` (resolved here if None)."""
+def load_teacher(path: Path, cfg: TeacherConfig,
+                 device: torch.device) -> tuple[NGPField, OccGridEstimator, dict[str, Choice]]:
+    """Load `model.pt`: the field, the occupancy grid, and the speed switches it runs with.
+
+    The switches are the ones the teacher was trained with (stored in model.pt), so a
+    teacher renders as it trained even where `auto` would decide otherwise (a runs folder
+    shared by several machines); a model.pt without them resolves them here. A checkpoint
+    of other settings or a corrupt file is a clear error.
+    """
     try:
         state = torch.load(path, map_location=device, weights_only=False)
     except FileNotFoundError:
@@ -80,6 +86,13 @@ def load_teacher(path: Path, cfg: TeacherConfig, device: torch.device,
         raise StageError(f"{path}: checkpoint was trained with other teacher settings than this config's "
                          f"({_differences(saved, dataclasses.asdict(cfg))}); "
                          "re-run `python -m pipeline stage teacher --force`")
+    trained_with = state.get("switches")
+    if isinstance(trained_with, dict) and set(trained_with) == {"teacher.compile", "teacher.mlp_bf16"}:
+        switches = {k: Choice(bool(v), "as the teacher was trained (model.pt)") for k, v in trained_with.items()}
+        if device.type != "cpu":  # bf16 MLPs on the CPU only; compile is decided by the device
+            switches = speed_switches(cfg, device)
+    else:
+        switches = speed_switches(cfg, device)
     field, estimator = build_teacher(cfg, device, switches)
     try:
         field.load_state_dict(state["field"])
@@ -89,7 +102,7 @@ def load_teacher(path: Path, cfg: TeacherConfig, device: torch.device,
                          "re-run `python -m pipeline stage teacher --force`") from None
     field.eval()
     estimator.eval()
-    return field, estimator
+    return field, estimator, switches
 
 
 def _differences(saved: dict, current: dict, prefix: str = "teacher.") -> str:

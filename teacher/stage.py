@@ -121,6 +121,7 @@ def run(ctx) -> dict:
     atomic_torch_save(ctx.out_dir / MODEL, {
         "field": field.state_dict(), "estimator": estimator.state_dict(),
         "teacher_config": dataclasses.asdict(tcfg),
+        "switches": {key: choice.value for key, choice in switches.items()},  # what downstream renders with
     })
     atomic_write_json(ctx.out_dir / "curve.json", result.curve)
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
