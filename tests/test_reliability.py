@@ -250,16 +250,28 @@ def test_rgb_image_when_alpha_required(toy_scene, tmp_path, monkeypatch, capsys)
 
 
 def test_teacher_model_from_other_config_or_corrupt(ws):
+    from pipeline.config import load_config
+    from pipeline.errors import StageError
+    from teacher.model import load_teacher
+
+    cfg = load_config(ws / CFG).teacher
     model = ws / "runs" / "tiny" / "teacher" / "model.pt"
     good = model.read_bytes()
     state = torch.load(model, weights_only=False)
     state["teacher_config"]["hidden"] = 32
     torch.save(state, model)
-    error_line(cli(ws, "stage", "distill", CFG, "--force"), 1, "model.pt: checkpoint was trained with other",
-               "teacher.hidden: 32 in the checkpoint, 64 in the config", "stage teacher --force")
+    with pytest.raises(StageError, match="model.pt: checkpoint was trained with other teacher settings") as err:
+        load_teacher(model, cfg, torch.device("cpu"))
+    assert "teacher.hidden: 32 in the checkpoint, 64 in the config" in str(err.value)
+    assert "stage teacher --force" in str(err.value)
     model.write_bytes(good[: len(good) // 2])
-    error_line(cli(ws, "stage", "distill", CFG, "--force"), 1, "model.pt: corrupt teacher checkpoint",
-               "stage teacher --force")
+    with pytest.raises(StageError, match="model.pt: corrupt teacher checkpoint.*stage teacher --force"):
+        load_teacher(model, cfg, torch.device("cpu"))
+    # through the command line, a model.pt that is not the one the teacher wrote makes the teacher
+    # stale (its record keeps each output's size), so nothing renders from it
+    error_line(cli(ws, "stage", "distill", CFG, "--force"), 1, "needs stage 'teacher' first", "is stale")
+    status = cli(ws, "status", CFG)
+    assert "output changed: model.pt" in status.stdout, status.stdout
 
 
 # ---------------------------------------------------------------------------
