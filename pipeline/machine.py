@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from .io import atomic_write_json
+
 # CPU flags (/proc/cpuinfo) of native bf16 arithmetic: x86 AVX-512 BF16 or AMX, Arm's BF16 extension
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 # bf16 must beat float32 by this factor to be chosen: a small gain in the MLPs alone is eaten
@@ -151,10 +153,7 @@ def measured(name: str, measure: Callable[[], float]) -> float:
         pass
     value = float(measure())
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"value": value, "key": key, "cpu": cpu.model}))
-        os.replace(tmp, path)
+        atomic_write_json(path, {"value": value, "key": key, "cpu": cpu.model})
     except OSError:
         pass  # an unwritable cache only means measuring again next time
     return value
