@@ -111,6 +111,13 @@ def test_killed_rank_resumes_without_duplicates(base, tmp_path):
     os.kill(workers[0], signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode != 0
+    # torchrun may exit before its surviving worker does; that worker could still write a
+    # view after we count, so stop the whole session and wait until every worker is gone
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _wait_gone(workers)
     written = len(list(pseudo.glob("*.png")))
     assert 0 < written < 12 and not (ws / "runs/tiny/distill/record.json").exists()
 
@@ -122,6 +129,24 @@ def test_killed_rank_resumes_without_duplicates(base, tmp_path):
     cli(reference, "stage", "distill", CFG)
     assert _files(pseudo) == _files(reference / "runs/tiny/distill/pseudo")
     assert not list(pseudo.glob("*.tmp")) and not list(pseudo.glob(".*"))
+
+
+def _wait_gone(pids: list[int], timeout: float = 30.0) -> None:
+    """Until none of `pids` runs (a zombie counts as gone: it can no longer write)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        alive = []
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state not in ("Z", "X"):
+                alive.append(pid)
+        if not alive:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"workers {pids} still running {timeout} s after torchrun exited")
 
 
 def _children(pid: int) -> list[int]:
