@@ -9,7 +9,8 @@ quality figures, then, last, one JSON line with `teacher_psnr`, `student_psnr`,
 
 Both PSNRs are on the same views: every test view, the teacher's from its distilled
 renders of the test cameras, the student's from its own output; against ground truth.
-Targets (2 cores): student PSNR >= teacher PSNR - 1 dB; the whole profile in about an hour.
+Targets (2 cores, issue #15): student PSNR >= teacher PSNR - 3 dB (the longer-term goal: 1 dB);
+the whole profile in about an hour.
 
     python bench/lego_cpu.py [--scene ../shared/data/nerf_synthetic_200/lego] [--set KEY=VALUE]
 """
@@ -26,7 +27,7 @@ from pipeline.machine import short
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("data", "teacher", "distill", "student", "export", "report")
-MAX_GAP_DB = 1.0
+MAX_GAP_DB = 3.0
 TARGET_SECONDS = 3600
 
 

@@ -75,7 +75,7 @@ def run(ctx) -> dict:
         onnx_bytes, report = export_onnx(model, ecfg, check_poses, ctx.out_dir)
         preview = model.coarser(2) if ecfg.preview and model.in_size % 2 == 0 else None
         preview_bytes, preview_report = (export_onnx(preview, ecfg, check_poses, ctx.out_dir / "preview")
-                                         if preview else (None, {"max_abs_diff": 0.0}))
+                                         if preview else (None, {"max_abs_diff": 0.0, "mismatch_fraction": 0.0}))
     except OSError:
         raise  # a path problem: the command line names the path
     except Exception as err:  # torch.onnx, the checker and onnxsim raise many types
@@ -83,9 +83,11 @@ def run(ctx) -> dict:
         raise StageError(f"ONNX export failed ({err.__class__.__name__}: {reason}); try export.simplify: false "
                          f"or another export.opset (now {ecfg.opset}); --debug shows the traceback") from err
     for what, rep in (("", report), ("preview ", preview_report)):
-        if rep["max_abs_diff"] >= ecfg.max_abs_diff:
-            raise StageError(f"{what}ONNX output differs from torch by {rep['max_abs_diff']:.2e} "
-                             f"(limit export.max_abs_diff={ecfg.max_abs_diff})")
+        if rep["mismatch_fraction"] > ecfg.max_mismatch_fraction:
+            raise StageError(f"{what}ONNX output differs from torch by more than export.max_abs_diff="
+                             f"{ecfg.max_abs_diff} in {rep['mismatch_fraction']:.3%} of the colour values (worst "
+                             f"{rep['max_abs_diff']:.2e}; limit export.max_mismatch_fraction="
+                             f"{ecfg.max_mismatch_fraction})")
     if ecfg.preview and preview is None:
         ctx.log(f"no preview model: the {model.in_size}x{model.in_size} ray grid cannot be halved")
     ref_png, ort_ms = reference_image(onnx_bytes, ref_pose)
@@ -129,6 +131,7 @@ def run(ctx) -> dict:
                **{k: v for k, v in model_card.items() if k.startswith("fp16")}}
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
     ctx.log(f"{scene_dir / 'model.onnx'}: {len(onnx_bytes) / 1e6:.2f} MB, max |onnx - torch| "
-            f"{report['max_abs_diff']:.2e}, {ort_ms:.1f} ms/frame in onnxruntime (1 thread)")
+            f"{report['max_abs_diff']:.2e} ({report['mismatch_fraction']:.3%} of values > {ecfg.max_abs_diff}), "
+            f"{ort_ms:.1f} ms/frame in onnxruntime (1 thread)")
     return {"metrics": metrics, "outputs": {"site": str(site_dir.resolve()), "scene": str(scene_dir.resolve()),
                                             "metrics": "metrics.json"}}

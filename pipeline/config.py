@@ -129,6 +129,34 @@ class MobileR2LConfig:
 
 
 @dataclass
+class GridLFConfig:
+    """Architecture of the surface-anchored feature-grid light field (student.kind: gridlf):
+    one ray per output pixel; the teacher's occupancy grid (inside the graph) says where along
+    the ray the surface starts; K points in a short window there read learned multi-resolution
+    feature grids; a small MLP maps the features and the view direction to colour. Lengths
+    are in cells of the occupancy grid, so they follow the scene box, not a scene's units."""
+
+    occupancy_resolution: int = 128  # cells per side of the marched grid of the teacher's surfaces (>= 1)
+    dilate: int = 1  # grow occupied cells by this many cells (>= 0) so that thin parts are not stepped over
+    march_stride: int = 4  # the march runs on rays every this many pixels (>= 1; output_size a multiple)
+    n_points: int = 4  # K feature points per ray (>= 1)
+    window: float = 4.0  # the K points span this many occupancy cells from the first occupied one (> 0)
+    anchor: bool = True  # false: the K points spread from box entry to exit instead (the ablation)
+    # each pixel then marches its own ray this many cells from its block's hit (>= 0; 0: off): behind
+    # a thin part the block's ray hit, it finds its own surface; beside one, none (background)
+    refine: int = 0
+    # "triplane": three axis-aligned feature planes per resolution, read at the nearest cell (one
+    # Gather a point); "grid": dense 3D grids, trilinear (8 corners: ~20x slower in onnxruntime)
+    features: Literal["triplane", "grid"] = "triplane"
+    grid_resolutions: list[int] = field(default_factory=lambda: [256])  # cells per side of each (>= 2)
+    grid_channels: int = 8  # features per plane or grid (>= 1)
+    dir_freqs: int = 4  # frequencies of the view direction's encoding (>= 0)
+    width: int = 64  # MLP hidden width (>= 1)
+    depth: int = 2  # hidden layers (>= 1)
+    grid_lr_scale: float = 1.0  # the grids' learning rate is student.train.lr times this (> 0)
+
+
+@dataclass
 class StudentTrainConfig:
     """How the student is trained (any kind)."""
 
@@ -144,16 +172,23 @@ class StudentTrainConfig:
     # at random from every view (per-ray networks only, e.g. mobiler2l with upsample: pixelshuffle):
     # decorrelated batches, faster convergence per step
     batch_mode: Literal["images", "rays"] = "images"
+    # rays mode: rays in each global batch (>= 0; 0: as many as batch_images images have). A
+    # per-pixel student (gridlf) has 40,000 rays in one 200x200 image: a batch of a few thousand
+    # rays from many views trains faster per second than one whole image's worth
+    batch_rays: int = 0
     lr: float = 0.001  # AdamW learning rate after warm-up (> 0)
     weight_decay: float = 0.0  # AdamW weight decay (>= 0)
     warmup_steps: int = 100  # linear learning-rate warm-up, steps (>= 0); then cosine decay to 5%
     real_fraction: float = 0.0  # share of each batch drawn from the real training views, in [0, 1]
+    # rays mode: share of each batch drawn from a pool of the rays with the highest loss so far
+    # (R2L's hard-example mining, 0.2 there), in [0, 1]
+    hard_fraction: float = 0.0
     checkpoint_every: int = 500  # steps between resumable checkpoints (>= 1)
     log_every: int = 50  # steps between loss-curve entries (>= 1)
     seed: int = 0  # random seed of initialisation and batches (>= 0)
 
 
-StudentKind = Literal["mobiler2l"]  # every kind has an architecture section of its name in StudentConfig
+StudentKind = Literal["mobiler2l", "gridlf"]  # every kind has an architecture section of its name in StudentConfig
 
 
 @dataclass
@@ -166,6 +201,7 @@ class StudentConfig:
     near: float | None = None  # nearest depth of the encoded points, world units (> 0); null: from the cameras and box
     far: float | None = None  # farthest depth, world units (> near); null: from the cameras and the scene box
     mobiler2l: MobileR2LConfig = field(default_factory=MobileR2LConfig)
+    gridlf: GridLFConfig = field(default_factory=GridLFConfig)
     train: StudentTrainConfig = field(default_factory=StudentTrainConfig)
 
     @property
@@ -190,7 +226,10 @@ class ExportConfig:
     check_poses: int = 3  # poses on which the ONNX output is compared with torch (>= 1)
     preview: bool = True  # also export the model on a 2x coarser ray grid (the viewer's preview while moving)
     fp16: bool = False  # also write model_fp16.onnx (float16 conv weights, half the file); the viewer loads it
-    max_abs_diff: float = 1e-3  # largest accepted |onnx - torch| of an output colour in [0, 1] (> 0)
+    max_abs_diff: float = 1e-3  # largest accepted |onnx - torch| of an output colour in [0, 1] (> 0) ...
+    # ... in all but this share of the colour values (in [0, 1]): a student reading grids at the nearest
+    # cell (gridlf) may land in the neighbouring cell where float rounding differs at a cell border
+    max_mismatch_fraction: float = 1e-3
 
 
 @dataclass
@@ -383,18 +422,32 @@ def _check_ranges(cfg: Config, source: str) -> None:
             at_least(f"student.mobiler2l.{key}", 0)
         need(s.train.batch_mode == "images" or m.upsample == "pixelshuffle", "student.train.batch_mode",
              "'images' unless student.mobiler2l.upsample is 'pixelshuffle' (ConvTranspose mixes neighbouring rays)")
+    if s.kind == "gridlf":
+        g = s.gridlf
+        for key in ("occupancy_resolution", "march_stride", "n_points", "grid_channels", "width", "depth"):
+            at_least(f"student.gridlf.{key}", 1)
+        for key in ("dilate", "dir_freqs", "refine"):
+            at_least(f"student.gridlf.{key}", 0)
+        for key in ("window", "grid_lr_scale"):
+            positive(f"student.gridlf.{key}")
+        need(len(g.grid_resolutions) >= 1 and all(r >= 2 for r in g.grid_resolutions),
+             "student.gridlf.grid_resolutions", "a list of one or more resolutions >= 2")
+        need(s.output_size % g.march_stride == 0, "student.output_size",
+             f"a multiple of student.gridlf.march_stride ({g.march_stride})")
     for key in ("steps", "batch_images", "checkpoint_every", "log_every"):
         at_least(f"student.train.{key}", 1)
     at_least("student.train.max_seconds", 0, " (0: no time budget)")
     at_least("student.train.expected_steps", 0, " (0: student.train.steps)")
-    for key in ("weight_decay", "warmup_steps", "seed"):
+    for key in ("weight_decay", "warmup_steps", "seed", "batch_rays"):
         at_least(f"student.train.{key}", 0)
     positive("student.train.lr")
     fraction("student.train.real_fraction")
+    fraction("student.train.hard_fraction")
 
     at_least("export.opset", 17)
     at_least("export.check_poses", 1)
     positive("export.max_abs_diff")
+    fraction("export.max_mismatch_fraction")
     at_least("report.turntable_frames", 1)
     at_least("report.fps", 1)
     need(cfg.report.gif_size >= 8 and cfg.report.gif_size % 2 == 0, "report.gif_size", "an even number >= 8")

@@ -77,7 +77,7 @@ STAGES: tuple[Stage, ...] = (
                    "cameras": "cameras.json: the scene box and the band of camera positions around it",
                    "metrics": "metrics.json"},
           distributed=True),
-    Stage("student", ("data", "distill"), "student.stage:run",
+    Stage("student", ("data", "teacher", "distill"), "student.stage:run",
           lambda c: {"student": c.student.settings(), "background": c.background},
           outputs={"model": "model.pt: weights, kind, architecture and camera (student.kinds.load_student)",
                    "metrics": "metrics.json: PSNR/SSIM vs ground truth and vs the teacher, per view",

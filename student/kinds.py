@@ -28,6 +28,7 @@ from pipeline.errors import StageError
 # kind (the value of student.kind) -> "module:class" implementing it
 KINDS: dict[str, str] = {
     "mobiler2l": "student.model:NeLFStudent",
+    "gridlf": "student.grid:GridLightField",
 }
 
 
@@ -41,6 +42,7 @@ class StudentCamera:
     far: float
     center: tuple[float, float, float]  # points are encoded as (p - center) / scale
     scale: float
+    aabb: tuple[float, ...] | None = None  # the scene box (xmin, ymin, zmin, xmax, ymax, zmax): the teacher's
 
     @classmethod
     def from_dict(cls, d: dict) -> StudentCamera:
@@ -55,6 +57,7 @@ class StudentModel(nn.Module, abc.ABC):
     """
 
     kind: ClassVar[str]  # its key in KINDS
+    needs_occupancy: ClassVar[bool] = False  # True: the stage hands it the teacher's grid (`from_teacher`)
     arch_type: ClassVar[type]  # its architecture settings dataclass (pipeline/config.py)
     arch: Any  # an arch_type: the settings it was built from
     camera: StudentCamera
@@ -87,6 +90,15 @@ class StudentModel(nn.Module, abc.ABC):
         """True when each ray's block depends on that ray alone: then the model can be trained
         on any set of rays (`forward_rays`), not only on whole images."""
         return False
+
+    def from_teacher(self, occupancy: Tensor) -> None:
+        """Take scene knowledge from the teacher: its occupancy grid, (R, R, R) bool over the
+        scene box. Called once before training by kinds with `needs_occupancy`; it is saved
+        with the weights (a buffer), so the exported graph carries it."""
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The optimiser's parameter groups at base learning rate `lr` (one group by default)."""
+        return [{"params": list(self.parameters()), "lr": lr}]
 
     @abc.abstractmethod
     def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None) -> Tensor:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+import student.grid  # noqa: F401  every kind's module is the student's code (kinds.py imports it by name)
 from pipeline import distributed
 from pipeline.cameras import Intrinsics
 from pipeline.errors import StageError
@@ -16,8 +17,11 @@ from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from pipeline.metrics import psnr, ssim
 from pipeline.scene import load_rendered_views, split_on_background
 from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
+from teacher.model import load_teacher
+from teacher.occupancy import surface_occupancy
 
 from .kinds import StudentCamera, StudentModel, build_student, ray_layout, student_checkpoint
+from .mining import HardRayPool, ray_errors
 from .model import count_params
 
 MODEL = "model.pt"
@@ -52,7 +56,7 @@ def student_camera(cfg, camera: Intrinsics, scene_cameras: dict) -> StudentCamer
     far = s.far if s.far is not None else r_max + radius
     focal = camera.resized(s.output_size, s.output_size).fx
     return StudentCamera(output_size=s.output_size, focal=focal, near=near, far=far,
-                         center=tuple(center), scale=radius)
+                         center=tuple(center), scale=radius, aabb=tuple(float(v) for v in aabb))
 
 
 def lr_schedule(warmup_steps: int, steps: int):
@@ -85,6 +89,16 @@ def run(ctx) -> dict:
                          f"{scfg.output_size}; re-run distill")
     camera = student_camera(cfg, c, scene_cameras)
     model = build_student(scfg.kind, scfg.arch, camera).to(dev)
+    if model.needs_occupancy:
+        field, estimator, _ = load_teacher(ctx.input("teacher", "model"), cfg.teacher, dev)
+        occupancy = surface_occupancy(field, torch.tensor(cfg.teacher.aabb), model.arch.occupancy_resolution)
+        del field, estimator
+        try:
+            model.from_teacher(occupancy)
+        except ValueError as err:
+            raise StageError(str(err)) from None
+        ctx.log(f"teacher surfaces: {occupancy.float().mean():.1%} of {tuple(occupancy.shape)} cells at least "
+                f"half opaque; {model.occupancy.mean():.1%} after dilation")
     world, rank = distributed.world_size(), distributed.rank()
     net = model
     if world > 1:
@@ -106,17 +120,20 @@ def run(ctx) -> dict:
                                          scfg.output_size)
         real = ((rgb * 255 + 0.5).clamp(0, 255).to(torch.uint8), views.c2w)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.param_groups(tcfg.lr), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     use_amp = dev.type == "cuda"
     rays_mode = tcfg.batch_mode == "rays"
     if rays_mode and not model.per_ray:
         raise StageError(f"student.train.batch_mode: rays needs a per-ray student; this {scfg.kind} one is not "
                          "(use batch_mode: images)")
     # one global batch per step (same seed on every rank), of whole images or of rays
-    n_items = tcfg.batch_images * (model.n_rays if rays_mode else 1)
+    n_items = (tcfg.batch_rays or tcfg.batch_images * model.n_rays) if rays_mode else tcfg.batch_images
     n_real = int(round(n_items * tcfg.real_fraction)) if real is not None else 0
     pool_img, pool_pose = (torch.cat([images, real[0]]), torch.cat([poses, real[1]])) if n_real else (images, poses)
     share = slice(rank * n_items // world, (rank + 1) * n_items // world)
+    n_share = share.stop - share.start
+    n_hard = int(n_share * tcfg.hard_fraction) if rays_mode else 0
+    pool = HardRayPool(n_share) if n_hard else None  # per process; rebuilt within steps after a resume
 
     def step_fn(step: int) -> StepOutput:
         net.train()
@@ -127,14 +144,19 @@ def run(ctx) -> dict:
         if rays_mode:
             ray = torch.randint(0, model.n_rays, (n_items,))
             noise = torch.rand(n_items, model.n_points)  # depth jitter, global batch
-            target = ray_blocks(pool_img, view[share], ray[share], model.in_size, model.ray_block).to(dev)
-            inputs = {"pose": pool_pose[view[share]].to(dev), "ray": ray[share].to(dev)}
+            view, ray = view[share].clone(), ray[share].clone()
+            if pool is not None and len(pool):  # the first rays of the share (pseudo-views) from the hard pool
+                view[:n_hard], ray[:n_hard] = pool.draw(n_hard)
+            target = ray_blocks(pool_img, view, ray, model.in_size, model.ray_block).to(dev)
+            inputs = {"pose": pool_pose[view].to(dev), "ray": ray.to(dev)}
         else:
             noise = torch.rand(n_items, model.n_rays, model.n_points)  # depth jitter, global batch
             target = pool_img[view[share]].to(dev).permute(0, 3, 1, 2).float() / 255.0
             inputs = {"pose": pool_pose[view[share]].to(dev)}
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             pred = net(**inputs, jitter=noise[share].to(dev))
+        if pool is not None:
+            pool.update(view, ray, ray_errors(pred.detach(), target, model.ray_block))
         return StepOutput(F.mse_loss(pred.float(), target))
 
     loop = LoopSettings(name="student", knob="student.train", steps=tcfg.steps, max_seconds=tcfg.max_seconds,

@@ -149,3 +149,59 @@ def write_fake_report(scene_dir: Path, psnrs: tuple[float, ...] = (31.5, 24.25, 
         turntable={"frames": 4, "fps": 12, "size": SIZE, "teacher_size": 0}, views=views)
     site_format.write(report_path, report, "report")
     return report_path
+
+
+def fake_gridlf(size: int = SIZE, seed: int = 0):
+    """A small gridlf student (student/grid.py) with every op of the real one: occupancy
+    march, nearest-cell tri-plane Gather, split first layer. Its scene is a sphere of
+    radius 0.8 in the box [-1, 1]^3; its planes hold smooth colour patterns (as trained
+    planes do), so a lookup that lands in the neighbouring cell changes little."""
+    from pipeline.config import GridLFConfig
+    from student.grid import GridLightField
+    from student.kinds import StudentCamera
+
+    focal = size / (2 * math.tan(math.radians(40.0) / 2))
+    camera = StudentCamera(output_size=size, focal=focal, near=1.0, far=8.0, center=(0.0, 0.0, 0.0),
+                           scale=math.sqrt(3.0), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
+    arch = GridLFConfig(occupancy_resolution=16, march_stride=4, n_points=4, grid_resolutions=[8, 32],
+                        grid_channels=4, width=16, depth=2, dir_freqs=2)
+    torch.manual_seed(seed)
+    model = GridLightField(arch, camera)
+    r = arch.occupancy_resolution
+    centres = (torch.arange(r) + 0.5) / r * 2 - 1
+    x, y, z = torch.meshgrid(centres, centres, centres, indexing="ij")
+    model.from_teacher(x ** 2 + y ** 2 + z ** 2 <= 0.8 ** 2)
+    with torch.no_grad():
+        for plane, res in zip(model.grids, arch.grid_resolutions, strict=True):
+            u = (torch.arange(res) + 0.5) / res
+            a, b = torch.meshgrid(u, u, indexing="ij")
+            freq = torch.rand(3, arch.grid_channels, 2) * 6
+            phase = torch.rand(3, arch.grid_channels) * 6.28
+            pattern = torch.sin(freq[..., 0, None, None] * a + freq[..., 1, None, None] * b + phase[..., None, None])
+            plane.copy_(pattern.permute(0, 2, 3, 1).reshape(3 * res * res, arch.grid_channels))
+        model.background.fill_(2.0)
+    return model.eval()
+
+
+def write_fake_gridlf_scene(site_dir: Path, name: str = "fakegrid") -> Path:
+    """scenes/<name>/ with a `fake_gridlf` model exported by the real export code (rgba output)."""
+    from PIL import Image
+
+    from export.onnx_export import simplify, to_onnx_bytes
+
+    scene_dir = Path(site_dir) / "scenes" / name
+    scene_dir.mkdir(parents=True, exist_ok=True)
+    model = fake_gridlf()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        onnx_bytes = simplify(to_onnx_bytes(model, 17))
+    model_path = scene_dir / "model.onnx"
+    model_path.write_bytes(onnx_bytes)
+    ref_pose = orbit_pose(ORBIT["target"], *REFERENCE_VIEW).astype(np.float32)
+    Image.fromarray(to_rgb8(run_ort(model_path, ref_pose))).save(scene_dir / "reference.png")
+    scene = site_format.scene_document(
+        name=name, width=SIZE, height=SIZE, up=[0, 0, 1], background=[1, 1, 1], orbit=ORBIT,
+        reference_pose=ref_pose.tolist(), output="rgba", output_layout="rgba255")
+    site_format.write(scene_dir / "scene.json", scene, "scene")
+    add_to_index(site_dir, name)
+    return scene_dir

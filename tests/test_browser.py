@@ -25,7 +25,7 @@ from browser import (
     serve,
     wait_state,
 )
-from fake_scene import add_to_index, write_fake_report, write_fake_scene
+from fake_scene import add_to_index, write_fake_gridlf_scene, write_fake_report, write_fake_scene
 
 from export import site_format
 from pipeline.cameras import orbit_pose
@@ -61,6 +61,7 @@ def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = copy_site(tmp_path_factory.mktemp("site") / "site")
     fake = write_fake_scene(site, "fake")
     write_fake_report(fake)
+    write_fake_gridlf_scene(site, "fakegrid")  # the gridlf student's ops (Gather, ArgMax, ...)
 
     def variant(name: str) -> Path:  # a copy of the fake scene, to be broken
         shutil.copytree(fake, site / "scenes" / name)
@@ -182,6 +183,28 @@ def test_webgpu_matches_onnxruntime_python(webgpu_browser, base_url: str, site_d
     assert canvas_vs_ort_psnr(page, model) >= MIN_PSNR_DB
     assert "webgpu" in page.inner_text("#status")
     screenshot(page, shots, "webgpu")
+    assert log.errors == []
+    page.context.close()
+
+
+@pytest.mark.parametrize("backend", ["wasm", "webgpu"])
+def test_gridlf_ops_match_onnxruntime_python(request, backend: str, base_url: str, site_dir: Path,
+                                             shots: Path) -> None:
+    """The gridlf student's graph (occupancy march with ArgMax, nearest-cell Gathers of tri-planes)
+    passes the self-check and matches onnxruntime-python on WASM and on SwiftShader's WebGPU."""
+    b = request.getfixturevalue("browser" if backend == "wasm" else "webgpu_browser")
+    page, log = open_page(b, f"{base_url}?backend={backend}&scene=fakegrid")
+    assert wait_state(page, timeout_ms=READY_TIMEOUT_MS) == "ready", page.inner_text("body")
+    if backend == "webgpu" and page.evaluate("viewer.backend") != "webgpu":
+        page.context.close()
+        pytest.skip("this Chromium offers no WebGPU adapter (SwiftShader) here")
+    sc = page.evaluate("viewer.selfCheck")
+    assert sc["ok"] and sc["backend"] == backend and sc["psnr"] >= MIN_PSNR_DB, sc
+    model = site_dir / "scenes" / "fakegrid" / "model.onnx"
+    for view in ((-120, 60, 5.5), (160, 10, 3.2)):
+        page.evaluate(f"viewer.setView({view[0]}, {view[1]}, {view[2]})")
+        assert canvas_vs_ort_psnr(page, model) >= MIN_PSNR_DB
+    screenshot(page, shots, f"gridlf_{backend}")
     assert log.errors == []
     page.context.close()
 

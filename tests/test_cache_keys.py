@@ -38,6 +38,9 @@ EXPECTED_STALE = {
     "pipeline/distributed.py": ALL - {"data"},
     # a student-only module
     "student/model.py": {"student", "export", "report"},
+    # the gridlf kind, and the teacher's surfaces that only the student reads
+    "student/grid.py": {"student", "export", "report"},
+    "teacher/occupancy.py": {"student", "export", "report"},
     # built by teacher/native.py (BUILD_SOURCES), which the teacher's hash grid and sampler load
     "teacher/csrc/hashgrid.c": ALL - {"data"},
     "export/onnx_export.py": {"export", "report"},
@@ -106,7 +109,8 @@ def test_a_c_source_is_code_of_the_stages_that_load_it(project, cfg):
     _edit(project / "teacher" / "csrc" / "occgrid.c")
     pipe = Pipeline(cfg, root=project)
     own = {s.name for s in STAGES if pipe.key_parts(s.name)["code"] != before[s.name]}
-    assert own == {"teacher", "distill", "report"}  # report renders the teacher's turntable
+    # report renders the teacher's turntable; the student reads the teacher's surfaces
+    assert own == {"teacher", "distill", "student", "report"}
 
 
 def _imported_at_load(root: Path, modules: list[str]) -> dict[str, list[str]]:
@@ -228,7 +232,9 @@ def test_status_names_the_changed_setting_code_file_and_upstream(project, cfg, t
     why = _reasons(project, cfg)
     assert why["data"] == ("done", [])
     assert why["teacher"] == ("stale", ["code changed: pipeline/metrics.py", "code changed: teacher/csrc/hashgrid.c"])
-    assert why["student"] == ("stale", ["upstream stage 'distill' changed", "code changed: pipeline/metrics.py"])
+    # the student reads the teacher's surfaces (teacher/occupancy.py), so the teacher's code is its code too
+    assert why["student"] == ("stale", ["upstream stage 'teacher' changed", "upstream stage 'distill' changed",
+                                        "code changed: pipeline/metrics.py", "code changed: teacher/csrc/hashgrid.c"])
 
 
 def test_status_names_missing_outputs_and_changed_inputs(project, cfg):

@@ -16,7 +16,7 @@ def test_shipped_configs_load():
     assert lego.data.kind == "blender"
     gpu = load_config(ROOT / "configs" / "lego_gpu.yaml")
     assert gpu.student.mobiler2l.width == 256 and gpu.student.output_size == 800  # MobileR2L's size
-    assert lego.student.kind == "mobiler2l" and lego.student.train.batch_mode == "rays"
+    assert lego.student.kind == "gridlf" and lego.student.train.batch_mode == "rays"
 
 
 def write(tmp_path, text):
@@ -33,7 +33,7 @@ def test_unknown_key_names_full_path_and_suggests(tmp_path):
 def test_wrong_type_names_full_path(tmp_path):
     with pytest.raises(ConfigError, match=r"'student.mobiler2l.width' must be an integer, got 'wide'"):
         load_config(write(tmp_path, "student:\n  mobiler2l:\n    width: wide\n"))
-    with pytest.raises(ConfigError, match=r"'student.kind' must be one of 'mobiler2l', got 'grid'"):
+    with pytest.raises(ConfigError, match=r"'student.kind' must be one of 'mobiler2l' \| 'gridlf', got 'grid'"):
         load_config(write(tmp_path, "student: {kind: grid}\n"))
     with pytest.raises(ConfigError, match=r"'teacher.hash.n_levels' must be an integer"):
         load_config(write(tmp_path, "teacher:\n  hash: {n_levels: 1.5}\n"))
@@ -188,3 +188,24 @@ def test_config_reference_is_up_to_date(capsys):
         "docs/CONFIG.md is stale: run `python -m pipeline config > docs/CONFIG.md`"
     for key in ("teacher.compile", "student.kind", "student.mobiler2l.width", "student.train.lr", "data.toy.seed"):
         assert f"- `{key}` (" in printed
+
+
+@pytest.mark.parametrize("override, message", [
+    ("student.gridlf.n_points=0", "'student.gridlf.n_points' must be >= 1, got 0"),
+    ("student.gridlf.window=0", "'student.gridlf.window' must be > 0, got 0.0"),
+    ("student.gridlf.refine=-1", "'student.gridlf.refine' must be >= 0, got -1"),
+    ("student.gridlf.grid_resolutions=[]", "'student.gridlf.grid_resolutions' must be a list of one or more"),
+    ("student.gridlf.grid_resolutions=[64, 1]", "'student.gridlf.grid_resolutions' must be a list of one or more"),
+    ("student.gridlf.march_stride=3", "'student.output_size' must be a multiple of student.gridlf.march_stride"),
+    ("student.gridlf.features=hash", "'student.gridlf.features' must be one of 'triplane' \\| 'grid', got 'hash'"),
+    ("student.train.hard_fraction=2", r"'student.train.hard_fraction' must be in \[0, 1\]"),
+])
+def test_gridlf_range_checks_name_their_key(tmp_path, override, message):
+    p = write(tmp_path, "name: x\nstudent: {kind: gridlf, output_size: 64}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(p, [override])
+
+
+def test_unselected_kind_is_not_range_checked(tmp_path):
+    p = write(tmp_path, "name: x\n")  # kind mobiler2l: its section is checked, gridlf's is not
+    assert load_config(p, ["student.gridlf.n_points=0"]).student.gridlf.n_points == 0

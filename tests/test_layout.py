@@ -47,7 +47,7 @@ def test_stages_read_only_declared_outputs(tmp_path):
     with pytest.raises(Exception, match="declares no output 'pseudo'"):
         ctx.input("distill", "pseudo")
     with pytest.raises(Exception, match="not one of its upstream stages"):
-        ctx.input("teacher", "model")  # the student reads the teacher only through distill
+        ctx.input("export", "metrics")  # downstream of the student: never one of its inputs
     with pytest.raises(Exception, match="no output 'cameras'"):
         ctx.input("distill", "cameras")  # declared, but this (old) record lacks it
 

@@ -253,3 +253,27 @@ def test_compare_page_lists_every_test_view(toy_run, tmp_path):
     assert psnrs == sorted(psnrs)  # worst first
     assert all(n >= 2 for n in n_curves) and len(n_curves) == 2
     assert not log.errors, log.errors
+
+
+GRIDLF = ["--set", "student.kind=gridlf", "--set", "student.train.batch_mode=rays",
+          "--set", "student.train.batch_rays=512", "--set", "student.gridlf.occupancy_resolution=16",
+          "--set", "student.gridlf.grid_resolutions=[8, 16]", "--set", "student.gridlf.width=8",
+          "--set", "student.gridlf.refine=4"]
+
+
+@pytest.mark.slow
+def test_gridlf_student_end_to_end(tiny_ws):
+    """student.kind: gridlf through student (the teacher's surfaces, per-ray batches), export
+    (graph checked against torch) and report; its settings make it a different student."""
+    run_cli(tiny_ws, "run", "configs/tiny.yaml", *GRIDLF)
+    recs = records(tiny_ws, "tiny")
+    assert recs["student"]["settings"]["student"]["kind"] == "gridlf"
+    assert "gridlf" in recs["student"]["settings"]["student"] and "mobiler2l" not in recs["student"]["settings"]["student"]
+    assert recs["export"]["metrics"]["mismatch_fraction"] <= 1e-3
+    assert recs["student"]["metrics"]["psnr"] > recs["student"]["metrics"]["baseline_psnr"]
+    scene = tiny_ws / "site" / "scenes" / "tiny"
+    assert (scene / "model.onnx").exists() and (scene / "preview.onnx").exists()
+    # the same config with the other kind: the student (and what follows) is stale, the teacher is not
+    status = run_cli(tiny_ws, "status", "configs/tiny.yaml").stdout
+    states = _states(status)
+    assert states["teacher"] == "done" and states["student"] == "stale"

@@ -35,7 +35,8 @@ def test_positional_encoding_argument_reduction_matches_float64():
 
 
 def _camera(size=32):
-    return StudentCamera(output_size=size, focal=size * 1.2, near=2.0, far=4.0, center=(0.0, 0.0, 0.0), scale=1.5)
+    return StudentCamera(output_size=size, focal=size * 1.2, near=2.0, far=4.0, center=(0.0, 0.0, 0.0), scale=1.5,
+                         aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
 
 
 def _cfg(**kw):
@@ -201,7 +202,7 @@ def test_registry_matches_config_sections():
     for kind in kinds:
         cls = student_class(kind)
         assert cls.kind == kind and isinstance(getattr(StudentConfig(), kind), cls.arch_type)
-        model = build_student(kind, StudentConfig(output_size=32).arch, camera)
+        model = build_student(kind, StudentConfig(kind=kind, output_size=32).arch, camera)
         assert model.camera == camera and model.camera.output_size == model.in_size * model.ray_block
     with pytest.raises(ValueError, match="unknown student kind 'nerf'"):
         student_class("nerf")

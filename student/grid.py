@@ -1,0 +1,327 @@
+"""The surface-anchored feature-grid light field (student kind `gridlf`).
+
+pose (4, 4) -> one ray per output pixel. Where along a ray is the scene? The teacher
+already knows: its occupancy grid (max-pooled to `occupancy_resolution`, dilated, a
+buffer of the graph) is marched on rays every `march_stride` pixels, from where the ray
+enters the scene box to where it leaves, one sample per cell; the first occupied sample
+anchors the ray. K points in a window of `window` cells from the anchor read dense
+multi-resolution feature grids (trilinear, one Gather of the 8 corners per grid), and a
+small MLP maps the features and the encoded view direction to colour. Rays whose march
+finds nothing are the background colour (learned).
+
+Capacity lives in the grids, which train in minutes like the teacher's hash grid, and the
+lookups sit where the surface is instead of spread between near and far. Per frame this
+is one MLP pass per pixel and Gathers, no convolutions. Still a light field: no density,
+no compositing, one network pass per pixel.
+
+Settings: `student.gridlf` (pipeline/config.py: GridLFConfig); the scene box comes with
+the camera (StudentCamera.aabb), the occupancy grid from the teacher (`from_teacher`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.cameras import Intrinsics, camera_directions
+from pipeline.config import GridLFConfig
+
+from .kinds import StudentCamera, StudentModel, ray_layout
+from .model import positional_encoding
+
+__all__ = ["GridLightField", "box_interval", "march_first_hit", "triplane_nearest", "triplane_nearest_reference",
+           "trilinear", "trilinear_reference"]
+
+
+def box_interval(origin: Tensor, d: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Entry and exit distances of rays through the box [lo, hi] (slab test).
+
+    origin, d: (..., 3). Returns t_near, t_far (...); the ray misses when t_far <= t_near.
+    Direction components near zero are replaced by a tiny positive number: the slab of such
+    an axis then gives (-huge, huge) from inside it and an empty interval from outside.
+    """
+    inv = 1.0 / torch.where(d.abs() < 1e-9, torch.full_like(d, 1e-9), d)
+    t0, t1 = (lo - origin) * inv, (hi - origin) * inv
+    t_near = torch.minimum(t0, t1).amax(dim=-1)
+    t_far = torch.maximum(t0, t1).amin(dim=-1)
+    return t_near, t_far
+
+
+def march_first_hit(origin: Tensor, d: Tensor, occupancy: Tensor, resolution: int, lo: Tensor, hi: Tensor,
+                    n_samples: int, near: float) -> tuple[Tensor, Tensor]:
+    """Where each ray enters the first occupied cell of a grid, and whether it does.
+
+    origin, d: (..., 3); occupancy: (R^3,) float 0/1, index x * R^2 + y * R + z over the box
+    [lo, hi]. `n_samples` equal steps from box entry (or `near`, if later) to exit, each
+    sample at the middle of its step. Returns t (...), the start of the first occupied
+    sample's step (the box exit when none), and hit (...) 1.0 / 0.0.
+    """
+    # in cell units (same t): the per-sample arithmetic is one multiply-add and a floor
+    scale = resolution / (hi - lo)
+    o, v = (origin - lo) * scale, d * scale
+    box = torch.zeros_like(lo)
+    t_near, t_far = box_interval(o, v, box, box + resolution)
+    t_near = t_near.clamp(min=near)
+    span = (t_far - t_near).clamp(min=0.0)  # 0 for rays that miss the box: every sample then sits at t_near
+    steps = (torch.arange(n_samples, device=d.device, dtype=d.dtype) + 0.5) / n_samples
+    t = t_near[..., None] + steps * span[..., None]  # (..., M)
+    cell = (o[..., None, :] + t[..., None] * v[..., None, :]).floor().clamp(0, resolution - 1)  # (..., M, 3)
+    r = resolution  # flat cell index, exact in float32 up to 2^24 cells (no 3-column matmul: slow in onnxruntime)
+    index = (cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2]).long()
+    occ = occupancy[index] * (span > 0).to(d.dtype)[..., None]  # (..., M)
+    first = torch.argmax(occ, dim=-1)  # the first maximum: the first occupied sample
+    hit = occ.amax(dim=-1)
+    t_hit = t_near + first.to(d.dtype) * span / n_samples
+    return torch.where(hit > 0, t_hit, t_near + span), hit
+
+
+def trilinear(grid: Tensor, resolution: int, x: Tensor) -> Tensor:
+    """Trilinear interpolation of a dense grid, with one Gather of the 8 corners.
+
+    grid: (R^3, C), index x * R^2 + y * R + z, its values at the corners of R - 1 cells over
+    [0, 1]^3 (align_corners); x: (..., 3), clamped to [0, 1]. Returns (..., C). The slow
+    twin is `trilinear_reference` (torch's grid_sample).
+    """
+    r = resolution
+    u = x.clamp(0.0, 1.0) * (r - 1)
+    i0 = u.floor().clamp(max=r - 2)  # the cell's lower corner; x = 1 lands in the last cell at f = 1
+    f = u - i0
+    strides = torch.tensor([r * r, r, 1], device=x.device, dtype=x.dtype)
+    base = (i0 * strides).sum(dim=-1)  # (...)
+    corners = torch.tensor([[dx, dy, dz] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)],
+                           device=x.device, dtype=x.dtype)  # (8, 3)
+    index = (base[..., None] + corners @ strides).long()  # (..., 8)
+    vals = grid[index]  # (..., 8, C)
+    # weight of corner (dx, dy, dz): prod over axes of f (offset 1) or 1 - f (offset 0)
+    w = (corners * f[..., None, :] + (1 - corners) * (1 - f[..., None, :])).prod(dim=-1)  # (..., 8)
+    return (vals * w[..., None]).sum(dim=-2)
+
+
+def triplane_nearest(planes: Tensor, resolutions: list[int], x: Tensor) -> Tensor:
+    """Features of the xy, xz and yz planes of every resolution at the cell each point
+    projects to (no interpolation).
+
+    planes: (sum over r of 3 r^2, C): for each resolution r in order, plane xy then xz then
+    yz, each r x r row-major (first coordinate major), r cells over [0, 1]; x: (..., 3),
+    clamped to [0, 1]. Returns (..., L * 3 * C), resolution-major. One Gather and a few
+    elementwise ops a point: in onnxruntime's CPU and WASM backends interpolation's corners
+    and weights cost ~50x the lookup, and a matmul with 3 columns or a concat of features
+    costs as much as the network.
+    """
+    x = x.clamp(0.0, 1.0)
+    index, offset = [], 0
+    for r in resolutions:
+        c = (x * r).floor().clamp(max=r - 1)
+        cx, cy, cz = c[..., 0], c[..., 1], c[..., 2]
+        index += [cx * r + cy + offset, cx * r + cz + (offset + r * r), cy * r + cz + (offset + 2 * r * r)]
+        offset += 3 * r * r
+    return planes[torch.stack(index, dim=-1).long()].flatten(-2)
+
+
+def triplane_nearest_reference(planes: Tensor, resolutions: list[int], x: Tensor) -> Tensor:
+    """`triplane_nearest` with explicit per-plane indexing (the test's twin)."""
+    out, offset = [], 0
+    for r in resolutions:
+        c = (x.clamp(0.0, 1.0) * r).floor().long().clamp(max=r - 1)
+        xy, xz, yz = planes[offset:offset + 3 * r * r].reshape(3, r, r, -1)
+        out += [xy[c[..., 0], c[..., 1]], xz[c[..., 0], c[..., 2]], yz[c[..., 1], c[..., 2]]]
+        offset += 3 * r * r
+    return torch.cat(out, dim=-1)
+
+
+def trilinear_reference(grid: Tensor, resolution: int, x: Tensor) -> Tensor:
+    """`trilinear` through torch's grid_sample (the test's twin)."""
+    r, c = resolution, grid.shape[-1]
+    vol = grid.reshape(r, r, r, c).permute(3, 0, 1, 2)[None]  # (1, C, D=x, H=y, W=z)
+    g = (x.clamp(0.0, 1.0) * 2 - 1).flip(-1).reshape(1, -1, 1, 1, 3)  # grid_sample wants (W, H, D) = (z, y, x)
+    out = F.grid_sample(vol, g, mode="bilinear", align_corners=True)  # (1, C, n, 1, 1)
+    return out[0, :, :, 0, 0].T.reshape(*x.shape[:-1], c)
+
+
+class GridLightField(StudentModel):
+    """pose -> per-pixel rays -> occupancy march -> K anchored points -> feature grids -> MLP."""
+
+    kind = "gridlf"
+    arch_type = GridLFConfig
+    needs_occupancy = True
+
+    def __init__(self, arch: GridLFConfig, camera: StudentCamera):
+        super().__init__(arch, camera)
+        if camera.aabb is None:
+            raise ValueError("a gridlf student needs the scene box (StudentCamera.aabb)")
+        size, stride = camera.output_size, arch.march_stride
+        if size % stride:
+            raise ValueError(f"output_size {size} is not a multiple of march_stride {stride}")
+        self.in_size = size  # one ray per pixel
+        f = camera.focal
+        dirs = camera_directions(Intrinsics(f, f, 0.5 * size, 0.5 * size, size, size)).reshape(-1, 3)
+        self.register_buffer("dirs", dirs / dirs.norm(dim=-1, keepdim=True), persistent=False)
+        m = size // stride  # the march's rays: one at the centre of each stride x stride block
+        march = camera_directions(Intrinsics(f / stride, f / stride, 0.5 * m, 0.5 * m, m, m)).reshape(-1, 3)
+        self.register_buffer("march_dirs", march / march.norm(dim=-1, keepdim=True), persistent=False)
+        lo, hi = torch.tensor(camera.aabb[:3]), torch.tensor(camera.aabb[3:])
+        self.register_buffer("lo", lo, persistent=False)
+        self.register_buffer("hi", hi, persistent=False)
+        r = arch.occupancy_resolution
+        self.register_buffer("occupancy", torch.ones(r ** 3))  # from_teacher fills it; all-occupied until then
+        # one sample per cell along the longest ray through the box
+        self.n_march = int(math.ceil(math.sqrt(3.0) * r))
+        self.cell = float((hi - lo).mean()) / r  # world units per occupancy cell
+        rows = (lambda g: g ** 3) if arch.features == "grid" else (lambda g: 3 * g * g)
+        self.grids = nn.ParameterList([nn.Parameter(torch.empty(rows(g), arch.grid_channels).uniform_(-1e-4, 1e-4))
+                                       for g in arch.grid_resolutions])
+        per_grid = arch.grid_channels * (1 if arch.features == "grid" else 3)
+        # the first layer is split (features, direction): two matmuls and an add instead of
+        # concatenating 200-odd floats a pixel, which cost onnxruntime as much as the matmul
+        self.feat_in = nn.Linear(arch.n_points * len(arch.grid_resolutions) * per_grid, arch.width)
+        self.dir_in = nn.Linear(3 * (1 + 2 * arch.dir_freqs), arch.width, bias=False)
+        layers: list[nn.Module] = [nn.ReLU()]
+        for _ in range(arch.depth - 1):
+            layers += [nn.Linear(arch.width, arch.width), nn.ReLU()]
+        layers.append(nn.Linear(arch.width, 3))
+        self.mlp = nn.Sequential(*layers)
+        self.background = nn.Parameter(torch.zeros(3))  # logits of the colour of rays that hit nothing
+
+    # --- scene knowledge -------------------------------------------------------------
+    def from_teacher(self, occupancy: Tensor) -> None:
+        """Take the teacher's occupancy grid, (R0, R0, R0) bool over the same box: max-pooled
+        to `occupancy_resolution` (a divisor of R0; the student stage computes it at exactly
+        that resolution, teacher/occupancy.py) and dilated by `dilate` cells."""
+        r0, r = occupancy.shape[-1], self.arch.occupancy_resolution
+        if occupancy.shape != (r0, r0, r0) or r0 % r:
+            raise ValueError(f"the teacher's occupancy grid {tuple(occupancy.shape)} cannot be pooled to {r}^3 "
+                             f"(student.gridlf.occupancy_resolution must divide {r0})")
+        occ = F.max_pool3d(occupancy.float()[None, None], kernel_size=r0 // r)
+        k = self.arch.dilate
+        if k:
+            occ = F.max_pool3d(occ, kernel_size=2 * k + 1, stride=1, padding=k)
+        self.occupancy.copy_(occ.reshape(-1).to(self.occupancy.device))
+
+    # --- the interface ---------------------------------------------------------------
+    @property
+    def n_points(self) -> int:
+        return self.arch.n_points
+
+    @property
+    def per_ray(self) -> bool:
+        return True  # a pixel depends on its own ray and its block's march ray only
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The grids learn `grid_lr_scale` times faster (Adam's eps small: their gradients are sparse)."""
+        grids = list(self.grids.parameters())
+        ids = {id(p) for p in grids}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": rest, "lr": lr},
+                {"params": grids, "lr": lr * self.arch.grid_lr_scale, "eps": 1e-15, "weight_decay": 0.0}]
+
+    def anchor(self, origin: Tensor, d_march: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Where the K points of a march ray's pixels go: start t0, window length, and hit
+        (1.0 / 0.0), each (...). `anchor: false` (the ablation without the teacher's
+        surfaces): from the ray's box entry to its exit."""
+        if not self.arch.anchor:
+            t_near, t_far = box_interval(origin, d_march, self.lo, self.hi)
+            t_near = t_near.clamp(min=self.camera.near)
+            return t_near, (t_far - t_near).clamp(min=0.0), (t_far > t_near).to(d_march.dtype)
+        t0, hit = march_first_hit(origin, d_march, self.occupancy, self.arch.occupancy_resolution, self.lo, self.hi,
+                                  self.n_march, self.camera.near)
+        return t0, torch.full_like(t0, self.arch.window * self.cell), hit
+
+    def refine(self, origin: Tensor, d: Tensor, t0: Tensor, hit: Tensor) -> tuple[Tensor, Tensor]:
+        """Each pixel's own first occupied cell within `refine` cells of its block's anchor t0:
+        origin, d (..., 3), t0, hit (...) -> t, hit. The block's march ray may hit a thin part
+        in front of what the pixel sees (the pixel then finds the surface behind it) or a
+        surface the pixel passes beside (the pixel finds nothing: background)."""
+        r, n = self.arch.occupancy_resolution, self.arch.refine
+        scale = r / (self.hi - self.lo)
+        o, v = (origin - self.lo) * scale, d * scale
+        box = torch.zeros_like(self.lo)
+        _, t_far = box_interval(o, v, box, box + r)
+        t = t0[..., None] + (torch.arange(n, device=d.device, dtype=d.dtype) + 0.5) * self.cell  # (..., n)
+        cell = (o[..., None, :] + t[..., None] * v[..., None, :]).floor().clamp(0, r - 1)
+        index = (cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2]).long()
+        occ = self.occupancy[index] * (t < t_far[..., None]).to(d.dtype)
+        first = torch.argmax(occ, dim=-1)
+        return t0 + first.to(d.dtype) * self.cell, hit * occ.amax(dim=-1)
+
+    def shade(self, origin: Tensor, d: Tensor, t0: Tensor, length: Tensor, hit: Tensor,
+              noise: Tensor | None = None) -> Tensor:
+        """Colour of rays (origin, d (..., 3)) whose points span [t0, t0 + length] (...) -> (..., 3).
+
+        noise: optional (..., K) in [0, 1): each point's place within its share of the window
+        (training); None: the middle of it.
+        """
+        k, a = self.arch.n_points, self.arch
+        u = torch.arange(k, device=d.device, dtype=d.dtype) + (0.5 if noise is None else noise)
+        t = t0[..., None] + u * (length / k)[..., None]  # (..., K)
+        size = self.hi - self.lo
+        x = ((origin - self.lo) / size)[..., None, :] + t[..., None] * (d / size)[..., None, :]  # box -> [0, 1]^3
+        if a.features == "grid":
+            pairs = zip(self.grids, a.grid_resolutions, strict=True)
+            feats = [trilinear(g, r, x) for g, r in pairs]  # each (..., K, C)
+            h = torch.cat(feats, dim=-1).flatten(-2)  # (..., K * L * C)
+        else:
+            table = self.grids[0] if len(self.grids) == 1 else torch.cat(list(self.grids))  # folded at export
+            h = triplane_nearest(table, a.grid_resolutions, x).flatten(-2)  # (..., K * L * 3 * C)
+        h = self.feat_in(h) + self.dir_in(positional_encoding(d, a.dir_freqs))
+        rgb = torch.sigmoid(self.mlp(h))
+        w = hit[..., None]
+        return w * rgb + (1 - w) * torch.sigmoid(self.background)
+
+    def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None) -> Tensor:
+        if ray is not None:
+            return self.forward_rays(pose, ray, jitter if isinstance(jitter, Tensor) else None)
+        if pose.dim() == 2:
+            pose = pose[None]
+        b, s, st = pose.shape[0], self.camera.output_size, self.arch.march_stride
+        m = s // st
+        rot, origin = pose[:, :3, :3], pose[:, None, :3, 3]  # origin (B, 1, 3)
+        anchor = self.anchor(origin, torch.matmul(self.march_dirs, rot.transpose(1, 2)))  # each (B, m^2)
+        # each march ray anchors its stride x stride block of pixels
+        t0, length, hit = (v.reshape(b, m, 1, m, 1).expand(b, m, st, m, st).reshape(b, s * s) for v in anchor)
+        noise = None
+        if isinstance(jitter, Tensor):
+            noise = jitter
+        elif jitter:
+            noise = torch.rand(b, s * s, self.arch.n_points, device=pose.device)
+        d = torch.matmul(self.dirs, rot.transpose(1, 2))  # (B, S^2, 3)
+        if self.arch.anchor and self.arch.refine:
+            t0, hit = self.refine(origin, d, t0, hit)
+        rgb = self.shade(origin, d, t0, length, hit, noise)  # (B, S^2, 3)
+        return rgb.transpose(1, 2).reshape(b, 3, s, s)
+
+    def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None) -> Tensor:
+        s, st = self.camera.output_size, self.arch.march_stride
+        m = s // st
+        block = torch.div(ray, s * st, rounding_mode="floor") * m + torch.div(ray % s, st, rounding_mode="floor")
+        rot, origin = pose[:, :3, :3], pose[:, :3, 3]
+        t0, length, hit = self.anchor(origin, torch.matmul(rot, self.march_dirs[block][:, :, None])[:, :, 0])
+        d = torch.matmul(rot, self.dirs[ray][:, :, None])[:, :, 0]
+        if self.arch.anchor and self.arch.refine:
+            t0, hit = self.refine(origin, d, t0, hit)
+        rgb = self.shade(origin, d, t0, length, hit, noise)  # (N, 3)
+        b, h, w = ray_layout(len(ray), self.in_size)
+        return rgb.reshape(b, h * w, 3).transpose(1, 2).reshape(b, 3, h, w)
+
+    def coarser(self, factor: int = 2) -> GridLightField:
+        """The same weights at 1/factor of the pixels; the march keeps its rays where it can."""
+        cam, st = self.camera, self.arch.march_stride
+        size = cam.output_size // factor
+        new_stride = st // factor if st % factor == 0 else st
+        if cam.output_size % factor or size % new_stride:
+            raise ValueError(f"{cam.output_size} px with march_stride {st} cannot be made {factor}x coarser")
+        small = GridLightField(dataclasses.replace(self.arch, march_stride=new_stride),
+                               dataclasses.replace(cam, output_size=size, focal=cam.focal / factor))
+        small.load_state_dict(self.state_dict())
+        return small.to(self.occupancy.device).train(self.training)
+
+    def flops_per_frame(self) -> int:
+        """2 x multiply-adds of the MLP, plus the interpolation's weighted sums (8 corners x C per
+        point and grid); the march and index arithmetic are not counted."""
+        a = self.arch
+        mlp = sum(m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear))
+        interp = a.n_points * len(a.grid_resolutions) * 8 * a.grid_channels if a.features == "grid" else 0
+        return 2 * (mlp + interp) * self.n_rays

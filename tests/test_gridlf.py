@@ -1,0 +1,208 @@
+"""The gridlf student (student/grid.py): its math against closed forms and slow twins, its
+interface (per-ray training equals whole images), its ONNX export, and the teacher's
+surface grid (teacher/occupancy.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from fake_scene import fake_gridlf
+
+from pipeline.cameras import orbit_pose
+from pipeline.config import GridLFConfig
+from student.grid import (
+    GridLightField,
+    box_interval,
+    march_first_hit,
+    trilinear,
+    trilinear_reference,
+    triplane_nearest,
+    triplane_nearest_reference,
+)
+from student.kinds import StudentCamera, build_student, load_student, student_checkpoint
+from teacher.occupancy import surface_occupancy
+
+
+def test_trilinear_matches_grid_sample_and_is_exact_on_linear_functions():
+    torch.manual_seed(0)
+    grid = torch.randn(9 ** 3, 3)
+    x = torch.rand(500, 3)
+    x[:5] = torch.tensor([[0.0, 0, 0], [1, 1, 1], [1, 0, 0.5], [0.5, 1, 0], [-0.2, 1.3, 0.5]])  # edges, clamping
+    assert torch.allclose(trilinear(grid, 9, x), trilinear_reference(grid, 9, x), atol=1e-5)
+    # a linear function sampled at the corners is reproduced exactly anywhere inside
+    c = torch.stack(torch.meshgrid(*[torch.linspace(0, 1, 9)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    lin = (c @ torch.tensor([1.0, -2.0, 0.5]) + 0.25)[:, None]
+    y = torch.rand(200, 3)
+    assert torch.allclose(trilinear(lin, 9, y)[:, 0], y @ torch.tensor([1.0, -2.0, 0.5]) + 0.25, atol=1e-5)
+
+
+def test_triplane_nearest_matches_per_plane_indexing():
+    torch.manual_seed(0)
+    res = [4, 9]
+    planes = torch.randn(sum(3 * r * r for r in res), 5)
+    x = torch.rand(7, 11, 3)
+    x[0, :3] = torch.tensor([[0.0, 0, 0], [1, 1, 1], [-0.5, 2.0, 0.999]])
+    out = triplane_nearest(planes, res, x)
+    assert out.shape == (7, 11, 2 * 3 * 5)
+    assert torch.equal(out, triplane_nearest_reference(planes, res, x))
+    # the xy plane of the coarse level at cell (1, 2): x in [0.25, 0.5), y in [0.5, 0.75)
+    p = torch.tensor([[0.3, 0.6, 0.9]])
+    assert torch.equal(triplane_nearest(planes, res, p)[0, :5], planes[1 * 4 + 2])
+
+
+def test_box_interval_closed_form():
+    lo, hi = -torch.ones(3), torch.ones(3)
+    o = torch.tensor([[0.0, 0.0, -5.0], [0.0, 0.0, 0.0], [3.0, 3.0, -5.0], [2.0, 0.0, 0.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    t0, t1 = box_interval(o, d, lo, hi)
+    assert torch.allclose(t0[:2], torch.tensor([4.0, -1.0])) and torch.allclose(t1[:2], torch.tensor([6.0, 1.0]))
+    assert (t1[2:] <= t0[2:]).all()  # misses: beside the box, and parallel to a slab outside it
+    # a diagonal ray through the centre enters at the corner
+    t0, t1 = box_interval(torch.tensor([-3.0, -3, -3]), torch.ones(3) / math.sqrt(3), lo, hi)
+    assert math.isclose(float(t0), 2 * math.sqrt(3), rel_tol=1e-6) and math.isclose(float(t1), 4 * math.sqrt(3),
+                                                                                      rel_tol=1e-6)
+
+
+def test_march_finds_the_first_occupied_cell():
+    r = 8
+    occ = torch.zeros(r, r, r)
+    occ[5, 3, 3] = occ[2, 3, 3] = 1.0  # two cells on the line y = z = -0.125 (cell 3 of [-1, 1] in 8)
+    lo, hi = -torch.ones(3), torch.ones(3)
+    o = torch.tensor([[-4.0, -0.1, -0.1], [4.0, -0.1, -0.1], [-4.0, 0.6, 0.6], [-4.0, 5.0, 5.0]])
+    d = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0]])
+    t, hit = march_first_hit(o, d, occ.reshape(-1), r, lo, hi, n_samples=4 * r, near=0.1)
+    assert hit.tolist() == [1.0, 1.0, 0.0, 0.0]
+    # from -x the first is cell 2 (x in [-0.5, -0.25]): entered at t = 3.5; from +x cell 5 (x in [0.25, 0.5])
+    step = 2.0 / (4 * r)
+    assert 3.5 - step <= t[0] <= 3.5 and 3.5 - step <= t[1] <= 3.5
+    assert math.isclose(float(t[2]), 5.0, rel_tol=1e-6)  # no hit: the box exit
+    assert math.isfinite(float(t[3]))  # misses the box (hit 0): no span, t is where x enters the slab
+
+
+def _camera(size: int = 16) -> StudentCamera:
+    return StudentCamera(output_size=size, focal=size * 1.2, near=1.0, far=8.0, center=(0.0, 0.0, 0.0),
+                         scale=math.sqrt(3.0), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
+
+
+def _pose(az: float = 30.0, el: float = 20.0) -> torch.Tensor:
+    return torch.from_numpy(orbit_pose([0.0, 0.0, 0.0], 3.5, az, el, [0.0, 0.0, 1.0])).float()
+
+
+def test_from_teacher_pools_and_dilates():
+    arch = GridLFConfig(occupancy_resolution=8, dilate=1, march_stride=4)
+    m = build_student("gridlf", arch, _camera())
+    occ = torch.zeros(16, 16, 16, dtype=torch.bool)
+    occ[7, 7, 7] = True  # one fine cell -> coarse cell (3, 3, 3) -> its 3x3x3 neighbourhood
+    m.from_teacher(occ)
+    grid = m.occupancy.reshape(8, 8, 8)
+    assert grid.sum() == 27 and grid[2:5, 2:5, 2:5].all()
+    with pytest.raises(ValueError, match="cannot be pooled to 8"):
+        m.from_teacher(torch.zeros(12, 12, 12, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("features", ["triplane", "grid"])
+def test_rays_equal_whole_images_and_checkpoint_round_trip(features, tmp_path):
+    model = fake_gridlf(size=16)
+    if features == "grid":
+        arch = dataclasses.replace(model.arch, features="grid", grid_resolutions=[5, 9])
+        model = GridLightField(arch, model.camera)
+        model.occupancy.copy_(fake_gridlf(size=16).occupancy)
+        with torch.no_grad():
+            for g in model.grids:
+                g.normal_()
+    poses = torch.stack([_pose(30, 20), _pose(200, 60)])
+    noise = torch.rand(2, 256, model.n_points)
+    with torch.no_grad():
+        full = model(poses, noise)  # (2, 3, 16, 16)
+        ray = torch.randperm(256)[:100]
+        view = torch.tensor([0, 1] * 50)
+        part = model(poses[view], noise[view, ray], ray=ray)  # (1, 3, 1, 100)
+    assert full.shape == (2, 3, 16, 16) and part.shape == (1, 3, 1, 100)
+    expected = full.reshape(2, 3, 256)[view, :, ray]  # (100, 3)
+    assert torch.allclose(part[0, :, 0].T, expected, atol=1e-6)
+    assert 0.0 < model.flops_per_frame()
+    torch.save(student_checkpoint(model), tmp_path / "model.pt")
+    again = load_student(tmp_path / "model.pt", torch.device("cpu"))
+    with torch.no_grad():
+        assert torch.equal(again(poses), model(poses))
+
+
+def test_background_where_the_march_finds_nothing():
+    model = fake_gridlf(size=16)
+    with torch.no_grad():
+        img = model(_pose())[0]
+    bg = torch.sigmoid(model.background)
+    corner = img[:, 0, 0]  # the sphere of radius 0.8 at distance 3.5 leaves the corners empty
+    centre = img[:, 8, 8]
+    assert torch.allclose(corner, bg) and not torch.allclose(centre, bg)
+
+
+def test_coarser_shares_weights_and_march_rays():
+    model = fake_gridlf(size=32)  # march_stride 4
+    small = model.coarser(2)
+    assert small.camera.output_size == 16 and small.arch.march_stride == 2
+    pose = _pose()
+    with torch.no_grad():
+        big_t, _, big_hit = model.anchor(pose[None, None, :3, 3], (model.march_dirs @ pose[:3, :3].T)[None])
+        small_t, _, small_hit = small.anchor(pose[None, None, :3, 3], (small.march_dirs @ pose[:3, :3].T)[None])
+        assert torch.allclose(big_t, small_t, atol=1e-5) and torch.equal(big_hit, small_hit)
+        assert small(pose).shape == (1, 3, 16, 16)
+
+
+def test_onnx_export_matches_torch():
+    from export.onnx_export import compare_with_torch, ort_session, simplify, to_onnx_bytes
+
+    model = fake_gridlf(size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        onnx_bytes = simplify(to_onnx_bytes(model, 17))
+    poses = [_pose(az, el).numpy() for az, el in ((30, 20), (130, 50), (250, 5))]
+    worst, off = compare_with_torch(model, onnx_bytes, poses, 1e-4)
+    assert off <= 1e-3, (worst, off)
+    rgb = ort_session(onnx_bytes).run(["rgb"], {"pose": poses[0]})[0]
+    assert rgb.shape == (1, 3, 32, 32) and np.isfinite(rgb).all()
+
+
+class _SphereField(torch.nn.Module):
+    """A density field: `inside` within radius 0.5 of the origin, 0 outside."""
+
+    def __init__(self, inside: float):
+        super().__init__()
+        self.inside = inside
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def query_density(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.norm(dim=-1, keepdim=True) < 0.5).float() * self.inside
+
+
+def test_surface_occupancy_keeps_opaque_cells_only():
+    aabb = torch.tensor([-1.0, -1, -1, 1, 1, 1])
+    r = 8  # cell 0.25: half opaque needs sigma >= ln 2 / 0.25 = 2.77
+    solid = surface_occupancy(_SphereField(10.0), aabb, r, samples=16)
+    centres = (torch.arange(r) + 0.5) / r * 2 - 1
+    x, y, z = torch.meshgrid(centres, centres, centres, indexing="ij")
+    inside = (x ** 2 + y ** 2 + z ** 2).sqrt() < 0.5
+    assert solid.shape == (r, r, r) and solid[inside].all()  # every cell whose centre is inside
+    far = (x ** 2 + y ** 2 + z ** 2).sqrt() > 0.5 + 0.25 * math.sqrt(3)
+    assert not solid[far].any()
+    assert not surface_occupancy(_SphereField(2.0), aabb, r, samples=4).any()  # a haze below half opacity
+
+
+def test_refine_finds_each_pixels_own_surface_within_its_window():
+    arch = GridLFConfig(occupancy_resolution=16, dilate=0, march_stride=4, refine=8)
+    m = build_student("gridlf", arch, _camera())
+    occ = torch.zeros(16, 16, 16, dtype=torch.bool)
+    occ[6] = True  # a wall x in [-0.25, -0.125] (cell 0.125)
+    m.from_teacher(occ)
+    o = torch.tensor([[-4.0, 0.01, 0.01], [-4.0, 0.01, 0.01], [-4.0, 0.01, 0.01]])
+    d = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    t0 = torch.tensor([3.0, 2.0, 3.0])  # from x = -1 (6 cells before the wall), x = -2 (beyond 8 cells)
+    t, hit = m.refine(o, d, t0, torch.ones(3))
+    assert math.isclose(float(t[0]), 3.75, rel_tol=1e-6) and hit.tolist() == [1.0, 0.0, 0.0]
+    t, hit = m.refine(o[:1], d[:1], t0[:1], torch.zeros(1))  # the block found nothing: stays background
+    assert hit.tolist() == [0.0]
