@@ -60,8 +60,11 @@ def cli(ws: Path, *args: str, faults: str | None = None, timeout: float = 120) -
 def start(ws: Path, *args: str, faults: str | None = None) -> tuple[subprocess.Popen, Path]:
     """The CLI in the background; its stdout+stderr go to a file the test can poll."""
     log = ws / f"bg_{time.monotonic_ns()}.log"
+    # SIGINT at its default in the child: a shell that runs the tests in the background
+    # (`make test &`) makes children ignore it, and the interrupt test would then never interrupt
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=ws, env=_env(faults),
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, log
 
 
