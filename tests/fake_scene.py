@@ -81,7 +81,6 @@ def to_rgb8(rgb: np.ndarray) -> np.ndarray:
 
 def write_fake_scene(site_dir: Path, name: str = "fake", seed: int = 0) -> Path:
     """Write scenes/<name>/ and add it to scenes/index.json under `site_dir`; return the scene dir."""
-    from PIL import Image
 
     site_dir = Path(site_dir)
     scene_dir = site_dir / "scenes" / name
@@ -106,13 +105,21 @@ def write_fake_scene(site_dir: Path, name: str = "fake", seed: int = 0) -> Path:
             opset_version=17, dynamo=False,
         )
 
+    return _finish_scene(site_dir, name, "rgb", "rgb")
+
+
+def _finish_scene(site_dir: Path, name: str, output: str, layout: str) -> Path:
+    """reference.png (onnxruntime-python at the reference view) and scene.json beside the
+    scene's model.onnx, and its entry in the index; returns the scene dir."""
+    from PIL import Image
+
+    scene_dir = Path(site_dir) / "scenes" / name
     ref_pose = orbit_pose(ORBIT["target"], *REFERENCE_VIEW).astype(np.float32)
-    Image.fromarray(to_rgb8(run_ort(model_path, ref_pose))).save(scene_dir / "reference.png")
+    Image.fromarray(to_rgb8(run_ort(scene_dir / "model.onnx", ref_pose))).save(scene_dir / "reference.png")
     scene = site_format.scene_document(
         name=name, width=SIZE, height=SIZE, up=[0, 0, 1], background=[1, 1, 1], orbit=ORBIT,
-        reference_pose=ref_pose.tolist(), output="rgb", output_layout="rgb")
+        reference_pose=ref_pose.tolist(), output=output, output_layout=layout)
     site_format.write(scene_dir / "scene.json", scene, "scene")
-
     add_to_index(site_dir, name)
     return scene_dir
 
@@ -185,8 +192,6 @@ def fake_gridlf(size: int = SIZE, seed: int = 0):
 
 def write_fake_gridlf_scene(site_dir: Path, name: str = "fakegrid") -> Path:
     """scenes/<name>/ with a `fake_gridlf` model exported by the real export code (rgba output)."""
-    from PIL import Image
-
     from export.onnx_export import simplify, to_onnx_bytes
 
     scene_dir = Path(site_dir) / "scenes" / name
@@ -195,13 +200,5 @@ def write_fake_gridlf_scene(site_dir: Path, name: str = "fakegrid") -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         onnx_bytes = simplify(to_onnx_bytes(model, 17))
-    model_path = scene_dir / "model.onnx"
-    model_path.write_bytes(onnx_bytes)
-    ref_pose = orbit_pose(ORBIT["target"], *REFERENCE_VIEW).astype(np.float32)
-    Image.fromarray(to_rgb8(run_ort(model_path, ref_pose))).save(scene_dir / "reference.png")
-    scene = site_format.scene_document(
-        name=name, width=SIZE, height=SIZE, up=[0, 0, 1], background=[1, 1, 1], orbit=ORBIT,
-        reference_pose=ref_pose.tolist(), output="rgba", output_layout="rgba255")
-    site_format.write(scene_dir / "scene.json", scene, "scene")
-    add_to_index(site_dir, name)
-    return scene_dir
+    (scene_dir / "model.onnx").write_bytes(onnx_bytes)
+    return _finish_scene(site_dir, name, "rgba", "rgba255")
