@@ -146,10 +146,18 @@ class GridLFConfig:
     # a thin part the block's ray hit, it finds its own surface; beside one, none (background)
     refine: int = 0
     # "triplane": three axis-aligned feature planes per resolution, read at the nearest cell (one
-    # Gather a point); "grid": dense 3D grids, trilinear (8 corners: ~20x slower in onnxruntime)
-    features: Literal["triplane", "grid"] = "triplane"
-    grid_resolutions: list[int] = field(default_factory=lambda: [256])  # cells per side of each (>= 2)
-    grid_channels: int = 8  # features per plane or grid (>= 1)
+    # Gather a point); "sparse": features only in the occupied cells of the occupancy grid, each
+    # split into `subdivide`^3 sub-cells, read at the nearest one (two Gathers a point: the cell's
+    # row, then its features; no plane shared by the surfaces behind each other); "grid": dense
+    # 3D grids, trilinear (8 corners: ~20x slower in onnxruntime)
+    features: Literal["triplane", "sparse", "grid"] = "triplane"
+    grid_resolutions: list[int] = field(default_factory=lambda: [256])  # cells per side of each (>= 2; not sparse)
+    grid_channels: int = 8  # features per plane, grid or sub-cell (>= 1)
+    subdivide: int = 2  # features: sparse: sub-cells per occupancy cell and axis (>= 1)
+    # features: triplane: how a point's three plane features become one: "concat" (3 x C per
+    # resolution), or "product" (C: the elementwise product, as K-Planes; a feature is then
+    # large only where all three planes say so, which tells apart the surfaces a plane overlaps)
+    plane_combine: Literal["concat", "product"] = "concat"
     dir_freqs: int = 4  # frequencies of the view direction's encoding (>= 0)
     width: int = 64  # MLP hidden width (>= 1)
     depth: int = 2  # hidden layers (>= 1)
@@ -424,7 +432,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
              "'images' unless student.mobiler2l.upsample is 'pixelshuffle' (ConvTranspose mixes neighbouring rays)")
     if s.kind == "gridlf":
         g = s.gridlf
-        for key in ("occupancy_resolution", "march_stride", "n_points", "grid_channels", "width", "depth"):
+        for key in ("occupancy_resolution", "march_stride", "n_points", "grid_channels", "width", "depth",
+                    "subdivide"):
             at_least(f"student.gridlf.{key}", 1)
         for key in ("dilate", "dir_freqs", "refine"):
             at_least(f"student.gridlf.{key}", 0)

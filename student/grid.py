@@ -33,8 +33,8 @@ from pipeline.config import GridLFConfig
 from .kinds import StudentCamera, StudentModel, ray_layout
 from .model import positional_encoding
 
-__all__ = ["GridLightField", "box_interval", "march_first_hit", "triplane_nearest", "triplane_nearest_reference",
-           "trilinear", "trilinear_reference"]
+__all__ = ["GridLightField", "box_interval", "march_first_hit", "sparse_nearest", "sparse_nearest_reference",
+           "surface_rows", "triplane_nearest", "triplane_nearest_reference", "trilinear", "trilinear_reference"]
 
 
 def box_interval(origin: Tensor, d: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
@@ -55,7 +55,7 @@ def march_first_hit(origin: Tensor, d: Tensor, occupancy: Tensor, resolution: in
                     n_samples: int, near: float) -> tuple[Tensor, Tensor]:
     """Where each ray enters the first occupied cell of a grid, and whether it does.
 
-    origin, d: (..., 3); occupancy: (R^3,) float 0/1, index x * R^2 + y * R + z over the box
+    origin, d: (..., 3); occupancy: (R^3,) float, 0 empty, >= 1 occupied, index x * R^2 + y * R + z over the box
     [lo, hi]. `n_samples` equal steps from box entry (or `near`, if later) to exit, each
     sample at the middle of its step. Returns t (...), the start of the first occupied
     sample's step (the box exit when none), and hit (...) 1.0 / 0.0.
@@ -72,7 +72,8 @@ def march_first_hit(origin: Tensor, d: Tensor, occupancy: Tensor, resolution: in
     cell = (o[..., None, :] + t[..., None] * v[..., None, :]).floor().clamp(0, resolution - 1)  # (..., M, 3)
     r = resolution  # flat cell index, exact in float32 up to 2^24 cells (no 3-column matmul: slow in onnxruntime)
     index = (cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2]).long()
-    occ = occupancy[index] * (span > 0).to(d.dtype)[..., None]  # (..., M)
+    # clamped: a sparse-featured student's grid holds each occupied cell's row number, not 1
+    occ = occupancy[index].clamp(max=1.0) * (span > 0).to(d.dtype)[..., None]  # (..., M)
     first = torch.argmax(occ, dim=-1)  # the first maximum: the first occupied sample
     hit = occ.amax(dim=-1)
     t_hit = t_near + first.to(d.dtype) * span / n_samples
@@ -101,13 +102,14 @@ def trilinear(grid: Tensor, resolution: int, x: Tensor) -> Tensor:
     return (vals * w[..., None]).sum(dim=-2)
 
 
-def triplane_nearest(planes: Tensor, resolutions: list[int], x: Tensor) -> Tensor:
+def triplane_nearest(planes: Tensor, resolutions: list[int], x: Tensor, combine: str = "concat") -> Tensor:
     """Features of the xy, xz and yz planes of every resolution at the cell each point
     projects to (no interpolation).
 
     planes: (sum over r of 3 r^2, C): for each resolution r in order, plane xy then xz then
     yz, each r x r row-major (first coordinate major), r cells over [0, 1]; x: (..., 3),
-    clamped to [0, 1]. Returns (..., L * 3 * C), resolution-major. One Gather and a few
+    clamped to [0, 1]. Returns (..., L * 3 * C), resolution-major; with combine "product",
+    (..., L * C), each resolution's three features multiplied elementwise. One Gather and a few
     elementwise ops a point: in onnxruntime's CPU and WASM backends interpolation's corners
     and weights cost ~50x the lookup, and a matmul with 3 columns or a concat of features
     costs as much as the network.
@@ -119,18 +121,58 @@ def triplane_nearest(planes: Tensor, resolutions: list[int], x: Tensor) -> Tenso
         cx, cy, cz = c[..., 0], c[..., 1], c[..., 2]
         index += [cx * r + cy + offset, cx * r + cz + (offset + r * r), cy * r + cz + (offset + 2 * r * r)]
         offset += 3 * r * r
-    return planes[torch.stack(index, dim=-1).long()].flatten(-2)
+    feats = planes[torch.stack(index, dim=-1).long()]  # (..., L * 3, C)
+    if combine == "product":  # slices and Muls (no ReduceProd: fewer ops for the web backends to support)
+        feats = feats.unflatten(-2, (len(resolutions), 3))
+        feats = feats[..., 0, :] * feats[..., 1, :] * feats[..., 2, :]
+    return feats.flatten(-2)
 
 
-def triplane_nearest_reference(planes: Tensor, resolutions: list[int], x: Tensor) -> Tensor:
+def triplane_nearest_reference(planes: Tensor, resolutions: list[int], x: Tensor, combine: str = "concat") -> Tensor:
     """`triplane_nearest` with explicit per-plane indexing (the test's twin)."""
     out, offset = [], 0
     for r in resolutions:
         c = (x.clamp(0.0, 1.0) * r).floor().long().clamp(max=r - 1)
         xy, xz, yz = planes[offset:offset + 3 * r * r].reshape(3, r, r, -1)
-        out += [xy[c[..., 0], c[..., 1]], xz[c[..., 0], c[..., 2]], yz[c[..., 1], c[..., 2]]]
+        three = [xy[c[..., 0], c[..., 1]], xz[c[..., 0], c[..., 2]], yz[c[..., 1], c[..., 2]]]
+        out += [three[0] * three[1] * three[2]] if combine == "product" else three
         offset += 3 * r * r
     return torch.cat(out, dim=-1)
+
+
+def surface_rows(occupied: Tensor) -> Tensor:
+    """(R^3,) 0/1 -> the row table of `sparse_nearest`: 0 for empty cells, i for the i-th
+    occupied cell in flat order (1-based; exact in float32 up to 2^24 cells)."""
+    occ = (occupied > 0).to(torch.float32)
+    return torch.cumsum(occ, dim=0) * occ
+
+
+def sparse_nearest(table: Tensor, rows: Tensor, resolution: int, subdivide: int, x: Tensor) -> Tensor:
+    """Features at the nearest sub-cell of a grid that stores features only in occupied cells.
+
+    rows: (R^3,) float (`surface_rows`): each cell's row, 0 for every empty cell; table:
+    ((N + 1) * S^3, C): row n's S^3 sub-cells (x major), row 0 shared by all empty cells;
+    x: (..., 3), clamped to [0, 1]. Returns (..., C). Two Gathers and elementwise ops (no
+    3-column matmul: slow in onnxruntime). The slow twin is `sparse_nearest_reference`.
+    """
+    r, s = resolution, subdivide
+    f = (x.clamp(0.0, 1.0) * (r * s)).floor().clamp(max=r * s - 1)  # sub-cell over the whole grid
+    c = (f / s).floor()  # its cell (exact: f is a small integer)
+    sub = f - c * s
+    row = rows[(c[..., 0] * (r * r) + c[..., 1] * r + c[..., 2]).long()]
+    return table[(row * s ** 3 + sub[..., 0] * (s * s) + sub[..., 1] * s + sub[..., 2]).long()]
+
+
+def sparse_nearest_reference(table: Tensor, rows: Tensor, resolution: int, subdivide: int, x: Tensor) -> Tensor:
+    """`sparse_nearest` with integer arithmetic and one point at a time (the test's twin)."""
+    r, s = resolution, subdivide
+    grid = rows.long().reshape(r, r, r)
+    out = []
+    for p in x.reshape(-1, 3).clamp(0.0, 1.0).tolist():
+        i, j, k = (min(int(v * r * s), r * s - 1) for v in p)
+        n = int(grid[i // s, j // s, k // s])
+        out.append(table[n * s ** 3 + (i % s) * s * s + (j % s) * s + k % s])
+    return torch.stack(out).reshape(*x.shape[:-1], table.shape[-1])
 
 
 def trilinear_reference(grid: Tensor, resolution: int, x: Tensor) -> Tensor:
@@ -171,13 +213,23 @@ class GridLightField(StudentModel):
         # one sample per cell along the longest ray through the box
         self.n_march = int(math.ceil(math.sqrt(3.0) * r))
         self.cell = float((hi - lo).mean()) / r  # world units per occupancy cell
-        rows = (lambda g: g ** 3) if arch.features == "grid" else (lambda g: 3 * g * g)
-        self.grids = nn.ParameterList([nn.Parameter(torch.empty(rows(g), arch.grid_channels).uniform_(-1e-4, 1e-4))
-                                       for g in arch.grid_resolutions])
-        per_grid = arch.grid_channels * (1 if arch.features == "grid" else 3)
+        if arch.features == "sparse":
+            # sub-cells of the occupied cells only; empty until from_teacher says which cells are
+            # occupied (the occupancy buffer then holds each cell's row: surface_rows)
+            self.grids = nn.ParameterList([nn.Parameter(self._table(0, torch.device("cpu")))])
+            n_in = arch.n_points * arch.grid_channels
+        else:
+            rows = (lambda g: g ** 3) if arch.features == "grid" else (lambda g: 3 * g * g)
+            product = arch.features == "triplane" and arch.plane_combine == "product"
+            # a product of small numbers has vanishing gradients: K-Planes starts its planes in [0.1, 0.5]
+            lo, hi = (0.1, 0.5) if product else (-1e-4, 1e-4)
+            self.grids = nn.ParameterList([nn.Parameter(torch.empty(rows(g), arch.grid_channels).uniform_(lo, hi))
+                                           for g in arch.grid_resolutions])
+            per_point = 1 if product or arch.features == "grid" else 3  # features a point's lookups give, per C
+            n_in = arch.n_points * len(arch.grid_resolutions) * arch.grid_channels * per_point
         # the first layer is split (features, direction): two matmuls and an add instead of
         # concatenating 200-odd floats a pixel, which cost onnxruntime as much as the matmul
-        self.feat_in = nn.Linear(arch.n_points * len(arch.grid_resolutions) * per_grid, arch.width)
+        self.feat_in = nn.Linear(n_in, arch.width)
         self.dir_in = nn.Linear(3 * (1 + 2 * arch.dir_freqs), arch.width, bias=False)
         layers: list[nn.Module] = [nn.ReLU()]
         for _ in range(arch.depth - 1):
@@ -185,6 +237,26 @@ class GridLightField(StudentModel):
         layers.append(nn.Linear(arch.width, 3))
         self.mlp = nn.Sequential(*layers)
         self.background = nn.Parameter(torch.zeros(3))  # logits of the colour of rays that hit nothing
+
+    # features: sparse keeps its table under this many floats (1 GiB of float32)
+    MAX_TABLE_FLOATS = 2 ** 28
+
+    def _table(self, n_cells: int, device: torch.device) -> Tensor:
+        """A fresh sparse feature table for n_cells occupied cells (row 0: the empty cells)."""
+        a = self.arch
+        size = (n_cells + 1) * a.subdivide ** 3
+        if size * a.grid_channels > self.MAX_TABLE_FLOATS:
+            raise ValueError(f"{n_cells:,} occupied cells x {a.subdivide}^3 sub-cells x {a.grid_channels} channels "
+                             f"exceed {self.MAX_TABLE_FLOATS:,} floats: lower student.gridlf.subdivide, "
+                             "grid_channels or occupancy_resolution")
+        return torch.empty(size, a.grid_channels, device=device).uniform_(-1e-4, 1e-4)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a sparse table's size follows the teacher's surfaces: take the saved one's
+        key = prefix + "grids.0"
+        if self.arch.features == "sparse" and key in state_dict and state_dict[key].shape != self.grids[0].shape:
+            self.grids[0] = nn.Parameter(torch.empty_like(state_dict[key], device=self.grids[0].device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- scene knowledge -------------------------------------------------------------
     def from_teacher(self, occupancy: Tensor) -> None:
@@ -199,7 +271,11 @@ class GridLightField(StudentModel):
         k = self.arch.dilate
         if k:
             occ = F.max_pool3d(occ, kernel_size=2 * k + 1, stride=1, padding=k)
-        self.occupancy.copy_(occ.reshape(-1).to(self.occupancy.device))
+        occ = occ.reshape(-1).to(self.occupancy.device)
+        if self.arch.features == "sparse":
+            occ = surface_rows(occ)
+            self.grids[0] = nn.Parameter(self._table(int(occ.max()), self.occupancy.device))
+        self.occupancy.copy_(occ)
 
     # --- the interface ---------------------------------------------------------------
     @property
@@ -243,7 +319,7 @@ class GridLightField(StudentModel):
         t = t0[..., None] + (torch.arange(n, device=d.device, dtype=d.dtype) + 0.5) * self.cell  # (..., n)
         cell = (o[..., None, :] + t[..., None] * v[..., None, :]).floor().clamp(0, r - 1)
         index = (cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2]).long()
-        occ = self.occupancy[index] * (t < t_far[..., None]).to(d.dtype)
+        occ = self.occupancy[index].clamp(max=1.0) * (t < t_far[..., None]).to(d.dtype)
         first = torch.argmax(occ, dim=-1)
         return t0 + first.to(d.dtype) * self.cell, hit * occ.amax(dim=-1)
 
@@ -259,13 +335,15 @@ class GridLightField(StudentModel):
         t = t0[..., None] + u * (length / k)[..., None]  # (..., K)
         size = self.hi - self.lo
         x = ((origin - self.lo) / size)[..., None, :] + t[..., None] * (d / size)[..., None, :]  # box -> [0, 1]^3
-        if a.features == "grid":
+        if a.features == "sparse":
+            h = sparse_nearest(self.grids[0], self.occupancy, a.occupancy_resolution, a.subdivide, x).flatten(-2)
+        elif a.features == "grid":
             pairs = zip(self.grids, a.grid_resolutions, strict=True)
             feats = [trilinear(g, r, x) for g, r in pairs]  # each (..., K, C)
             h = torch.cat(feats, dim=-1).flatten(-2)  # (..., K * L * C)
         else:
             table = self.grids[0] if len(self.grids) == 1 else torch.cat(list(self.grids))  # folded at export
-            h = triplane_nearest(table, a.grid_resolutions, x).flatten(-2)  # (..., K * L * 3 * C)
+            h = triplane_nearest(table, a.grid_resolutions, x, a.plane_combine).flatten(-2)  # (..., K * L * 3 * C)
         h = self.feat_in(h) + self.dir_in(positional_encoding(d, a.dir_freqs))
         rgb = torch.sigmoid(self.mlp(h))
         w = hit[..., None]
@@ -290,8 +368,26 @@ class GridLightField(StudentModel):
         d = torch.matmul(self.dirs, rot.transpose(1, 2))  # (B, S^2, 3)
         if self.arch.anchor and self.arch.refine:
             t0, hit = self.refine(origin, d, t0, hit)
-        rgb = self.shade(origin, d, t0, length, hit, noise)  # (B, S^2, 3)
+        rgb = self.shade_hits(origin.expand(b, s * s, 3), d, t0, length, hit, noise)  # (B, S^2, 3)
         return rgb.transpose(1, 2).reshape(b, 3, s, s)
+
+    def shade_hits(self, origin: Tensor, d: Tensor, t0: Tensor, length: Tensor, hit: Tensor,
+                   noise: Tensor | None = None) -> Tensor:
+        """`shade` of the rays that hit only; the others are the background colour. Equal to
+        `shade` (test): a frame costs its covered pixels, not all of them (NonZero, Gathers and a
+        CumSum in the graph: the background is most of a typical object-centred view)."""
+        lead = hit.shape
+        hit = hit.reshape(-1)
+        idx = torch.nonzero(hit > 0)[:, 0]  # (N,)
+        rows = [v.reshape(-1, v.shape[-1])[idx] for v in (origin, d)]
+        nz = None if noise is None else noise.reshape(-1, noise.shape[-1])[idx]
+        rgb = self.shade(*rows, t0.reshape(-1)[idx], length.reshape(-1)[idx], torch.ones_like(idx, dtype=d.dtype),
+                         nz)  # (N, 3)
+        # back to the frame: hit pixel -> its place in the list, the others -> the background row N
+        place = torch.cumsum(hit, dim=0) - 1.0
+        place = torch.where(hit > 0, place, hit.sum())  # N as a tensor: the graph keeps it dynamic
+        table = torch.cat([rgb, torch.sigmoid(self.background)[None].to(rgb.dtype)])
+        return table[place.long()].reshape(*lead, 3)
 
     def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None) -> Tensor:
         s, st = self.camera.output_size, self.arch.march_stride

@@ -98,7 +98,7 @@ def run(ctx) -> dict:
         except ValueError as err:
             raise StageError(str(err)) from None
         ctx.log(f"teacher surfaces: {occupancy.float().mean():.1%} of {tuple(occupancy.shape)} cells at least "
-                f"half opaque; {model.occupancy.mean():.1%} after dilation")
+                f"half opaque; {(model.occupancy > 0).float().mean():.1%} after dilation")
     world, rank = distributed.world_size(), distributed.rank()
     net = model
     if world > 1:

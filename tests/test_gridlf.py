@@ -19,6 +19,9 @@ from student.grid import (
     GridLightField,
     box_interval,
     march_first_hit,
+    sparse_nearest,
+    sparse_nearest_reference,
+    surface_rows,
     trilinear,
     trilinear_reference,
     triplane_nearest,
@@ -53,6 +56,33 @@ def test_triplane_nearest_matches_per_plane_indexing():
     # the xy plane of the coarse level at cell (1, 2): x in [0.25, 0.5), y in [0.5, 0.75)
     p = torch.tensor([[0.3, 0.6, 0.9]])
     assert torch.equal(triplane_nearest(planes, res, p)[0, :5], planes[1 * 4 + 2])
+    # product: one C-vector per resolution, the three planes' features multiplied
+    prod = triplane_nearest(planes, res, x, "product")
+    assert prod.shape == (7, 11, 2 * 5)
+    assert torch.allclose(prod, triplane_nearest_reference(planes, res, x, "product"))
+    # coarse level at p: xy cell (1, 2), xz cell (1, 3), yz cell (2, 3)
+    expected = planes[1 * 4 + 2] * planes[16 + 1 * 4 + 3] * planes[32 + 2 * 4 + 3]
+    assert torch.allclose(triplane_nearest(planes, res, p, "product")[0, :5], expected)
+
+
+def test_sparse_nearest_matches_per_point_indexing():
+    torch.manual_seed(0)
+    r, s = 6, 3
+    rows = surface_rows((torch.rand(r ** 3) < 0.3).float())
+    n = int(rows.max())
+    assert rows.unique().tolist() == list(range(n + 1))  # 0 for empty cells, then 1..n in flat order
+    table = torch.randn((n + 1) * s ** 3, 5)
+    x = torch.rand(9, 40, 3) * 1.4 - 0.2  # some outside [0, 1]: clamped
+    x[0, :3] = torch.tensor([[0.0, 0, 0], [1, 1, 1], [0.5, 0.999, 0.001]])
+    out = sparse_nearest(table, rows, r, s, x)
+    assert out.shape == (9, 40, 5) and torch.equal(out, sparse_nearest_reference(table, rows, r, s, x))
+    # closed form: the point (0.3, 0.6, 0.9) is in cell (1, 3, 5) of 6, sub-cell (2, 1, 1) of 3
+    grid = torch.zeros(r ** 3)
+    grid[1 * 36 + 3 * 6 + 5] = 1.0
+    p = torch.tensor([[0.3, 0.6, 0.9]])
+    assert torch.equal(sparse_nearest(table, surface_rows(grid), r, s, p)[0], table[27 + 2 * 9 + 1 * 3 + 1])
+    # every empty cell reads row 0
+    assert torch.equal(sparse_nearest(table, torch.zeros(r ** 3), r, s, p)[0], table[2 * 9 + 1 * 3 + 1])
 
 
 def test_box_interval_closed_form():
@@ -103,11 +133,37 @@ def test_from_teacher_pools_and_dilates():
     assert grid.sum() == 27 and grid[2:5, 2:5, 2:5].all()
     with pytest.raises(ValueError, match="cannot be pooled to 8"):
         m.from_teacher(torch.zeros(12, 12, 12, dtype=torch.bool))
+    # sparse features: the grid holds rows 1..27 and the table has room for exactly those cells
+    arch = dataclasses.replace(arch, features="sparse", subdivide=2, grid_channels=3)
+    m = build_student("gridlf", arch, _camera())
+    m.from_teacher(occ)
+    grid = m.occupancy.reshape(8, 8, 8)
+    assert sorted(grid[grid > 0].tolist()) == list(range(1, 28)) and grid[2:5, 2:5, 2:5].all()
+    assert m.grids[0].shape == (28 * 8, 3)
+    m.MAX_TABLE_FLOATS = 27 * 8 * 3  # one row (the empty cells') too many
+    with pytest.raises(ValueError, match="lower student.gridlf.subdivide"):
+        m.from_teacher(occ)
 
 
-@pytest.mark.parametrize("features", ["triplane", "grid"])
+def _sparse(model: GridLightField) -> GridLightField:
+    """The fake student with sparse features over the same surface cells, random features."""
+    arch = dataclasses.replace(model.arch, features="sparse", subdivide=2)
+    sparse = GridLightField(arch, model.camera)
+    r = arch.occupancy_resolution
+    sparse.from_teacher(model.occupancy.reshape(r, r, r) > 0)  # already dilated; dilate again: fine
+    with torch.no_grad():
+        sparse.grids[0].normal_()
+    return sparse
+
+
+@pytest.mark.parametrize("features", ["triplane", "grid", "sparse", "product"])
 def test_rays_equal_whole_images_and_checkpoint_round_trip(features, tmp_path):
     model = fake_gridlf(size=16)
+    if features == "product":
+        model = GridLightField(dataclasses.replace(model.arch, plane_combine="product"), model.camera)
+        model.occupancy.copy_(fake_gridlf(size=16).occupancy)
+    if features == "sparse":
+        model = _sparse(model)
     if features == "grid":
         arch = dataclasses.replace(model.arch, features="grid", grid_resolutions=[5, 9])
         model = GridLightField(arch, model.camera)
@@ -154,10 +210,13 @@ def test_coarser_shares_weights_and_march_rays():
         assert small(pose).shape == (1, 3, 16, 16)
 
 
-def test_onnx_export_matches_torch():
+@pytest.mark.parametrize("features", ["triplane", "sparse"])
+def test_onnx_export_matches_torch(features):
     from export.onnx_export import compare_with_torch, ort_session, simplify, to_onnx_bytes
 
     model = fake_gridlf(size=32)
+    if features == "sparse":
+        model = _sparse(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         onnx_bytes = simplify(to_onnx_bytes(model, 17))
@@ -206,3 +265,22 @@ def test_refine_finds_each_pixels_own_surface_within_its_window():
     assert math.isclose(float(t[0]), 3.75, rel_tol=1e-6) and hit.tolist() == [1.0, 0.0, 0.0]
     t, hit = m.refine(o[:1], d[:1], t0[:1], torch.zeros(1))  # the block found nothing: stays background
     assert hit.tolist() == [0.0]
+
+
+def test_shading_the_hits_only_equals_shading_every_ray():
+    model = fake_gridlf(size=16)
+    pose = _pose(60, 30)
+    b, s = 1, 16
+    with torch.no_grad():
+        full = model(pose)  # shade_hits inside
+        origin = pose[None, None, :3, 3].expand(b, s * s, 3)
+        m = s // model.arch.march_stride
+        t0, length, hit = (v.reshape(b, m, 1, m, 1).expand(b, m, 4, m, 4).reshape(b, s * s)
+                           for v in model.anchor(pose[None, None, :3, 3], (model.march_dirs @ pose[:3, :3].T)[None]))
+        every = model.shade(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, hit)
+    assert 0 < hit.mean() < 1  # both kinds of pixel in the frame
+    assert torch.allclose(full, every.transpose(1, 2).reshape(1, 3, s, s), atol=1e-6)
+    none = torch.zeros_like(hit)
+    with torch.no_grad():  # nothing hit: the background everywhere, no empty-tensor trouble
+        bg = model.shade_hits(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, none)
+    assert torch.allclose(bg, torch.sigmoid(model.background).expand(1, s * s, 3))
