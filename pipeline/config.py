@@ -142,6 +142,9 @@ class GridLFConfig:
     n_points: int = 4  # K feature points per ray (>= 1)
     window: float = 4.0  # the K points span this many occupancy cells from the first occupied one (> 0)
     anchor: bool = True  # false: the K points spread from box entry to exit instead (the ablation)
+    # training moves each point to a random place in its share of the window (as NeRF's samples);
+    # false: the middle of it, where rendering puts it, so training sees the features the render reads
+    jitter: bool = True
     # each pixel then marches its own ray this many cells from its block's hit (>= 0; 0: off): behind
     # a thin part the block's ray hit, it finds its own surface; beside one, none (background)
     refine: int = 0

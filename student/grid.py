@@ -328,10 +328,11 @@ class GridLightField(StudentModel):
         """Colour of rays (origin, d (..., 3)) whose points span [t0, t0 + length] (...) -> (..., 3).
 
         noise: optional (..., K) in [0, 1): each point's place within its share of the window
-        (training); None: the middle of it.
+        (training, unless `jitter: false`); None: the middle of it.
         """
         k, a = self.arch.n_points, self.arch
-        u = torch.arange(k, device=d.device, dtype=d.dtype) + (0.5 if noise is None else noise)
+        jittered = noise is not None and a.jitter
+        u = torch.arange(k, device=d.device, dtype=d.dtype) + (noise if jittered else 0.5)
         t = t0[..., None] + u * (length / k)[..., None]  # (..., K)
         size = self.hi - self.lo
         x = ((origin - self.lo) / size)[..., None, :] + t[..., None] * (d / size)[..., None, :]  # box -> [0, 1]^3

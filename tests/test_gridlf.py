@@ -284,3 +284,14 @@ def test_shading_the_hits_only_equals_shading_every_ray():
     with torch.no_grad():  # nothing hit: the background everywhere, no empty-tensor trouble
         bg = model.shade_hits(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, none)
     assert torch.allclose(bg, torch.sigmoid(model.background).expand(1, s * s, 3))
+
+
+def test_without_jitter_training_reads_the_points_rendering_reads():
+    model = fake_gridlf(size=16)
+    pose = _pose(45, 25)
+    noise = torch.rand(1, 256, model.n_points)
+    with torch.no_grad():
+        assert not torch.allclose(model(pose, noise), model(pose))  # jittered points: other features
+        still = GridLightField(dataclasses.replace(model.arch, jitter=False), model.camera)
+        still.load_state_dict(model.state_dict())
+        assert torch.equal(still(pose, noise), model(pose))
