@@ -165,6 +165,9 @@ class GridLFConfig:
     width: int = 64  # MLP hidden width (>= 1)
     depth: int = 2  # hidden layers (>= 1)
     grid_lr_scale: float = 1.0  # the grids' learning rate is student.train.lr times this (> 0)
+    # features: triplane: weight of the planes' total variation in the loss (>= 0; 0: off), the mean
+    # squared difference of neighbouring cells (K-Planes): cells few rays reach follow their neighbours
+    tv_weight: float = 0.0
 
 
 @dataclass
@@ -438,7 +441,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
         for key in ("occupancy_resolution", "march_stride", "n_points", "grid_channels", "width", "depth",
                     "subdivide"):
             at_least(f"student.gridlf.{key}", 1)
-        for key in ("dilate", "dir_freqs", "refine"):
+        for key in ("dilate", "dir_freqs", "refine", "tv_weight"):
             at_least(f"student.gridlf.{key}", 0)
         for key in ("window", "grid_lr_scale"):
             positive(f"student.gridlf.{key}")

@@ -33,7 +33,7 @@ from pipeline.config import GridLFConfig
 from .kinds import StudentCamera, StudentModel, ray_layout
 from .model import positional_encoding
 
-__all__ = ["GridLightField", "box_interval", "march_first_hit", "sparse_nearest", "sparse_nearest_reference",
+__all__ = ["GridLightField", "box_interval", "march_first_hit", "plane_tv", "sparse_nearest", "sparse_nearest_reference",
            "surface_rows", "triplane_nearest", "triplane_nearest_reference", "trilinear", "trilinear_reference"]
 
 
@@ -175,6 +175,17 @@ def sparse_nearest_reference(table: Tensor, rows: Tensor, resolution: int, subdi
     return torch.stack(out).reshape(*x.shape[:-1], table.shape[-1])
 
 
+def plane_tv(planes: Tensor, resolutions: list[int]) -> Tensor:
+    """Total variation of tri-planes in `triplane_nearest`'s layout: the mean over resolutions of
+    the mean squared difference between neighbouring cells, along both axes of every plane."""
+    out, offset = [], 0
+    for r in resolutions:
+        p = planes[offset:offset + 3 * r * r].reshape(3, r, r, -1)
+        out.append(0.5 * ((p[:, 1:] - p[:, :-1]).square().mean() + (p[:, :, 1:] - p[:, :, :-1]).square().mean()))
+        offset += 3 * r * r
+    return torch.stack(out).mean()
+
+
 def trilinear_reference(grid: Tensor, resolution: int, x: Tensor) -> Tensor:
     """`trilinear` through torch's grid_sample (the test's twin)."""
     r, c = resolution, grid.shape[-1]
@@ -293,6 +304,12 @@ class GridLightField(StudentModel):
         rest = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": rest, "lr": lr},
                 {"params": grids, "lr": lr * self.arch.grid_lr_scale, "eps": 1e-15, "weight_decay": 0.0}]
+
+    def regularization(self) -> Tensor | None:
+        a = self.arch
+        if a.features != "triplane" or not a.tv_weight:
+            return None
+        return a.tv_weight * sum(plane_tv(g, [r]) for g, r in zip(self.grids, a.grid_resolutions, strict=True))
 
     def anchor(self, origin: Tensor, d_march: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Where the K points of a march ray's pixels go: start t0, window length, and hit

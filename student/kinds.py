@@ -100,6 +100,10 @@ class StudentModel(nn.Module, abc.ABC):
         """The optimiser's parameter groups at base learning rate `lr` (one group by default)."""
         return [{"params": list(self.parameters()), "lr": lr}]
 
+    def regularization(self) -> Tensor | None:
+        """A loss term on the weights themselves, added to each step's loss (None: none)."""
+        return None
+
     @abc.abstractmethod
     def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None) -> Tensor:
         """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1], S = output_size.

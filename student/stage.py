@@ -157,7 +157,12 @@ def run(ctx) -> dict:
             pred = net(**inputs, jitter=noise[share].to(dev))
         if pool is not None:
             pool.update(view, ray, ray_errors(pred.detach(), target, model.ray_block))
-        return StepOutput(F.mse_loss(pred.float(), target))
+        mse = F.mse_loss(pred.float(), target)
+        reg = model.regularization()
+        if reg is None:
+            return StepOutput(mse)
+        # the curve's PSNR is the colour error's alone
+        return StepOutput(mse + reg, lambda: {"psnr": -10 * math.log10(max(mse.item(), 1e-10)), "reg": reg.item()})
 
     loop = LoopSettings(name="student", knob="student.train", steps=tcfg.steps, max_seconds=tcfg.max_seconds,
                         expected_steps=tcfg.expected_steps, checkpoint_every=tcfg.checkpoint_every,

@@ -19,6 +19,7 @@ from student.grid import (
     GridLightField,
     box_interval,
     march_first_hit,
+    plane_tv,
     sparse_nearest,
     sparse_nearest_reference,
     surface_rows,
@@ -295,3 +296,19 @@ def test_without_jitter_training_reads_the_points_rendering_reads():
         still = GridLightField(dataclasses.replace(model.arch, jitter=False), model.camera)
         still.load_state_dict(model.state_dict())
         assert torch.equal(still(pose, noise), model(pose))
+
+
+def test_plane_tv_closed_form_and_regularization():
+    # a plane whose value rises by c per cell along its first axis: every neighbour difference
+    # along that axis is c, along the other 0, so the TV is (c^2 + 0) / 2
+    r, c = 5, 0.3
+    ramp = (torch.arange(r, dtype=torch.float32) * c)[:, None].expand(r, r)
+    planes = torch.stack([ramp, ramp, ramp]).reshape(3 * r * r, 1)
+    assert math.isclose(float(plane_tv(planes, [r])), c * c / 2, rel_tol=1e-5)
+    assert float(plane_tv(torch.ones(3 * 16 + 3 * 4, 2), [4, 2])) == 0.0  # constant planes, two levels
+    model = fake_gridlf(size=16)
+    assert model.regularization() is None  # tv_weight 0: no term
+    tv = GridLightField(dataclasses.replace(model.arch, tv_weight=0.5), model.camera)
+    tv.load_state_dict(model.state_dict())
+    expected = 0.5 * sum(plane_tv(g, [r]) for g, r in zip(model.grids, model.arch.grid_resolutions))
+    assert torch.allclose(tv.regularization(), expected)
