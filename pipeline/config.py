@@ -161,6 +161,9 @@ class GridLFConfig:
     # resolution), or "product" (C: the elementwise product, as K-Planes; a feature is then
     # large only where all three planes say so, which tells apart the surfaces a plane overlaps)
     plane_combine: Literal["concat", "product"] = "concat"
+    # features: triplane: "nearest" reads the cell a point falls in; "bilinear" blends the four
+    # nearest cell centres (one Gather of 4 rows per plane, weights elementwise): smooth features
+    plane_interp: Literal["nearest", "bilinear"] = "nearest"
     dir_freqs: int = 4  # frequencies of the view direction's encoding (>= 0)
     width: int = 64  # MLP hidden width (>= 1)
     depth: int = 2  # hidden layers (>= 1)

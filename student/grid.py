@@ -34,7 +34,8 @@ from .kinds import StudentCamera, StudentModel, ray_layout
 from .model import positional_encoding
 
 __all__ = ["GridLightField", "box_interval", "march_first_hit", "plane_tv", "sparse_nearest", "sparse_nearest_reference",
-           "surface_rows", "triplane_nearest", "triplane_nearest_reference", "trilinear", "trilinear_reference"]
+           "surface_rows", "triplane_bilinear", "triplane_bilinear_reference", "triplane_nearest",
+           "triplane_nearest_reference", "trilinear", "trilinear_reference"]
 
 
 def box_interval(origin: Tensor, d: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
@@ -122,10 +123,58 @@ def triplane_nearest(planes: Tensor, resolutions: list[int], x: Tensor, combine:
         index += [cx * r + cy + offset, cx * r + cz + (offset + r * r), cy * r + cz + (offset + 2 * r * r)]
         offset += 3 * r * r
     feats = planes[torch.stack(index, dim=-1).long()]  # (..., L * 3, C)
-    if combine == "product":  # slices and Muls (no ReduceProd: fewer ops for the web backends to support)
-        feats = feats.unflatten(-2, (len(resolutions), 3))
-        feats = feats[..., 0, :] * feats[..., 1, :] * feats[..., 2, :]
-    return feats.flatten(-2)
+    return _combine(feats, combine).flatten(-2)
+
+
+def _combine(feats: Tensor, combine: str) -> Tensor:
+    """(..., L * 3, C) plane features -> themselves, or ("product") (..., L, C), each resolution's
+    three multiplied. Strided slices and Muls: no ReduceProd for the web backends to support, and
+    no reshape of the leading dims (which may be empty: a frame where no ray hits)."""
+    if combine != "product":
+        return feats
+    return feats[..., 0::3, :] * feats[..., 1::3, :] * feats[..., 2::3, :]
+
+
+def triplane_bilinear(planes: Tensor, resolutions: list[int], x: Tensor, combine: str = "concat") -> Tensor:
+    """`triplane_nearest` with each plane read bilinearly between its four nearest cell centres
+    (values at the centres of r cells over [0, 1], clamped at the border, like grid_sample with
+    align_corners=False and padding_mode="border"). One Gather of 4 rows a plane: the corners'
+    indices are the first corner's plus constants, and the weights are elementwise products.
+    The slow twin is `triplane_bilinear_reference`."""
+    x = x.clamp(0.0, 1.0)
+    base, fa, fb, offs, offset = [], [], [], [], 0
+    for r in resolutions:
+        u = x * r - 0.5
+        i0 = u.floor().clamp(0, r - 2)
+        f = (u - i0).clamp(0.0, 1.0)
+        for a, b, plane in ((0, 1, 0), (0, 2, 1), (1, 2, 2)):
+            base.append(i0[..., a] * r + i0[..., b] + (offset + plane * r * r))
+            fa.append(f[..., a])
+            fb.append(f[..., b])
+            offs.append([0.0, 1.0, float(r), float(r + 1)])  # (a, b), (a, b + 1), (a + 1, b), (a + 1, b + 1)
+        offset += 3 * r * r
+    index = torch.stack(base, dim=-1)[..., None] + torch.tensor(offs, device=x.device, dtype=x.dtype)  # (..., P, 4)
+    wa, wb = torch.stack(fa, dim=-1), torch.stack(fb, dim=-1)  # (..., P)
+    w = torch.stack([(1 - wa) * (1 - wb), (1 - wa) * wb, wa * (1 - wb), wa * wb], dim=-1)  # (..., P, 4)
+    feats = (planes[index.long()] * w[..., None]).sum(dim=-2)  # (..., P, C)
+    return _combine(feats, combine).flatten(-2)
+
+
+def triplane_bilinear_reference(planes: Tensor, resolutions: list[int], x: Tensor,
+                                combine: str = "concat") -> Tensor:
+    """`triplane_bilinear` through torch's grid_sample, plane by plane (the test's twin)."""
+    out, offset = [], 0
+    pts = x.reshape(-1, 3).clamp(0.0, 1.0) * 2 - 1
+    for r in resolutions:
+        three = []
+        for k, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))):
+            plane = planes[offset + k * r * r:offset + (k + 1) * r * r].reshape(r, r, -1).permute(2, 0, 1)[None]
+            g = torch.stack([pts[:, b], pts[:, a]], dim=-1).reshape(1, -1, 1, 2)  # grid_sample: (W, H) = (b, a)
+            v = F.grid_sample(plane, g, mode="bilinear", padding_mode="border", align_corners=False)
+            three.append(v[0, :, :, 0].T.reshape(*x.shape[:-1], -1))
+        out += [three[0] * three[1] * three[2]] if combine == "product" else three
+        offset += 3 * r * r
+    return torch.cat(out, dim=-1)
 
 
 def triplane_nearest_reference(planes: Tensor, resolutions: list[int], x: Tensor, combine: str = "concat") -> Tensor:
@@ -361,7 +410,8 @@ class GridLightField(StudentModel):
             h = torch.cat(feats, dim=-1).flatten(-2)  # (..., K * L * C)
         else:
             table = self.grids[0] if len(self.grids) == 1 else torch.cat(list(self.grids))  # folded at export
-            h = triplane_nearest(table, a.grid_resolutions, x, a.plane_combine).flatten(-2)  # (..., K * L * 3 * C)
+            read = triplane_bilinear if a.plane_interp == "bilinear" else triplane_nearest
+            h = read(table, a.grid_resolutions, x, a.plane_combine).flatten(-2)  # (..., K * L * 3 * C)
         h = self.feat_in(h) + self.dir_in(positional_encoding(d, a.dir_freqs))
         rgb = torch.sigmoid(self.mlp(h))
         w = hit[..., None]
@@ -434,8 +484,9 @@ class GridLightField(StudentModel):
 
     def flops_per_frame(self) -> int:
         """2 x multiply-adds of the MLP, plus the interpolation's weighted sums (8 corners x C per
-        point and grid); the march and index arithmetic are not counted."""
+        point and grid, or 4 per plane); the march and index arithmetic are not counted."""
         a = self.arch
         mlp = sum(m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear))
-        interp = a.n_points * len(a.grid_resolutions) * 8 * a.grid_channels if a.features == "grid" else 0
+        corners = {"grid": 8, "triplane": 3 * 4 if a.plane_interp == "bilinear" else 0}.get(a.features, 0)
+        interp = a.n_points * len(a.grid_resolutions) * corners * a.grid_channels
         return 2 * (mlp + interp) * self.n_rays

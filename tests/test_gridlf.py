@@ -24,6 +24,8 @@ from student.grid import (
     sparse_nearest_reference,
     surface_rows,
     trilinear,
+    triplane_bilinear,
+    triplane_bilinear_reference,
     trilinear_reference,
     triplane_nearest,
     triplane_nearest_reference,
@@ -84,6 +86,27 @@ def test_sparse_nearest_matches_per_point_indexing():
     assert torch.equal(sparse_nearest(table, surface_rows(grid), r, s, p)[0], table[27 + 2 * 9 + 1 * 3 + 1])
     # every empty cell reads row 0
     assert torch.equal(sparse_nearest(table, torch.zeros(r ** 3), r, s, p)[0], table[2 * 9 + 1 * 3 + 1])
+
+
+@pytest.mark.parametrize("combine", ["concat", "product"])
+def test_triplane_bilinear_matches_grid_sample_and_is_exact_on_linear_functions(combine):
+    torch.manual_seed(0)
+    res = [4, 9]
+    planes = torch.randn(sum(3 * r * r for r in res), 5)
+    x = torch.rand(7, 11, 3) * 1.2 - 0.1  # some outside [0, 1]: clamped
+    x[0, :3] = torch.tensor([[0.0, 0, 0], [1, 1, 1], [0.01, 0.99, 0.5]])  # the border half-cells
+    out = triplane_bilinear(planes, res, x, combine)
+    assert out.shape == (7, 11, 2 * (1 if combine == "product" else 3) * 5)
+    assert torch.allclose(out, triplane_bilinear_reference(planes, res, x, combine), atol=1e-5)
+    # a plane linear in its two coordinates, sampled at the cell centres, is reproduced exactly
+    # between the outermost centres: xy plane of one 8-cell level, value 2a - b + 0.5
+    r = 8
+    centres = (torch.arange(r) + 0.5) / r
+    a, b = torch.meshgrid(centres, centres, indexing="ij")
+    lin = torch.zeros(3 * r * r, 1)
+    lin[:r * r, 0] = (2 * a - b + 0.5).reshape(-1)
+    p = torch.rand(50, 3) * (1 - 1 / r) + 0.5 / r
+    assert torch.allclose(triplane_bilinear(lin, [r], p)[:, 0], 2 * p[:, 0] - p[:, 1] + 0.5, atol=1e-5)
 
 
 def test_box_interval_closed_form():
@@ -157,11 +180,12 @@ def _sparse(model: GridLightField) -> GridLightField:
     return sparse
 
 
-@pytest.mark.parametrize("features", ["triplane", "grid", "sparse", "product"])
+@pytest.mark.parametrize("features", ["triplane", "grid", "sparse", "product", "bilinear"])
 def test_rays_equal_whole_images_and_checkpoint_round_trip(features, tmp_path):
     model = fake_gridlf(size=16)
-    if features == "product":
-        model = GridLightField(dataclasses.replace(model.arch, plane_combine="product"), model.camera)
+    if features in ("product", "bilinear"):
+        change = {"plane_combine": "product"} if features == "product" else {"plane_interp": "bilinear"}
+        model = GridLightField(dataclasses.replace(model.arch, **change), model.camera)
         model.occupancy.copy_(fake_gridlf(size=16).occupancy)
     if features == "sparse":
         model = _sparse(model)
@@ -211,13 +235,22 @@ def test_coarser_shares_weights_and_march_rays():
         assert small(pose).shape == (1, 3, 16, 16)
 
 
-@pytest.mark.parametrize("features", ["triplane", "sparse"])
+@pytest.mark.parametrize("features", ["triplane", "sparse", "bilinear product"])
 def test_onnx_export_matches_torch(features):
     from export.onnx_export import compare_with_torch, ort_session, simplify, to_onnx_bytes
 
     model = fake_gridlf(size=32)
     if features == "sparse":
         model = _sparse(model)
+    elif features == "bilinear product":
+        smooth = GridLightField(dataclasses.replace(model.arch, plane_interp="bilinear", plane_combine="product"),
+                                model.camera)
+        with torch.no_grad():  # the fake's smooth planes and surfaces; its first layer is wider (concat)
+            smooth.occupancy.copy_(model.occupancy)
+            for mine, theirs in zip(smooth.grids, model.grids, strict=True):
+                mine.copy_(theirs + 1.0)
+            smooth.background.copy_(model.background)
+        model = smooth.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         onnx_bytes = simplify(to_onnx_bytes(model, 17))
