@@ -28,6 +28,7 @@ from .io import atomic_write_json
 RECORD = "record.json"
 PROGRESS = ".progress.json"  # key of the unfinished run whose partial outputs may be resumed
 LOCK = ".lock"
+PREVIOUS = ".previous"  # suffix of the folder that keeps a stage's last finished outputs during a re-run
 
 
 def read_record(out_dir: Path) -> dict | None:
@@ -182,15 +183,28 @@ class StageLock:
             self._fd = None
 
 
+def previous_dir(out_dir: Path) -> Path:
+    """Where a stage's last finished outputs wait while a run with another key replaces them."""
+    return out_dir.with_name(out_dir.name + PREVIOUS)
+
+
 def prepare_output(out_dir: Path, key: str, force: bool) -> bool:
     """Get `out_dir` ready for a run with `key`; return True if partial outputs of an
     interrupted run with the same key are kept for resuming.
 
-    Outputs of other settings (or everything, with force) are removed: they
-    must not leak into this run.
+    Outputs of other settings (or everything, with force) leave the folder: they must not
+    leak into this run. Finished ones (a record) move to `previous_dir` until this run
+    finishes, so a run that is stopped or fails does not cost the last finished result
+    (a 20-minute teacher, say, after an edit made it stale); unfinished ones are removed.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RECORD).unlink(missing_ok=True)
+    if (out_dir / RECORD).exists():
+        keep = previous_dir(out_dir)
+        shutil.rmtree(keep, ignore_errors=True)
+        keep.mkdir()
+        for child in out_dir.iterdir():
+            if child.name not in (LOCK, PROGRESS):
+                child.rename(keep / child.name)
     progress = out_dir / PROGRESS
     resume = False
     if not force and progress.exists():
@@ -216,3 +230,4 @@ def prepare_output(out_dir: Path, key: str, force: bool) -> bool:
 def finish_output(out_dir: Path, record: dict) -> None:
     atomic_write_json(out_dir / RECORD, {**record, "output_files": output_files(out_dir)})
     (out_dir / PROGRESS).unlink(missing_ok=True)
+    shutil.rmtree(previous_dir(out_dir), ignore_errors=True)  # replaced: no longer needed

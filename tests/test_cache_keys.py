@@ -276,3 +276,28 @@ def test_status_command_prints_reasons_under_each_stage(tmp_path, monkeypatch, c
     assert lines[at + 1] == f"             setting teacher.steps: {steps} -> {steps * 2}"
     assert lines[at + 2] == f"  distill  stale    {Path('runs/toy/distill')}"
     assert lines[at + 3] == "             upstream stage 'teacher' changed"
+
+
+def test_a_rerun_keeps_the_last_finished_outputs_until_it_finishes(tmp_path):
+    out = tmp_path / "runs" / "x" / "teacher"
+    out.mkdir(parents=True)
+    (out / "model.pt").write_bytes(b"twenty minutes")
+    (out / "renders").mkdir()
+    (out / "renders" / "0.png").write_bytes(b"png")
+    cache.finish_output(out, {"stage": "teacher", "key": "old"})
+    # another key (an edited module): the folder is emptied for the new run...
+    assert cache.prepare_output(out, "new", force=False) is False
+    assert sorted(p.name for p in out.iterdir()) == [cache.PROGRESS]
+    # ...and the finished result waits beside it, whole, while the new run goes on or is stopped
+    keep = cache.previous_dir(out)
+    assert keep == out.parent / "teacher.previous"
+    assert (keep / "model.pt").read_bytes() == b"twenty minutes" and (keep / "renders" / "0.png").exists()
+    assert json.loads((keep / cache.RECORD).read_text())["key"] == "old"
+    # a stopped run restarted: resumes its own partial outputs, the previous result still kept
+    (out / "ckpt.pt").write_bytes(b"partial")
+    assert cache.prepare_output(out, "new", force=False) is True and (out / "ckpt.pt").exists()
+    assert (keep / "model.pt").exists()
+    # the new run finishes: it replaces the previous result
+    (out / "model.pt").write_bytes(b"new weights")
+    cache.finish_output(out, {"stage": "teacher", "key": "new"})
+    assert not keep.exists() and (out / "model.pt").read_bytes() == b"new weights"
