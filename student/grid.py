@@ -38,6 +38,12 @@ __all__ = ["GridLightField", "box_interval", "march_first_hit", "plane_tv", "spa
            "triplane_nearest_reference", "trilinear", "trilinear_reference"]
 
 
+def merge_last2(x: Tensor) -> Tensor:
+    """(..., A, B) -> (..., A * B) with the size spelled out: flatten's Reshape to -1 fails in
+    onnxruntime when a leading dimension is 0 (a frame where no ray hits)."""
+    return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
+
+
 def box_interval(origin: Tensor, d: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
     """Entry and exit distances of rays through the box [lo, hi] (slab test).
 
@@ -123,7 +129,7 @@ def triplane_nearest(planes: Tensor, resolutions: list[int], x: Tensor, combine:
         index += [cx * r + cy + offset, cx * r + cz + (offset + r * r), cy * r + cz + (offset + 2 * r * r)]
         offset += 3 * r * r
     feats = planes[torch.stack(index, dim=-1).long()]  # (..., L * 3, C)
-    return _combine(feats, combine).flatten(-2)
+    return merge_last2(_combine(feats, combine))
 
 
 def _combine(feats: Tensor, combine: str) -> Tensor:
@@ -157,7 +163,7 @@ def triplane_bilinear(planes: Tensor, resolutions: list[int], x: Tensor, combine
     wa, wb = torch.stack(fa, dim=-1), torch.stack(fb, dim=-1)  # (..., P)
     w = torch.stack([(1 - wa) * (1 - wb), (1 - wa) * wb, wa * (1 - wb), wa * wb], dim=-1)  # (..., P, 4)
     feats = (planes[index.long()] * w[..., None]).sum(dim=-2)  # (..., P, C)
-    return _combine(feats, combine).flatten(-2)
+    return merge_last2(_combine(feats, combine))
 
 
 def triplane_bilinear_reference(planes: Tensor, resolutions: list[int], x: Tensor,
@@ -403,15 +409,15 @@ class GridLightField(StudentModel):
         size = self.hi - self.lo
         x = ((origin - self.lo) / size)[..., None, :] + t[..., None] * (d / size)[..., None, :]  # box -> [0, 1]^3
         if a.features == "sparse":
-            h = sparse_nearest(self.grids[0], self.occupancy, a.occupancy_resolution, a.subdivide, x).flatten(-2)
+            h = merge_last2(sparse_nearest(self.grids[0], self.occupancy, a.occupancy_resolution, a.subdivide, x))
         elif a.features == "grid":
             pairs = zip(self.grids, a.grid_resolutions, strict=True)
             feats = [trilinear(g, r, x) for g, r in pairs]  # each (..., K, C)
-            h = torch.cat(feats, dim=-1).flatten(-2)  # (..., K * L * C)
+            h = merge_last2(torch.cat(feats, dim=-1))  # (..., K * L * C)
         else:
             table = self.grids[0] if len(self.grids) == 1 else torch.cat(list(self.grids))  # folded at export
             read = triplane_bilinear if a.plane_interp == "bilinear" else triplane_nearest
-            h = read(table, a.grid_resolutions, x, a.plane_combine).flatten(-2)  # (..., K * L * 3 * C)
+            h = merge_last2(read(table, a.grid_resolutions, x, a.plane_combine))  # (..., K * L * 3 * C)
         h = self.feat_in(h) + self.dir_in(positional_encoding(d, a.dir_freqs))
         rgb = torch.sigmoid(self.mlp(h))
         w = hit[..., None]
@@ -446,14 +452,16 @@ class GridLightField(StudentModel):
         CumSum in the graph: the background is most of a typical object-centred view)."""
         lead = hit.shape
         hit = hit.reshape(-1)
-        idx = torch.nonzero(hit > 0)[:, 0]  # (N,)
+        # the hit rays, then ray 0 once more: the list is never empty, because an empty one (a
+        # frame that misses the scene) broke onnxruntime's Reshape and is risky in web backends
+        idx = torch.cat([torch.nonzero(hit > 0)[:, 0], torch.zeros_like(hit[:1], dtype=torch.long)])  # (N + 1,)
         rows = [v.reshape(-1, v.shape[-1])[idx] for v in (origin, d)]
         nz = None if noise is None else noise.reshape(-1, noise.shape[-1])[idx]
         rgb = self.shade(*rows, t0.reshape(-1)[idx], length.reshape(-1)[idx], torch.ones_like(idx, dtype=d.dtype),
-                         nz)  # (N, 3)
-        # back to the frame: hit pixel -> its place in the list, the others -> the background row N
+                         nz)  # (N + 1, 3)
+        # back to the frame: hit pixel -> its place in the list, the others -> the background row N + 1
         place = torch.cumsum(hit, dim=0) - 1.0
-        place = torch.where(hit > 0, place, hit.sum())  # N as a tensor: the graph keeps it dynamic
+        place = torch.where(hit > 0, place, hit.sum() + 1.0)  # N as a tensor: the graph keeps it dynamic
         table = torch.cat([rgb, torch.sigmoid(self.background)[None].to(rgb.dtype)])
         return table[place.long()].reshape(*lead, 3)
 

@@ -259,6 +259,13 @@ def test_onnx_export_matches_torch(features):
     assert off <= 1e-3, (worst, off)
     rgb = ort_session(onnx_bytes).run(["rgb"], {"pose": poses[0]})[0]
     assert rgb.shape == (1, 3, 32, 32) and np.isfinite(rgb).all()
+    # a frame where no ray hits (5 units above the box, looking up): the graph's hit list is
+    # empty, and every pixel is the background
+    away = np.diag([1.0, -1.0, -1.0, 1.0]).astype(np.float32)
+    away[2, 3] = 5.0
+    empty = ort_session(onnx_bytes).run(["rgb"], {"pose": away})[0]
+    bg = torch.sigmoid(model.background).detach().numpy()
+    assert np.allclose(empty, bg[None, :, None, None].repeat(32, 2).repeat(32, 3), atol=1e-6)
 
 
 class _SphereField(torch.nn.Module):
