@@ -38,12 +38,6 @@ __all__ = ["GridLightField", "box_interval", "march_first_hit", "plane_tv", "spa
            "triplane_nearest_reference", "trilinear", "trilinear_reference"]
 
 
-def merge_last2(x: Tensor) -> Tensor:
-    """(..., A, B) -> (..., A * B) with the size spelled out: flatten's Reshape to -1 fails in
-    onnxruntime when a leading dimension is 0 (a frame where no ray hits)."""
-    return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
-
-
 def box_interval(origin: Tensor, d: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
     """Entry and exit distances of rays through the box [lo, hi] (slab test).
 
@@ -129,13 +123,12 @@ def triplane_nearest(planes: Tensor, resolutions: list[int], x: Tensor, combine:
         index += [cx * r + cy + offset, cx * r + cz + (offset + r * r), cy * r + cz + (offset + 2 * r * r)]
         offset += 3 * r * r
     feats = planes[torch.stack(index, dim=-1).long()]  # (..., L * 3, C)
-    return merge_last2(_combine(feats, combine))
+    return _combine(feats, combine).flatten(-2)
 
 
 def _combine(feats: Tensor, combine: str) -> Tensor:
     """(..., L * 3, C) plane features -> themselves, or ("product") (..., L, C), each resolution's
-    three multiplied. Strided slices and Muls: no ReduceProd for the web backends to support, and
-    no reshape of the leading dims (which may be empty: a frame where no ray hits)."""
+    three multiplied. Strided slices and Muls: no ReduceProd for the web backends to support."""
     if combine != "product":
         return feats
     return feats[..., 0::3, :] * feats[..., 1::3, :] * feats[..., 2::3, :]
@@ -163,7 +156,7 @@ def triplane_bilinear(planes: Tensor, resolutions: list[int], x: Tensor, combine
     wa, wb = torch.stack(fa, dim=-1), torch.stack(fb, dim=-1)  # (..., P)
     w = torch.stack([(1 - wa) * (1 - wb), (1 - wa) * wb, wa * (1 - wb), wa * wb], dim=-1)  # (..., P, 4)
     feats = (planes[index.long()] * w[..., None]).sum(dim=-2)  # (..., P, C)
-    return merge_last2(_combine(feats, combine))
+    return _combine(feats, combine).flatten(-2)
 
 
 def triplane_bilinear_reference(planes: Tensor, resolutions: list[int], x: Tensor,
@@ -409,15 +402,15 @@ class GridLightField(StudentModel):
         size = self.hi - self.lo
         x = ((origin - self.lo) / size)[..., None, :] + t[..., None] * (d / size)[..., None, :]  # box -> [0, 1]^3
         if a.features == "sparse":
-            h = merge_last2(sparse_nearest(self.grids[0], self.occupancy, a.occupancy_resolution, a.subdivide, x))
+            h = sparse_nearest(self.grids[0], self.occupancy, a.occupancy_resolution, a.subdivide, x).flatten(-2)
         elif a.features == "grid":
             pairs = zip(self.grids, a.grid_resolutions, strict=True)
             feats = [trilinear(g, r, x) for g, r in pairs]  # each (..., K, C)
-            h = merge_last2(torch.cat(feats, dim=-1))  # (..., K * L * C)
+            h = torch.cat(feats, dim=-1).flatten(-2)  # (..., K * L * C)
         else:
             table = self.grids[0] if len(self.grids) == 1 else torch.cat(list(self.grids))  # folded at export
             read = triplane_bilinear if a.plane_interp == "bilinear" else triplane_nearest
-            h = merge_last2(read(table, a.grid_resolutions, x, a.plane_combine))  # (..., K * L * 3 * C)
+            h = read(table, a.grid_resolutions, x, a.plane_combine).flatten(-2)  # (..., K * L * 3 * C)
         h = self.feat_in(h) + self.dir_in(positional_encoding(d, a.dir_freqs))
         rgb = torch.sigmoid(self.mlp(h))
         w = hit[..., None]
