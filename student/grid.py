@@ -33,7 +33,8 @@ from pipeline.config import GridLFConfig
 from .kinds import StudentCamera, StudentModel, ray_layout
 from .model import positional_encoding
 
-__all__ = ["GridLightField", "box_interval", "march_first_hit", "plane_tv", "sparse_nearest", "sparse_nearest_reference",
+__all__ = ["GridLightField", "box_interval", "first_occupied", "march_first_hit", "neighbourhood_hits", "pack_surfaces",
+           "surface_bit", "surface_bit_reference", "plane_tv", "sparse_nearest", "sparse_nearest_reference",
            "surface_rows", "triplane_bilinear", "triplane_bilinear_reference", "triplane_nearest",
            "triplane_nearest_reference", "trilinear", "trilinear_reference"]
 
@@ -79,6 +80,81 @@ def march_first_hit(origin: Tensor, d: Tensor, occupancy: Tensor, resolution: in
     hit = occ.amax(dim=-1)
     t_hit = t_near + first.to(d.dtype) * span / n_samples
     return torch.where(hit > 0, t_hit, t_near + span), hit
+
+
+def first_occupied(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, occupancy: Tensor, resolution: int,
+                   t_near: Tensor, t_far: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The first of n samples at start + (k + 1/2) step, k = 0..n-1, on the teacher's surfaces,
+    and the first in a cell of the dilated grid.
+
+    o, v: (..., 3) the ray in cell units (cells of a resolution^3 grid over [0, resolution]^3),
+    t along it as in world units; start, step, t_near, t_far: (...); `occupancy` packed
+    (`pack_surfaces`). Samples outside (t_near, t_far) count as empty. A sample is on a surface
+    when its sub-cell of the grid of twice the resolution is set (`surface_bit`), in a cell when
+    the cell's value is above 0. One Gather a sample serves both. Returns t_surface, found,
+    t_cell, in_cell (...): the start of the first such sample's step (start + n step when none)
+    and whether there is one, 1.0 / 0.0.
+    """
+    t = start[..., None] + (torch.arange(n, device=v.device, dtype=v.dtype) + 0.5) * step[..., None]  # (..., n)
+    p = o[..., None, :] + t[..., None] * v[..., None, :]
+    r = resolution
+    sub_cell = (p * 2).floor().clamp(0, 2 * r - 1)
+    cell = (sub_cell * 0.5).floor()
+    value = occupancy[(cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2]).long()]
+    inside = ((t > t_near[..., None]) & (t < t_far[..., None])).to(v.dtype)
+    out = []
+    for occ in (surface_bit(value, sub_cell - 2 * cell), value.clamp(max=1.0)):
+        occ = occ * inside
+        first = torch.argmax(occ, dim=-1)
+        found = occ.amax(dim=-1)
+        out += [torch.where(found > 0, start + first.to(v.dtype) * step, start + n * step), found]
+    return out[0], out[1], out[2], out[3]
+
+
+def pack_surfaces(fine: Tensor, dilate: int) -> Tensor:
+    """Two grids in one buffer: (2R, 2R, 2R) bool surfaces (index [x, y, z]) -> (R^3,) float in
+    `march_first_hit`'s layout. A cell is 0 when it is empty in the coarse grid (a cell is
+    occupied when any of its 2x2x2 sub-cells is, then the grid is dilated by `dilate` cells);
+    else 1 + the bits of its sub-cells, bit 4 sx + 2 sy + sz for sub-cell (sx, sy, sz). So the
+    march reads the dilated coarse grid as before, and a short march reads the fine one, from
+    the same 8 MB (at R = 128) and in float32, exact."""
+    r2 = fine.shape[-1]
+    if fine.shape != (r2, r2, r2) or r2 % 2:
+        raise ValueError(f"surfaces of shape {tuple(fine.shape)}: need (2R, 2R, 2R)")
+    r = r2 // 2
+    f = fine.float().reshape(r, 2, r, 2, r, 2).permute(0, 2, 4, 1, 3, 5).reshape(r, r, r, 8)
+    bits = (f * 2.0 ** torch.arange(8, dtype=torch.float32, device=f.device)).sum(dim=-1)
+    coarse = f.amax(dim=-1)
+    if dilate:
+        coarse = F.max_pool3d(coarse[None, None], kernel_size=2 * dilate + 1, stride=1, padding=dilate)[0, 0]
+    return ((coarse > 0).float() * (1.0 + bits)).reshape(-1)
+
+
+def surface_bit(value: Tensor, sub: Tensor) -> Tensor:
+    """Bit (sx, sy, sz) of packed cells (`pack_surfaces`): value (...), sub (..., 3) of 0 / 1
+    -> (...) 1.0 / 0.0. Divisions by powers of two and Floor (no integer ops for the web
+    backends); 0 for empty cells. The slow twin is `surface_bit_reference`."""
+    power = (1 + 15 * sub[..., 0]) * (1 + 3 * sub[..., 1]) * (1 + sub[..., 2])  # 2^(4 sx + 2 sy + sz)
+    q = torch.floor((value - 1).clamp(min=0) / power)
+    return q - 2 * torch.floor(q * 0.5)
+
+
+def surface_bit_reference(value: Tensor, sub: Tensor) -> Tensor:
+    """`surface_bit` with integer shifts (the test's twin)."""
+    bits = (value - 1).clamp(min=0).long()
+    shift = (4 * sub[..., 0] + 2 * sub[..., 1] + sub[..., 2]).long()
+    return ((bits >> shift) & 1).to(value.dtype)
+
+
+def neighbourhood_hits(t: Tensor, hit: Tensor) -> tuple[Tensor, Tensor]:
+    """The nearest and farthest hit among each march ray's 3x3 neighbours and itself:
+    t, hit (B, m, m) -> near, far (B, m, m); where none hits, near is huge and far very negative
+    (finite: the web backends and the graph's arithmetic stay clean). Two MaxPools."""
+    big = 1e4
+    hit = hit[:, None] > 0
+    near = -F.max_pool2d(torch.where(hit, -t[:, None], -big), kernel_size=3, stride=1, padding=1)
+    far = F.max_pool2d(torch.where(hit, t[:, None], -big), kernel_size=3, stride=1, padding=1)
+    return near[:, 0], far[:, 0]
 
 
 def trilinear(grid: Tensor, resolution: int, x: Tensor) -> Tensor:
@@ -323,10 +399,16 @@ class GridLightField(StudentModel):
         to `occupancy_resolution` (a divisor of R0; the student stage computes it at exactly
         that resolution, teacher/occupancy.py) and dilated by `dilate` cells."""
         r0, r = occupancy.shape[-1], self.arch.occupancy_resolution
+        if self.arch.surface == "pixel":
+            r = 2 * r  # the fine surfaces: pooled to twice the resolution, then packed (pack_surfaces)
         if occupancy.shape != (r0, r0, r0) or r0 % r:
             raise ValueError(f"the teacher's occupancy grid {tuple(occupancy.shape)} cannot be pooled to {r}^3 "
-                             f"(student.gridlf.occupancy_resolution must divide {r0})")
+                             f"(student.gridlf.occupancy_resolution{' x 2' * (r != self.arch.occupancy_resolution)} "
+                             f"must divide {r0})")
         occ = F.max_pool3d(occupancy.float()[None, None], kernel_size=r0 // r)
+        if self.arch.surface == "pixel":
+            self.occupancy.copy_(pack_surfaces(occ[0, 0] > 0, self.arch.dilate).to(self.occupancy.device))
+            return
         k = self.arch.dilate
         if k:
             occ = F.max_pool3d(occ, kernel_size=2 * k + 1, stride=1, padding=k)
@@ -370,6 +452,70 @@ class GridLightField(StudentModel):
         t0, hit = march_first_hit(origin, d_march, self.occupancy, self.arch.occupancy_resolution, self.lo, self.hi,
                                   self.n_march, self.camera.near)
         return t0, torch.full_like(t0, self.arch.window * self.cell), hit
+
+    @property
+    def surface_resolution(self) -> int:
+        """Cells per side of the grid the stage computes the teacher's surfaces at (`from_teacher`)."""
+        return self.arch.occupancy_resolution * (2 if self.arch.surface == "pixel" else 1)
+
+    def pixel_anchor(self, origin: Tensor, d: Tensor, near: Tensor, far: Tensor) -> tuple[Tensor, Tensor]:
+        """surface: pixel. Each pixel's own surface, between the nearest and farthest hit of its
+        neighbourhood's march rays (`neighbourhood_hits`): origin, d (..., 3), near, far (...)
+        -> t0 (the window's start, centred on the surface) and hit (...).
+
+        A march of `pixel_samples` samples over [near - 1 cell, far + 3 cells] finds the first
+        sample on a surface, and whether any sample is in a cell of the dilated grid: the pixel
+        covers the scene if one is (generous, as the block march: a pixel of the scene painted
+        background costs far more than a background pixel the network learns to paint). Then
+        `fine_samples` steps through that sample's step place the surface to a fraction of it.
+        A pixel that covers the scene but meets no surface sample (it passes thin parts by)
+        centres its window a cell past its first dilated cell.
+        """
+        a = self.arch
+        r, cell = a.occupancy_resolution, self.cell
+        scale = r / (self.hi - self.lo)
+        o, v = (origin - self.lo) * scale, d * scale
+        box = torch.zeros_like(self.lo)
+        t_near, t_far = box_interval(o, v, box, box + r)
+        t_near = t_near.clamp(min=self.camera.near)
+        start = torch.maximum(near - cell, t_near)
+        span = (torch.minimum(far + 3 * cell, t_far) - start).clamp(min=0.0)
+        step = span / a.pixel_samples
+        t_surf, on_surface, t_cell, covered = first_occupied(o, v, start, step, a.pixel_samples, self.occupancy, r,
+                                                             t_near, t_far)
+        fine_step = step / a.fine_samples
+        t_fine, found_fine, _, _ = first_occupied(o, v, t_surf - 0.5 * step, fine_step, a.fine_samples,
+                                                  self.occupancy, r, t_near, t_far)
+        centre = torch.where(found_fine > 0, t_fine + 0.5 * fine_step, t_surf + 0.5 * step)
+        centre = torch.where(on_surface > 0, centre, t_cell + 0.5 * step + cell)
+        return centre - 0.5 * a.window * cell, covered
+
+    def anchors_frame(self, pose: Tensor, d: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Where every pixel's K points go: pose (B, 4, 4) -> t0, length, hit, each (B, S^2).
+        d: the pixels' world directions (B, S^2, 3), when the caller has them."""
+        b, s, st = pose.shape[0], self.camera.output_size, self.arch.march_stride
+        m = s // st
+        rot, origin = pose[:, :3, :3], pose[:, None, :3, 3]  # origin (B, 1, 3)
+        t0, length, hit = self.anchor(origin, torch.matmul(self.march_dirs, rot.transpose(1, 2)))  # each (B, m^2)
+
+        def blocks(v: Tensor) -> Tensor:  # each march ray's value for every pixel of its stride x stride block
+            return v.reshape(b, m, 1, m, 1).expand(b, m, st, m, st).reshape(b, s * s)
+
+        if d is None:
+            d = torch.matmul(self.dirs, rot.transpose(1, 2))
+        if self.arch.anchor and self.arch.surface == "pixel":
+            near, far = neighbourhood_hits(t0.reshape(b, m, m), hit.reshape(b, m, m))
+            t0, hit = self.pixel_anchor(origin, d, blocks(near), blocks(far))
+            return t0, torch.full_like(t0, self.arch.window * self.cell), hit
+        t0, length, hit = blocks(t0), blocks(length), blocks(hit)
+        if self.arch.anchor and self.arch.refine:
+            t0, hit = self.refine(origin, d, t0, hit)
+        return t0, length, hit
+
+    def ray_inputs(self, pose: Tensor) -> Tensor:
+        """Each pixel's anchor (t0, length, hit) of views pose (B, 4, 4) -> (B, S^2, 3): computed
+        once per training view, a training step then reads its rays' rows instead of marching."""
+        return torch.stack(self.anchors_frame(pose), dim=-1)
 
     def refine(self, origin: Tensor, d: Tensor, t0: Tensor, hit: Tensor) -> tuple[Tensor, Tensor]:
         """Each pixel's own first occupied cell within `refine` cells of its block's anchor t0:
@@ -416,26 +562,22 @@ class GridLightField(StudentModel):
         w = hit[..., None]
         return w * rgb + (1 - w) * torch.sigmoid(self.background)
 
-    def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None) -> Tensor:
+    def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None,
+                cached: Tensor | None = None) -> Tensor:
         if ray is not None:
-            return self.forward_rays(pose, ray, jitter if isinstance(jitter, Tensor) else None)
+            return self.forward_rays(pose, ray, jitter if isinstance(jitter, Tensor) else None, cached)
         if pose.dim() == 2:
             pose = pose[None]
-        b, s, st = pose.shape[0], self.camera.output_size, self.arch.march_stride
-        m = s // st
-        rot, origin = pose[:, :3, :3], pose[:, None, :3, 3]  # origin (B, 1, 3)
-        anchor = self.anchor(origin, torch.matmul(self.march_dirs, rot.transpose(1, 2)))  # each (B, m^2)
-        # each march ray anchors its stride x stride block of pixels
-        t0, length, hit = (v.reshape(b, m, 1, m, 1).expand(b, m, st, m, st).reshape(b, s * s) for v in anchor)
+        b, s = pose.shape[0], self.camera.output_size
+        d = torch.matmul(self.dirs, pose[:, :3, :3].transpose(1, 2))  # (B, S^2, 3)
+        t0, length, hit = self.anchors_frame(pose, d)
         noise = None
         if isinstance(jitter, Tensor):
             noise = jitter
         elif jitter:
             noise = torch.rand(b, s * s, self.arch.n_points, device=pose.device)
-        d = torch.matmul(self.dirs, rot.transpose(1, 2))  # (B, S^2, 3)
-        if self.arch.anchor and self.arch.refine:
-            t0, hit = self.refine(origin, d, t0, hit)
-        rgb = self.shade_hits(origin.expand(b, s * s, 3), d, t0, length, hit, noise)  # (B, S^2, 3)
+        origin = pose[:, None, :3, 3].expand(b, s * s, 3)
+        rgb = self.shade_hits(origin, d, t0, length, hit, noise)  # (B, S^2, 3)
         return rgb.transpose(1, 2).reshape(b, 3, s, s)
 
     def shade_hits(self, origin: Tensor, d: Tensor, t0: Tensor, length: Tensor, hit: Tensor,
@@ -458,18 +600,33 @@ class GridLightField(StudentModel):
         table = torch.cat([rgb, torch.sigmoid(self.background)[None].to(rgb.dtype)])
         return table[place.long()].reshape(*lead, 3)
 
-    def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None) -> Tensor:
+    def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None,
+                     cached: Tensor | None = None) -> Tensor:
+        """cached: (N, 3) the rays' rows of `ray_inputs` (training); None: computed here."""
+        rot, origin = pose[:, :3, :3], pose[:, :3, 3]
+        d = torch.matmul(rot, self.dirs[ray][:, :, None])[:, :, 0]
+        if cached is None:
+            cached = self._anchors_of_rays(pose, ray)
+        t0, length, hit = cached.unbind(dim=-1)
+        rgb = self.shade(origin, d, t0, length, hit, noise)  # (N, 3)
+        b, h, w = ray_layout(len(ray), self.in_size)
+        return rgb.reshape(b, h * w, 3).transpose(1, 2).reshape(b, 3, h, w)
+
+    def _anchors_of_rays(self, pose: Tensor, ray: Tensor) -> Tensor:
+        """`ray_inputs` rows of arbitrary rays: (N, 4, 4), (N,) -> (N, 3). The block march on each
+        ray's own march ray; surface: pixel needs the neighbourhood, so whole frames of the distinct
+        poses."""
+        if self.arch.anchor and self.arch.surface == "pixel":
+            poses, which = torch.unique(pose, dim=0, return_inverse=True)
+            return self.ray_inputs(poses)[which, ray]
         s, st = self.camera.output_size, self.arch.march_stride
         m = s // st
         block = torch.div(ray, s * st, rounding_mode="floor") * m + torch.div(ray % s, st, rounding_mode="floor")
         rot, origin = pose[:, :3, :3], pose[:, :3, 3]
         t0, length, hit = self.anchor(origin, torch.matmul(rot, self.march_dirs[block][:, :, None])[:, :, 0])
-        d = torch.matmul(rot, self.dirs[ray][:, :, None])[:, :, 0]
         if self.arch.anchor and self.arch.refine:
-            t0, hit = self.refine(origin, d, t0, hit)
-        rgb = self.shade(origin, d, t0, length, hit, noise)  # (N, 3)
-        b, h, w = ray_layout(len(ray), self.in_size)
-        return rgb.reshape(b, h * w, 3).transpose(1, 2).reshape(b, 3, h, w)
+            t0, hit = self.refine(origin, torch.matmul(rot, self.dirs[ray][:, :, None])[:, :, 0], t0, hit)
+        return torch.stack([t0, length, hit], dim=-1)
 
     def coarser(self, factor: int = 2) -> GridLightField:
         """The same weights at 1/factor of the pixels; the march keeps its rays where it can."""

@@ -105,19 +105,28 @@ class StudentModel(nn.Module, abc.ABC):
         return None
 
     @abc.abstractmethod
-    def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None) -> Tensor:
+    def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None,
+                cached: Tensor | None = None) -> Tensor:
         """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1], S = output_size.
 
         jitter: False (deterministic), True (random depth jitter), or the noise itself,
-        (B, n_rays, n_points) in [0, 1). With `ray`: `forward_rays(pose, ray, jitter)`
+        (B, n_rays, n_points) in [0, 1). With `ray`: `forward_rays(pose, ray, jitter, cached)`
         (routed through here so that DistributedDataParallel sees the call).
         """
 
-    def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None) -> Tensor:
+    def ray_inputs(self, pose: Tensor) -> Tensor | None:
+        """What a per-ray model computes from whole frames for each of its rays (e.g. where each
+        pixel's surface is), for views pose (B, 4, 4) -> (B, n_rays, C): training computes it once
+        per view and hands each step its rays' rows (`cached`). None (the default): nothing."""
+        return None
+
+    def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None,
+                     cached: Tensor | None = None) -> Tensor:
         """Arbitrary rays -> their blocks, for per-ray models.
 
         pose: (N, 4, 4) each ray's camera; ray: (N,) row-major index into the ray grid;
-        noise: optional (N, n_points) depth jitter in [0, 1). Returns (B, 3, h * r, w * r),
+        noise: optional (N, n_points) depth jitter in [0, 1); cached: optional (N, C), the
+        rays' rows of `ray_inputs` (None: computed here). Returns (B, 3, h * r, w * r),
         r = ray_block, (B, h, w) = `ray_layout(N, in_size)`: ray n at row-major position n of
         a (B, h, w) grid, its block laid out as in a whole image.
         """

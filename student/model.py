@@ -167,11 +167,12 @@ class NeLFStudent(StudentModel):
         x = (pts - self.center) / self.camera.scale
         return positional_encoding(x.flatten(-2), self.arch.pe_freqs)
 
-    def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None) -> Tensor:
+    def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None,
+                cached: Tensor | None = None) -> Tensor:
         """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1].
 
         With `ray` (training on ray batches): `forward_rays(pose, ray, jitter)`; it goes
-        through here so that DistributedDataParallel sees the call.
+        through here so that DistributedDataParallel sees the call. No `ray_inputs`: cached is None.
         """
         if ray is not None:
             return self.forward_rays(pose, ray, jitter if isinstance(jitter, Tensor) else None)
@@ -183,7 +184,8 @@ class NeLFStudent(StudentModel):
         x = self.sr(self.body(x))
         return torch.sigmoid(self.tail(x))
 
-    def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None) -> Tensor:
+    def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None,
+                     cached: Tensor | None = None) -> Tensor:
         """Arbitrary rays -> their sr x sr pixel blocks (see StudentModel.forward_rays); the
         weights mean the same thing as in `forward`."""
         if not self.per_ray:

@@ -91,7 +91,7 @@ def run(ctx) -> dict:
     model = build_student(scfg.kind, scfg.arch, camera).to(dev)
     if model.needs_occupancy:
         field, estimator, _ = load_teacher(ctx.input("teacher", "model"), cfg.teacher, dev)
-        occupancy = surface_occupancy(field, torch.tensor(cfg.teacher.aabb), model.arch.occupancy_resolution)
+        occupancy = surface_occupancy(field, torch.tensor(cfg.teacher.aabb), model.surface_resolution)
         del field, estimator
         try:
             model.from_teacher(occupancy)
@@ -130,6 +130,11 @@ def run(ctx) -> dict:
     n_items = (tcfg.batch_rays or tcfg.batch_images * model.n_rays) if rays_mode else tcfg.batch_images
     n_real = int(round(n_items * tcfg.real_fraction)) if real is not None else 0
     pool_img, pool_pose = (torch.cat([images, real[0]]), torch.cat([poses, real[1]])) if n_real else (images, poses)
+    # per-ray values the model takes from whole frames (gridlf: where each pixel's surface is),
+    # once per training view, so that a step reads its rays' rows instead of recomputing them
+    cache = ray_inputs_table(model, pool_pose, dev) if rays_mode else None
+    if cache is not None:
+        ctx.log(f"per-ray inputs of {len(pool_pose)} views: {cache.numel() * 4 / 2 ** 20:.0f} MB")
     share = slice(rank * n_items // world, (rank + 1) * n_items // world)
     n_share = share.stop - share.start
     n_hard = int(n_share * tcfg.hard_fraction) if rays_mode else 0
@@ -149,6 +154,8 @@ def run(ctx) -> dict:
                 view[:n_hard], ray[:n_hard] = pool.draw(n_hard)
             target = ray_blocks(pool_img, view, ray, model.in_size, model.ray_block).to(dev)
             inputs = {"pose": pool_pose[view].to(dev), "ray": ray.to(dev)}
+            if cache is not None:
+                inputs["cached"] = cache[view, ray].to(dev)
         else:
             noise = torch.rand(n_items, model.n_rays, model.n_points)  # depth jitter, global batch
             target = pool_img[view[share]].to(dev).permute(0, 3, 1, 2).float() / 255.0
@@ -184,6 +191,22 @@ def run(ctx) -> dict:
             f"(constant-colour baseline {metrics['baseline_psnr']:.2f} dB)")
     return {"metrics": metrics, "outputs": {"model": MODEL, "metrics": "metrics.json", "curve": "curve.json",
                                             "side_by_side": "side_by_side"}}
+
+
+@torch.no_grad()
+def ray_inputs_table(model: StudentModel, poses: torch.Tensor, dev: torch.device, chunk: int = 8) -> torch.Tensor | None:
+    """`model.ray_inputs` of every view, (V, n_rays, C) on the CPU (None: the model has none)."""
+    was_training = model.training
+    model.eval()
+    rows = []
+    for start in range(0, len(poses), chunk):
+        part = model.ray_inputs(poses[start:start + chunk].to(dev))
+        if part is None:
+            model.train(was_training)
+            return None
+        rows.append(part.float().cpu())
+    model.train(was_training)
+    return torch.cat(rows)
 
 
 @torch.no_grad()

@@ -18,10 +18,15 @@ from pipeline.config import GridLFConfig
 from student.grid import (
     GridLightField,
     box_interval,
+    first_occupied,
     march_first_hit,
+    neighbourhood_hits,
+    pack_surfaces,
     plane_tv,
     sparse_nearest,
     sparse_nearest_reference,
+    surface_bit,
+    surface_bit_reference,
     surface_rows,
     trilinear,
     triplane_bilinear,
@@ -138,6 +143,84 @@ def test_march_finds_the_first_occupied_cell():
     assert math.isfinite(float(t[3]))  # misses the box (hit 0): no span, t is where x enters the slab
 
 
+def test_first_occupied_finds_the_first_surface_sample_and_the_first_dilated_cell():
+    torch.manual_seed(0)
+    r = 8
+    fine = torch.rand(2 * r, 2 * r, 2 * r) < 0.02
+    packed = pack_surfaces(fine, dilate=1)
+    lo, hi = -torch.ones(3), torch.ones(3)
+    o = torch.randn(64, 3) * 0.3 + torch.tensor([-4.0, 0.0, 0.0])
+    d = torch.nn.functional.normalize(torch.tensor([1.0, 0.0, 0.0]) + 0.2 * torch.randn(64, 3), dim=-1)
+    n = 4 * r
+    # the dilated cells: the march's own answer
+    t, hit = march_first_hit(o, d, packed, r, lo, hi, n, near=0.0)
+    scale = r / (hi - lo)
+    ob, v = (o - lo) * scale, d * scale
+    t_near, t_far = box_interval(ob, v, torch.zeros(3), torch.full((3,), float(r)))
+    t_near = t_near.clamp(min=0.0)
+    step = (t_far - t_near).clamp(min=0.0) / n
+    t_surf, found, t_cell, in_cell = first_occupied(ob, v, t_near, step, n, packed, r, t_near, t_far)
+    assert torch.equal(hit, in_cell) and torch.allclose(t[hit > 0], t_cell[hit > 0], atol=1e-5)
+    # the surfaces: a direct lookup of each sample's sub-cell in the fine grid
+    ts = t_near[:, None] + (torch.arange(n) + 0.5) * step[:, None]
+    cells = (ob[:, None] + ts[..., None] * v[:, None]).mul(2).floor().clamp(0, 2 * r - 1).long()
+    inside = (ts > t_near[:, None]) & (ts < t_far[:, None])
+    occ = fine[cells[..., 0], cells[..., 1], cells[..., 2]] & inside
+    assert torch.equal(found > 0, occ.any(dim=-1)) and 0 < int((found > 0).sum()) < int((in_cell > 0).sum())
+    first = occ.float().argmax(dim=-1)
+    assert torch.allclose(t_surf[found > 0], (t_near + first * step)[found > 0], atol=1e-5)
+
+
+def test_pack_surfaces_keeps_every_bit_and_the_dilated_coarse_grid():
+    torch.manual_seed(1)
+    r = 6
+    fine = torch.rand(2 * r, 2 * r, 2 * r) < 0.05
+    packed = pack_surfaces(fine, dilate=1)
+    idx = torch.stack(torch.meshgrid(*[torch.arange(2 * r)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    value = packed[(idx // 2 * torch.tensor([r * r, r, 1])).sum(-1)]
+    sub = (idx % 2).float()
+    assert torch.equal(surface_bit(value, sub), fine.reshape(-1).float())
+    assert torch.equal(surface_bit(value, sub), surface_bit_reference(value, sub))
+    coarse = fine.reshape(r, 2, r, 2, r, 2).any(5).any(3).any(1).float()
+    dilated = torch.nn.functional.max_pool3d(coarse[None, None], 3, 1, 1)[0, 0]
+    assert torch.equal(packed.reshape(r, r, r) > 0, dilated > 0)
+    with pytest.raises(ValueError, match="need"):
+        pack_surfaces(torch.zeros(5, 5, 5, dtype=torch.bool), 0)
+
+
+def test_neighbourhood_hits_are_the_min_and_max_over_3x3():
+    t = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]])
+    hit = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    near, far = neighbourhood_hits(t, hit)
+    assert near[0, 0, 0] == 1.0 and far[0, 0, 0] == 1.0  # itself and its neighbours: only cell (0, 0) hits
+    assert near[0, 1, 1] == 1.0 and far[0, 1, 1] == 3.0
+    assert near[0, 2, 0] > 1e3 and far[0, 2, 0] < -1e3  # no hit around: huge / very negative
+
+
+def test_pixel_surface_lands_within_a_quarter_cell_of_a_wall():
+    # a wall filling fine cells x >= 10 of 32 over [-1, 1]^3 (x >= -0.375): each pixel's window
+    # is centred within a quarter coarse cell (along the ray) of the exact crossing
+    arch = GridLFConfig(occupancy_resolution=16, dilate=1, march_stride=4, surface="pixel", window=2.0)
+    m = build_student("gridlf", arch, _camera())
+    fine = torch.zeros(32, 32, 32, dtype=torch.bool)
+    fine[10:] = True
+    m.from_teacher(fine)
+    pose = torch.from_numpy(orbit_pose([0.0, 0.0, 0.0], 3.5, 180.0, 10.0, [0.0, 0.0, 1.0])).float()
+    with torch.no_grad():
+        t0, length, hit = m.anchors_frame(pose[None])
+    d = m.dirs @ pose[:3, :3].T
+    o = pose[:3, 3]
+    t_exact = (-0.375 - o[0]) / d[:, 0]
+    x = o + t_exact[:, None] * d  # where each ray crosses the wall's plane: on the wall inside the box
+    inside = (x[:, 1:].abs() < 1.0 - 2 * m.cell).all(dim=-1)  # away from the box's sides (the wall meets them)
+    t_near, t_far = box_interval(o.expand_as(d), d, -torch.ones(3), torch.ones(3))
+    assert m.surface_resolution == 32 and inside.sum() > 50
+    assert (hit[0] > 0)[inside].all() and not (hit[0] > 0)[t_far <= t_near].any()
+    centre = t0[0] + 0.5 * length[0]
+    assert (centre - t_exact)[inside].abs().max() <= 0.25 * m.cell
+    assert torch.allclose(length, torch.full_like(length, 2.0 * m.cell))
+
+
 def _camera(size: int = 16) -> StudentCamera:
     return StudentCamera(output_size=size, focal=size * 1.2, near=1.0, far=8.0, center=(0.0, 0.0, 0.0),
                          scale=math.sqrt(3.0), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
@@ -180,9 +263,9 @@ def _sparse(model: GridLightField) -> GridLightField:
     return sparse
 
 
-@pytest.mark.parametrize("features", ["triplane", "grid", "sparse", "product", "bilinear"])
+@pytest.mark.parametrize("features", ["triplane", "grid", "sparse", "product", "bilinear", "block"])
 def test_rays_equal_whole_images_and_checkpoint_round_trip(features, tmp_path):
-    model = fake_gridlf(size=16)
+    model = fake_gridlf(size=16, surface="block" if features in ("sparse", "block") else "pixel")
     if features in ("product", "bilinear"):
         change = {"plane_combine": "product"} if features == "product" else {"plane_interp": "bilinear"}
         model = GridLightField(dataclasses.replace(model.arch, **change), model.camera)
@@ -206,6 +289,10 @@ def test_rays_equal_whole_images_and_checkpoint_round_trip(features, tmp_path):
     assert full.shape == (2, 3, 16, 16) and part.shape == (1, 3, 1, 100)
     expected = full.reshape(2, 3, 256)[view, :, ray]  # (100, 3)
     assert torch.allclose(part[0, :, 0].T, expected, atol=1e-6)
+    # training's way: the rays' rows of the per-view table
+    with torch.no_grad():
+        cached = model.ray_inputs(poses)[view, ray]
+        assert torch.allclose(model(poses[view], noise[view, ray], ray=ray, cached=cached), part, atol=1e-6)
     assert 0.0 < model.flops_per_frame()
     torch.save(student_checkpoint(model), tmp_path / "model.pt")
     again = load_student(tmp_path / "model.pt", torch.device("cpu"))
@@ -235,11 +322,11 @@ def test_coarser_shares_weights_and_march_rays():
         assert small(pose).shape == (1, 3, 16, 16)
 
 
-@pytest.mark.parametrize("features", ["triplane", "sparse", "bilinear product"])
+@pytest.mark.parametrize("features", ["triplane", "block", "sparse", "bilinear product"])
 def test_onnx_export_matches_torch(features):
     from export.onnx_export import compare_with_torch, ort_session, simplify, to_onnx_bytes
 
-    model = fake_gridlf(size=32)
+    model = fake_gridlf(size=32, surface="block" if features in ("block", "sparse") else "pixel")
     if features == "sparse":
         model = _sparse(model)
     elif features == "bilinear product":
@@ -255,8 +342,11 @@ def test_onnx_export_matches_torch(features):
         warnings.simplefilter("ignore", DeprecationWarning)
         onnx_bytes = simplify(to_onnx_bytes(model, 17))
     poses = [_pose(az, el).numpy() for az, el in ((30, 20), (130, 50), (250, 5))]
-    worst, off = compare_with_torch(model, onnx_bytes, poses, 1e-4)
-    assert off <= 1e-3, (worst, off)
+    # each pixel's own march (surface: pixel) makes discrete choices on float positions: a sample
+    # at a cell border moves a window by a step fraction in onnxruntime, a few pixels change slightly
+    pixel = model.arch.surface == "pixel"
+    worst, off = compare_with_torch(model, onnx_bytes, poses, 1e-3 if pixel else 1e-4)
+    assert off <= (2e-3 if pixel else 1e-3), (worst, off)
     rgb = ort_session(onnx_bytes).run(["rgb"], {"pose": poses[0]})[0]
     assert rgb.shape == (1, 3, 32, 32) and np.isfinite(rgb).all()
     # a frame where no ray hits (5 units above the box, looking up): the graph's hit list is
@@ -315,9 +405,7 @@ def test_shading_the_hits_only_equals_shading_every_ray():
     with torch.no_grad():
         full = model(pose)  # shade_hits inside
         origin = pose[None, None, :3, 3].expand(b, s * s, 3)
-        m = s // model.arch.march_stride
-        t0, length, hit = (v.reshape(b, m, 1, m, 1).expand(b, m, 4, m, 4).reshape(b, s * s)
-                           for v in model.anchor(pose[None, None, :3, 3], (model.march_dirs @ pose[:3, :3].T)[None]))
+        t0, length, hit = model.anchors_frame(pose[None])
         every = model.shade(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, hit)
     assert 0 < hit.mean() < 1  # both kinds of pixel in the frame
     assert torch.allclose(full, every.transpose(1, 2).reshape(1, 3, s, s), atol=1e-6)
