@@ -150,13 +150,15 @@ class GridLFConfig:
     refine: int = 0
     # where each pixel's K points go. "block": from where its block's march ray first meets an
     # occupied cell. "pixel": each pixel finds its own surface: the hits of the march rays of its
-    # 3x3 neighbourhood of blocks bound a march of its own ray (`pixel_samples` samples), then
-    # `fine_samples` shorter steps find the first of the teacher's surfaces at twice the grid's
-    # resolution (their bits ride in the same buffer); the window is centred there. Training
-    # reads each pixel's surface from a table computed once per view.
+    # 3x3 neighbourhood of blocks bound a march of its own ray (`pixel_samples` samples) that
+    # finds the first of the teacher's surfaces at twice the grid's resolution (their bits ride in
+    # the same buffer); the window is centred there. Training reads each pixel's surface from a
+    # table computed once per view.
     surface: Literal["block", "pixel"] = "block"
     pixel_samples: int = 16  # surface: pixel: samples of each pixel's coarse march (>= 1)
-    fine_samples: int = 12  # surface: pixel: steps of each pixel's fine march (>= 1; a quarter cell or less where flat)
+    # surface: pixel: steps of a second march through the first surface sample's step (>= 0; 0: none,
+    # the surface is placed at that sample); 8 scored the same in a short probe on lego, at 1.2x the frame
+    fine_samples: int = 0
     # "triplane": three axis-aligned feature planes per resolution, read at the nearest cell (one
     # Gather a point); "sparse": features only in the occupied cells of the occupancy grid, each
     # split into `subdivide`^3 sub-cells, read at the nearest one (two Gathers a point: the cell's
@@ -451,14 +453,14 @@ def _check_ranges(cfg: Config, source: str) -> None:
     if s.kind == "gridlf":
         g = s.gridlf
         for key in ("occupancy_resolution", "march_stride", "n_points", "grid_channels", "width", "depth",
-                    "subdivide", "pixel_samples", "fine_samples"):
+                    "subdivide", "pixel_samples"):
             at_least(f"student.gridlf.{key}", 1)
         need(g.surface == "block" or g.refine == 0, "student.gridlf.refine",
              "0 with student.gridlf.surface: pixel (each pixel already marches its own ray)")
         need(g.surface == "block" or (g.anchor and g.features != "sparse"), "student.gridlf.surface",
              "'block' with anchor: false or features: sparse (surface: pixel packs the surfaces in the buffer "
              "they use)")
-        for key in ("dilate", "dir_freqs", "refine", "tv_weight"):
+        for key in ("dilate", "dir_freqs", "refine", "tv_weight", "fine_samples"):
             at_least(f"student.gridlf.{key}", 0)
         for key in ("window", "grid_lr_scale"):
             positive(f"student.gridlf.{key}")

@@ -146,15 +146,16 @@ def surface_bit_reference(value: Tensor, sub: Tensor) -> Tensor:
     return ((bits >> shift) & 1).to(value.dtype)
 
 
-def neighbourhood_hits(t: Tensor, hit: Tensor) -> tuple[Tensor, Tensor]:
+def neighbourhood_hits(t: Tensor, hit: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The nearest and farthest hit among each march ray's 3x3 neighbours and itself:
-    t, hit (B, m, m) -> near, far (B, m, m); where none hits, near is huge and far very negative
-    (finite: the web backends and the graph's arithmetic stay clean). Two MaxPools."""
+    t, hit (B, m, m) -> near, far, any (B, m, m); where none hits (any 0), near is huge and far
+    very negative (finite: the web backends and the graph's arithmetic stay clean). MaxPools."""
     big = 1e4
-    hit = hit[:, None] > 0
-    near = -F.max_pool2d(torch.where(hit, -t[:, None], -big), kernel_size=3, stride=1, padding=1)
-    far = F.max_pool2d(torch.where(hit, t[:, None], -big), kernel_size=3, stride=1, padding=1)
-    return near[:, 0], far[:, 0]
+    flag = hit[:, None] > 0
+    near = -F.max_pool2d(torch.where(flag, -t[:, None], -big), kernel_size=3, stride=1, padding=1)
+    far = F.max_pool2d(torch.where(flag, t[:, None], -big), kernel_size=3, stride=1, padding=1)
+    any_hit = F.max_pool2d(hit[:, None], kernel_size=3, stride=1, padding=1)
+    return near[:, 0], far[:, 0], any_hit[:, 0]
 
 
 def trilinear(grid: Tensor, resolution: int, x: Tensor) -> Tensor:
@@ -483,10 +484,12 @@ class GridLightField(StudentModel):
         step = span / a.pixel_samples
         t_surf, on_surface, t_cell, covered = first_occupied(o, v, start, step, a.pixel_samples, self.occupancy, r,
                                                              t_near, t_far)
-        fine_step = step / a.fine_samples
-        t_fine, found_fine, _, _ = first_occupied(o, v, t_surf - 0.5 * step, fine_step, a.fine_samples,
-                                                  self.occupancy, r, t_near, t_far)
-        centre = torch.where(found_fine > 0, t_fine + 0.5 * fine_step, t_surf + 0.5 * step)
+        centre = t_surf + 0.5 * step
+        if a.fine_samples:
+            fine_step = step / a.fine_samples
+            t_fine, found_fine, _, _ = first_occupied(o, v, t_surf - 0.5 * step, fine_step, a.fine_samples,
+                                                      self.occupancy, r, t_near, t_far)
+            centre = torch.where(found_fine > 0, t_fine + 0.5 * fine_step, centre)
         centre = torch.where(on_surface > 0, centre, t_cell + 0.5 * step + cell)
         return centre - 0.5 * a.window * cell, covered
 
@@ -504,8 +507,16 @@ class GridLightField(StudentModel):
         if d is None:
             d = torch.matmul(self.dirs, rot.transpose(1, 2))
         if self.arch.anchor and self.arch.surface == "pixel":
-            near, far = neighbourhood_hits(t0.reshape(b, m, m), hit.reshape(b, m, m))
-            t0, hit = self.pixel_anchor(origin, d, blocks(near), blocks(far))
+            near, far, near_any = (blocks(v).reshape(-1) for v in neighbourhood_hits(t0.reshape(b, m, m),
+                                                                                       hit.reshape(b, m, m)))
+            # only pixels with a hit around them march (NonZero, Gathers, and a CumSum back, as in
+            # `shade_hits`): in an object-centred view most of the frame has none
+            idx = torch.cat([torch.nonzero(near_any > 0)[:, 0], torch.zeros_like(near[:1], dtype=torch.long)])
+            t_rows, hit_rows = self.pixel_anchor(origin.expand(b, s * s, 3).reshape(-1, 3)[idx],
+                                                 d.reshape(-1, 3)[idx], near[idx], far[idx])
+            place = torch.where(near_any > 0, torch.cumsum(near_any, dim=0) - 1.0, near_any.sum() + 1.0).long()
+            t0 = torch.cat([t_rows, torch.zeros_like(t_rows[:1])])[place].reshape(b, s * s)
+            hit = torch.cat([hit_rows, torch.zeros_like(hit_rows[:1])])[place].reshape(b, s * s)
             return t0, torch.full_like(t0, self.arch.window * self.cell), hit
         t0, length, hit = blocks(t0), blocks(length), blocks(hit)
         if self.arch.anchor and self.arch.refine:

@@ -191,16 +191,20 @@ def test_pack_surfaces_keeps_every_bit_and_the_dilated_coarse_grid():
 def test_neighbourhood_hits_are_the_min_and_max_over_3x3():
     t = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]])
     hit = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
-    near, far = neighbourhood_hits(t, hit)
+    near, far, any_hit = neighbourhood_hits(t, hit)
     assert near[0, 0, 0] == 1.0 and far[0, 0, 0] == 1.0  # itself and its neighbours: only cell (0, 0) hits
     assert near[0, 1, 1] == 1.0 and far[0, 1, 1] == 3.0
     assert near[0, 2, 0] > 1e3 and far[0, 2, 0] < -1e3  # no hit around: huge / very negative
+    assert any_hit[0].tolist() == [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
 
 
-def test_pixel_surface_lands_within_a_quarter_cell_of_a_wall():
+@pytest.mark.parametrize("fine_samples", [0, 8])
+def test_pixel_surface_lands_on_a_wall(fine_samples):
     # a wall filling fine cells x >= 10 of 32 over [-1, 1]^3 (x >= -0.375): each pixel's window
-    # is centred within a quarter coarse cell (along the ray) of the exact crossing
-    arch = GridLFConfig(occupancy_resolution=16, dilate=1, march_stride=4, surface="pixel", window=2.0)
+    # is centred, along the ray, within half a cell of the exact crossing (half a step of its
+    # 16-sample march, which spans a few cells here), a quarter with the second march
+    arch = GridLFConfig(occupancy_resolution=16, dilate=1, march_stride=4, surface="pixel", window=2.0,
+                        pixel_samples=16, fine_samples=fine_samples)
     m = build_student("gridlf", arch, _camera())
     fine = torch.zeros(32, 32, 32, dtype=torch.bool)
     fine[10:] = True
@@ -217,7 +221,7 @@ def test_pixel_surface_lands_within_a_quarter_cell_of_a_wall():
     assert m.surface_resolution == 32 and inside.sum() > 50
     assert (hit[0] > 0)[inside].all() and not (hit[0] > 0)[t_far <= t_near].any()
     centre = t0[0] + 0.5 * length[0]
-    assert (centre - t_exact)[inside].abs().max() <= 0.25 * m.cell
+    assert (centre - t_exact)[inside].abs().max() <= (0.25 if fine_samples else 0.5) * m.cell
     assert torch.allclose(length, torch.full_like(length, 2.0 * m.cell))
 
 
@@ -341,12 +345,12 @@ def test_onnx_export_matches_torch(features):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         onnx_bytes = simplify(to_onnx_bytes(model, 17))
-    poses = [_pose(az, el).numpy() for az, el in ((30, 20), (130, 50), (250, 5))]
-    # each pixel's own march (surface: pixel) makes discrete choices on float positions: a sample
-    # at a cell border moves a window by a step fraction in onnxruntime, a few pixels change slightly
-    pixel = model.arch.surface == "pixel"
-    worst, off = compare_with_torch(model, onnx_bytes, poses, 1e-3 if pixel else 1e-4)
-    assert off <= (2e-3 if pixel else 1e-3), (worst, off)
+    # poses off round angles: at (130, 50) a march sample of this symmetric fake lands on a cell
+    # border, and onnxruntime's rounding then picks the next cell in one graph (the pixel march's)
+    # and not in the other; the export stage's mismatch share is the guard for such borders
+    poses = [_pose(az, el).numpy() for az, el in ((30, 20), (131, 51), (250, 5))]
+    worst, off = compare_with_torch(model, onnx_bytes, poses, 1e-4)
+    assert off <= 1e-3, (worst, off)
     rgb = ort_session(onnx_bytes).run(["rgb"], {"pose": poses[0]})[0]
     assert rgb.shape == (1, 3, 32, 32) and np.isfinite(rgb).all()
     # a frame where no ray hits (5 units above the box, looking up): the graph's hit list is
