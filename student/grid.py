@@ -33,10 +33,10 @@ from pipeline.config import GridLFConfig
 from .kinds import StudentCamera, StudentModel, ray_layout
 from .model import positional_encoding
 
-__all__ = ["GridLightField", "box_interval", "first_occupied", "march_first_hit", "neighbourhood_hits", "pack_surfaces",
-           "surface_bit", "surface_bit_reference", "plane_tv", "sparse_nearest", "sparse_nearest_reference",
-           "surface_rows", "triplane_bilinear", "triplane_bilinear_reference", "triplane_nearest",
-           "triplane_nearest_reference", "trilinear", "trilinear_reference"]
+__all__ = ["GridLightField", "box_interval", "compact", "first_occupied", "march_first_hit", "neighbourhood_hits",
+           "pack_surfaces", "plane_tv", "sparse_nearest", "sparse_nearest_reference", "surface_bit",
+           "surface_bit_reference", "surface_rows", "trilinear", "trilinear_reference", "triplane_bilinear",
+           "triplane_bilinear_reference", "triplane_nearest", "triplane_nearest_reference"]
 
 
 def box_interval(origin: Tensor, d: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
@@ -156,6 +156,17 @@ def neighbourhood_hits(t: Tensor, hit: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     far = F.max_pool2d(torch.where(flag, t[:, None], -big), kernel_size=3, stride=1, padding=1)
     any_hit = F.max_pool2d(hit[:, None], kernel_size=3, stride=1, padding=1)
     return near[:, 0], far[:, 0], any_hit[:, 0]
+
+
+def compact(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows where a flat 0/1 mask (N,) is set, and the way back: idx (M + 1,), the set rows then
+    row 0 once more (never empty: an empty list broke onnxruntime's Reshape and is risky in the
+    web backends), and place (N,), each set row's position in idx, M + 1 for the others (one row
+    past idx: the caller appends the value of the rest). NonZero, Gathers and a CumSum in the
+    graph, so a frame costs its selected rows only."""
+    idx = torch.cat([torch.nonzero(mask > 0)[:, 0], torch.zeros_like(mask[:1], dtype=torch.long)])
+    place = torch.where(mask > 0, torch.cumsum(mask, dim=0) - 1.0, mask.sum() + 1.0)  # M as a tensor: stays dynamic
+    return idx, place.long()
 
 
 def trilinear(grid: Tensor, resolution: int, x: Tensor) -> Tensor:
@@ -454,6 +465,16 @@ class GridLightField(StudentModel):
                                   self.n_march, self.camera.near)
         return t0, torch.full_like(t0, self.arch.window * self.cell), hit
 
+    def _in_cells(self, origin: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """A ray in cell units of the occupancy grid (t stays world units): o, v (..., 3), and
+        where it enters and leaves the box, t_near, t_far (...)."""
+        r = self.arch.occupancy_resolution
+        scale = r / (self.hi - self.lo)
+        o, v = (origin - self.lo) * scale, d * scale
+        box = torch.zeros_like(self.lo)
+        t_near, t_far = box_interval(o, v, box, box + r)
+        return o, v, t_near, t_far
+
     @property
     def surface_resolution(self) -> int:
         """Cells per side of the grid the stage computes the teacher's surfaces at (`from_teacher`)."""
@@ -474,10 +495,7 @@ class GridLightField(StudentModel):
         """
         a = self.arch
         r, cell = a.occupancy_resolution, self.cell
-        scale = r / (self.hi - self.lo)
-        o, v = (origin - self.lo) * scale, d * scale
-        box = torch.zeros_like(self.lo)
-        t_near, t_far = box_interval(o, v, box, box + r)
+        o, v, t_near, t_far = self._in_cells(origin, d)
         t_near = t_near.clamp(min=self.camera.near)
         start = torch.maximum(near - cell, t_near)
         span = (torch.minimum(far + 3 * cell, t_far) - start).clamp(min=0.0)
@@ -509,12 +527,10 @@ class GridLightField(StudentModel):
         if self.arch.anchor and self.arch.surface == "pixel":
             near, far, near_any = (blocks(v).reshape(-1) for v in neighbourhood_hits(t0.reshape(b, m, m),
                                                                                        hit.reshape(b, m, m)))
-            # only pixels with a hit around them march (NonZero, Gathers, and a CumSum back, as in
-            # `shade_hits`): in an object-centred view most of the frame has none
-            idx = torch.cat([torch.nonzero(near_any > 0)[:, 0], torch.zeros_like(near[:1], dtype=torch.long)])
+            # only pixels with a hit around them march: in an object-centred view most have none
+            idx, place = compact(near_any)
             t_rows, hit_rows = self.pixel_anchor(origin.expand(b, s * s, 3).reshape(-1, 3)[idx],
                                                  d.reshape(-1, 3)[idx], near[idx], far[idx])
-            place = torch.where(near_any > 0, torch.cumsum(near_any, dim=0) - 1.0, near_any.sum() + 1.0).long()
             t0 = torch.cat([t_rows, torch.zeros_like(t_rows[:1])])[place].reshape(b, s * s)
             hit = torch.cat([hit_rows, torch.zeros_like(hit_rows[:1])])[place].reshape(b, s * s)
             return t0, torch.full_like(t0, self.arch.window * self.cell), hit
@@ -522,6 +538,10 @@ class GridLightField(StudentModel):
         if self.arch.anchor and self.arch.refine:
             t0, hit = self.refine(origin, d, t0, hit)
         return t0, length, hit
+
+    @property
+    def ray_inputs_required(self) -> bool:
+        return self.arch.anchor and self.arch.surface == "pixel"  # its anchors need the neighbourhood
 
     def ray_inputs(self, pose: Tensor) -> Tensor:
         """Each pixel's anchor (t0, length, hit) of views pose (B, 4, 4) -> (B, S^2, 3): computed
@@ -534,10 +554,7 @@ class GridLightField(StudentModel):
         in front of what the pixel sees (the pixel then finds the surface behind it) or a
         surface the pixel passes beside (the pixel finds nothing: background)."""
         r, n = self.arch.occupancy_resolution, self.arch.refine
-        scale = r / (self.hi - self.lo)
-        o, v = (origin - self.lo) * scale, d * scale
-        box = torch.zeros_like(self.lo)
-        _, t_far = box_interval(o, v, box, box + r)
+        o, v, _, t_far = self._in_cells(origin, d)
         t = t0[..., None] + (torch.arange(n, device=d.device, dtype=d.dtype) + 0.5) * self.cell  # (..., n)
         cell = (o[..., None, :] + t[..., None] * v[..., None, :]).floor().clamp(0, r - 1)
         index = (cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2]).long()
@@ -597,19 +614,13 @@ class GridLightField(StudentModel):
         `shade` (test): a frame costs its covered pixels, not all of them (NonZero, Gathers and a
         CumSum in the graph: the background is most of a typical object-centred view)."""
         lead = hit.shape
-        hit = hit.reshape(-1)
-        # the hit rays, then ray 0 once more: the list is never empty, because an empty one (a
-        # frame that misses the scene) broke onnxruntime's Reshape and is risky in web backends
-        idx = torch.cat([torch.nonzero(hit > 0)[:, 0], torch.zeros_like(hit[:1], dtype=torch.long)])  # (N + 1,)
+        idx, place = compact(hit.reshape(-1))
         rows = [v.reshape(-1, v.shape[-1])[idx] for v in (origin, d)]
         nz = None if noise is None else noise.reshape(-1, noise.shape[-1])[idx]
         rgb = self.shade(*rows, t0.reshape(-1)[idx], length.reshape(-1)[idx], torch.ones_like(idx, dtype=d.dtype),
                          nz)  # (N + 1, 3)
-        # back to the frame: hit pixel -> its place in the list, the others -> the background row N + 1
-        place = torch.cumsum(hit, dim=0) - 1.0
-        place = torch.where(hit > 0, place, hit.sum() + 1.0)  # N as a tensor: the graph keeps it dynamic
-        table = torch.cat([rgb, torch.sigmoid(self.background)[None].to(rgb.dtype)])
-        return table[place.long()].reshape(*lead, 3)
+        table = torch.cat([rgb, torch.sigmoid(self.background)[None].to(rgb.dtype)])  # the rest: background
+        return table[place].reshape(*lead, 3)
 
     def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None,
                      cached: Tensor | None = None) -> Tensor:

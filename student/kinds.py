@@ -120,6 +120,12 @@ class StudentModel(nn.Module, abc.ABC):
         per view and hands each step its rays' rows (`cached`). None (the default): nothing."""
         return None
 
+    @property
+    def ray_inputs_required(self) -> bool:
+        """True when `forward_rays` without `cached` is impractical for training (it would need
+        whole frames of every ray's view), so the per-view table must be kept."""
+        return False
+
     def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None,
                      cached: Tensor | None = None) -> Tensor:
         """Arbitrary rays -> their blocks, for per-ray models.

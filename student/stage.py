@@ -132,7 +132,7 @@ def run(ctx) -> dict:
     pool_img, pool_pose = (torch.cat([images, real[0]]), torch.cat([poses, real[1]])) if n_real else (images, poses)
     # per-ray values the model takes from whole frames (gridlf: where each pixel's surface is),
     # once per training view, so that a step reads its rays' rows instead of recomputing them
-    cache = ray_inputs_table(model, pool_pose, dev) if rays_mode else None
+    cache = ray_inputs_table(model, pool_pose, dev) if rays_mode and table_fits(model, pool_pose, ctx) else None
     if cache is not None:
         ctx.log(f"per-ray inputs of {len(pool_pose)} views: {cache.numel() * 4 / 2 ** 20:.0f} MB")
     share = slice(rank * n_items // world, (rank + 1) * n_items // world)
@@ -193,8 +193,27 @@ def run(ctx) -> dict:
                                             "side_by_side": "side_by_side"}}
 
 
+TABLE_MAX_BYTES = 8 * 2 ** 30  # per-ray input tables above this are not kept in memory
+
+
+def table_fits(model: StudentModel, poses: torch.Tensor, ctx) -> bool:
+    """Whether the per-view table of `ray_inputs` (3 floats a ray at most) stays under
+    TABLE_MAX_BYTES. If not, steps compute their rays' inputs themselves (slower); a model that
+    can only do that from whole frames (gridlf, surface: pixel) is a clear error instead."""
+    need = len(poses) * model.n_rays * 3 * 4
+    if need <= TABLE_MAX_BYTES:
+        return True
+    what = f"{len(poses):,} views x {model.n_rays:,} rays need {need / 2 ** 30:.1f} GB of per-ray inputs"
+    if model.ray_inputs_required:
+        raise StageError(f"student: {what} (limit {TABLE_MAX_BYTES / 2 ** 30:.0f} GB); lower distill.n_views or "
+                         "student.output_size, or use student.gridlf.surface: block")
+    ctx.log(f"{what}: over {TABLE_MAX_BYTES / 2 ** 30:.0f} GB, so each step computes its rays' own (slower)")
+    return False
+
+
 @torch.no_grad()
-def ray_inputs_table(model: StudentModel, poses: torch.Tensor, dev: torch.device, chunk: int = 8) -> torch.Tensor | None:
+def ray_inputs_table(model: StudentModel, poses: torch.Tensor, dev: torch.device,
+                     chunk: int = 8) -> torch.Tensor | None:
     """`model.ray_inputs` of every view, (V, n_rays, C) on the CPU (None: the model has none)."""
     was_training = model.training
     model.eval()

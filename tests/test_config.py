@@ -197,7 +197,8 @@ def test_config_reference_is_up_to_date(capsys):
     ("student.gridlf.grid_resolutions=[]", "'student.gridlf.grid_resolutions' must be a list of one or more"),
     ("student.gridlf.grid_resolutions=[64, 1]", "'student.gridlf.grid_resolutions' must be a list of one or more"),
     ("student.gridlf.march_stride=3", "'student.output_size' must be a multiple of student.gridlf.march_stride"),
-    ("student.gridlf.features=hash", "'student.gridlf.features' must be one of 'triplane' \\| 'sparse' \\| 'grid', got 'hash'"),
+    ("student.gridlf.features=hash",
+     "'student.gridlf.features' must be one of 'triplane' \\| 'sparse' \\| 'grid', got 'hash'"),
     ("student.train.hard_fraction=2", r"'student.train.hard_fraction' must be in \[0, 1\]"),
 ])
 def test_gridlf_range_checks_name_their_key(tmp_path, override, message):

@@ -29,9 +29,9 @@ from student.grid import (
     surface_bit_reference,
     surface_rows,
     trilinear,
+    trilinear_reference,
     triplane_bilinear,
     triplane_bilinear_reference,
-    trilinear_reference,
     triplane_nearest,
     triplane_nearest_reference,
 )
@@ -442,5 +442,27 @@ def test_plane_tv_closed_form_and_regularization():
     assert model.regularization() is None  # tv_weight 0: no term
     tv = GridLightField(dataclasses.replace(model.arch, tv_weight=0.5), model.camera)
     tv.load_state_dict(model.state_dict())
-    expected = 0.5 * sum(plane_tv(g, [r]) for g, r in zip(model.grids, model.arch.grid_resolutions))
+    expected = 0.5 * sum(plane_tv(g, [r]) for g, r in zip(model.grids, model.arch.grid_resolutions, strict=True))
     assert torch.allclose(tv.regularization(), expected)
+
+
+def test_per_ray_table_over_its_limit_is_skipped_or_a_clear_error(monkeypatch):
+    from pipeline.errors import StageError
+    from student import stage
+
+    class Ctx:
+        lines: list[str] = []
+
+        def log(self, text: str) -> None:
+            self.lines.append(text)
+
+    poses = torch.stack([_pose(30, 20), _pose(200, 60)])
+    block, pixel = fake_gridlf(size=16, surface="block"), fake_gridlf(size=16)
+    assert stage.table_fits(block, poses, Ctx()) and stage.table_fits(pixel, poses, Ctx())
+    monkeypatch.setattr(stage, "TABLE_MAX_BYTES", 2 * 256 * 3 * 4 - 1)  # one byte short of two views
+    ctx = Ctx()
+    assert not stage.table_fits(block, poses, ctx) and "each step computes" in ctx.lines[-1]
+    with pytest.raises(StageError, match="surface: block"):
+        stage.table_fits(pixel, poses, ctx)
+    table = stage.ray_inputs_table(block, poses, torch.device("cpu"), chunk=1)
+    assert table.shape == (2, 256, 3) and torch.equal(table, block.ray_inputs(poses))
