@@ -152,10 +152,14 @@ class GridLFConfig:
     # occupied cell. "pixel": each pixel finds its own surface: the hits of the march rays of its
     # 3x3 neighbourhood of blocks bound a march of its own ray (`pixel_samples` samples) that
     # finds the first of the teacher's surfaces at twice the grid's resolution (their bits ride in
-    # the same buffer); the window is centred there. Training reads each pixel's surface from a
-    # table computed once per view.
-    surface: Literal["block", "pixel"] = "block"
-    pixel_samples: int = 16  # surface: pixel: samples of each pixel's coarse march (>= 1)
+    # the same buffer); the window is centred there. "density": the same march over the
+    # teacher's mean density per cell (in the buffer beside the dilated grid) stops where the
+    # ray's opacity reaches `surface_opacity`, as the teacher's own rendering would; cells a ray
+    # only grazes no longer stop it. Training reads each pixel's surface from a table computed
+    # once per view.
+    surface: Literal["block", "pixel", "density"] = "block"
+    pixel_samples: int = 16  # surface: pixel or density: samples of each pixel's march (>= 1)
+    surface_opacity: float = 0.5  # surface: density: the ray's opacity where its surface is (in (0, 1))
     # surface: pixel: steps of a second march through the first surface sample's step (>= 0; 0: none,
     # the surface is placed at that sample); 8 scored the same in a short probe on lego, at 1.2x the frame
     fine_samples: int = 0
@@ -456,10 +460,13 @@ def _check_ranges(cfg: Config, source: str) -> None:
                     "subdivide", "pixel_samples"):
             at_least(f"student.gridlf.{key}", 1)
         need(g.surface == "block" or g.refine == 0, "student.gridlf.refine",
-             "0 with student.gridlf.surface: pixel (each pixel already marches its own ray)")
+             f"0 with student.gridlf.surface: {g.surface} (each pixel already marches its own ray)")
         need(g.surface == "block" or (g.anchor and g.features != "sparse"), "student.gridlf.surface",
-             "'block' with anchor: false or features: sparse (surface: pixel packs the surfaces in the buffer "
-             "they use)")
+             f"'block' with anchor: false or features: sparse (surface: {g.surface} keeps the surfaces in the "
+             "buffer they use)")
+        need(g.surface == "pixel" or g.fine_samples == 0, "student.gridlf.fine_samples",
+             "0 unless student.gridlf.surface is pixel (the density march places its surface inside a step)")
+        need(0.0 < g.surface_opacity < 1.0, "student.gridlf.surface_opacity", "a number between 0 and 1 (exclusive)")
         for key in ("dilate", "dir_freqs", "refine", "tv_weight", "fine_samples"):
             at_least(f"student.gridlf.{key}", 0)
         for key in ("window", "grid_lr_scale"):

@@ -33,10 +33,11 @@ from pipeline.config import GridLFConfig
 from .kinds import StudentCamera, StudentModel, ray_layout
 from .model import positional_encoding
 
-__all__ = ["GridLightField", "box_interval", "compact", "first_occupied", "march_first_hit", "neighbourhood_hits",
-           "pack_surfaces", "plane_tv", "sparse_nearest", "sparse_nearest_reference", "surface_bit",
-           "surface_bit_reference", "surface_rows", "trilinear", "trilinear_reference", "triplane_bilinear",
-           "triplane_bilinear_reference", "triplane_nearest", "triplane_nearest_reference"]
+__all__ = ["GridLightField", "box_interval", "compact", "first_occupied", "first_opaque", "first_opaque_reference",
+           "march_first_hit", "neighbourhood_hits", "pack_density", "pack_surfaces", "plane_tv", "sparse_nearest",
+           "sparse_nearest_reference", "surface_bit", "surface_bit_reference", "surface_rows", "trilinear",
+           "trilinear_reference", "triplane_bilinear", "triplane_bilinear_reference", "triplane_nearest",
+           "triplane_nearest_reference"]
 
 
 def box_interval(origin: Tensor, d: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
@@ -109,6 +110,85 @@ def first_occupied(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, oc
         found = occ.amax(dim=-1)
         out += [torch.where(found > 0, start + first.to(v.dtype) * step, start + n * step), found]
     return out[0], out[1], out[2], out[3]
+
+
+def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid: Tensor, resolution: int,
+                 t_near: Tensor, t_far: Tensor, opacity: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Where n samples at start + (k + 1/2) step, k = 0..n-1, through the teacher's density
+    make a ray `opacity` opaque, and the first sample in a cell of the dilated grid.
+
+    o, v: (..., 3) the ray in cell units, t in world units (|v| is cells per world unit along
+    unit directions); start, step, t_near, t_far: (...); `grid` packed (`pack_density`):
+    0 outside the dilated grid, else 1 + the cell's mean density. Each sample stands for its
+    step (nearest cell, midpoint rule); samples outside (t_near, t_far) are empty. Inside the
+    step where the optical depth passes -ln(1 - opacity) the crossing is placed linearly (exact
+    in a uniform medium). One Gather a sample, then a CumSum. Returns t_surface, found, t_cell,
+    in_cell (...): start + n step where there is none. The slow twin: `first_opaque_reference`.
+    """
+    tau = -math.log(1.0 - opacity)
+    k = torch.arange(n, device=v.device, dtype=v.dtype)
+    t = start[..., None] + (k + 0.5) * step[..., None]  # (..., n)
+    cell = (o[..., None, :] + t[..., None] * v[..., None, :]).floor().clamp(0, resolution - 1)
+    r = resolution
+    value = grid[(cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2]).long()]
+    inside = ((t > t_near[..., None]) & (t < t_far[..., None])).to(v.dtype)
+    depth = (value - 1.0).clamp(min=0.0) * inside * step[..., None]  # each sample's optical depth
+    total = torch.cumsum(depth, dim=-1)  # non-decreasing: "crossed" turns on once
+    crossed = (total >= tau).to(v.dtype)
+    crossing = crossed - torch.cat([torch.zeros_like(crossed[..., :1]), crossed[..., :-1]], dim=-1)  # one-hot
+    found = crossed[..., -1]
+    before = (crossing * (total - depth)).sum(dim=-1)
+    own = (crossing * depth).sum(dim=-1).clamp(min=1e-12)
+    frac = ((tau - before) / own).clamp(0.0, 1.0)
+    t_surface = torch.where(found > 0, start + ((crossing * k).sum(dim=-1) + frac) * step, start + n * step)
+    covered = value.clamp(max=1.0) * inside
+    in_cell = covered.amax(dim=-1)
+    t_cell = torch.where(in_cell > 0, start + torch.argmax(covered, dim=-1).to(v.dtype) * step, start + n * step)
+    return t_surface, found, t_cell, in_cell
+
+
+def first_opaque_reference(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid: Tensor,
+                           resolution: int, t_near: Tensor, t_far: Tensor,
+                           opacity: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`first_opaque` one ray and one sample at a time, with the transmittance itself (the
+    test's twin): the crossing is where T = 1 - opacity, inside the step that passes it."""
+    flat = [x.reshape(-1, *x.shape[len(start.shape):]) for x in (o, v, start, step, t_near, t_far)]
+    out = torch.zeros(4, flat[2].shape[0], dtype=v.dtype)
+    r = resolution
+    for i, (oi, vi, s, h, tn, tf) in enumerate(zip(*flat, strict=True)):
+        out[:, i] = torch.stack([s + n * h, torch.zeros(()), s + n * h, torch.zeros(())])
+        transmittance, cell_found = 1.0, False
+        for k in range(n):
+            t = s + (k + 0.5) * h
+            if not tn < t < tf:
+                continue
+            c = (oi + t * vi).floor().clamp(0, r - 1).long()
+            value = float(grid[int(c[0]) * r * r + int(c[1]) * r + int(c[2])])
+            if value >= 1.0 and not cell_found:
+                out[2, i], out[3, i], cell_found = s + k * h, 1.0, True
+            sigma = max(value - 1.0, 0.0)
+            after = transmittance * math.exp(-sigma * float(h))
+            if out[1, i] == 0 and after <= 1.0 - opacity:
+                # optical depth is linear in the step: T = 1 - opacity at this fraction of it
+                frac = math.log(transmittance / (1.0 - opacity)) / (sigma * float(h))
+                out[0, i], out[1, i] = s + (k + min(max(frac, 0.0), 1.0)) * h, 1.0
+            transmittance = after
+    return tuple(x.reshape(start.shape) for x in out)
+
+
+def pack_density(occupied: Tensor, density: Tensor, dilate: int) -> Tensor:
+    """Two grids in one buffer: (R, R, R) bool occupied cells and their mean density (index
+    [x, y, z]) -> (R^3,) float in `march_first_hit`'s layout: 0 outside the occupied cells
+    dilated by `dilate` cells, else 1 + the density. The block march reads the dilated grid as
+    before (values clamped to 1), `first_opaque` reads both, from the same 8 MB at R = 128."""
+    r = occupied.shape[-1]
+    if occupied.shape != (r, r, r) or density.shape != occupied.shape:
+        raise ValueError(f"occupied cells {tuple(occupied.shape)} and density {tuple(density.shape)}: need two "
+                         "(R, R, R) grids")
+    covered = occupied.float()
+    if dilate:
+        covered = F.max_pool3d(covered[None, None], kernel_size=2 * dilate + 1, stride=1, padding=dilate)[0, 0]
+    return ((covered > 0).float() * (1.0 + density.float().clamp(min=0.0))).reshape(-1)
 
 
 def pack_surfaces(fine: Tensor, dilate: int) -> Tensor:
@@ -406,11 +486,23 @@ class GridLightField(StudentModel):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- scene knowledge -------------------------------------------------------------
-    def from_teacher(self, occupancy: Tensor) -> None:
+    def from_teacher(self, occupancy: Tensor, density: Tensor | None = None) -> None:
         """Take the teacher's occupancy grid, (R0, R0, R0) bool over the same box: max-pooled
         to `occupancy_resolution` (a divisor of R0; the student stage computes it at exactly
-        that resolution, teacher/occupancy.py) and dilated by `dilate` cells."""
+        that resolution, teacher/occupancy.py) and dilated by `dilate` cells. surface: density
+        also takes the mean density per cell (R0, R0, R0), average-pooled."""
         r0, r = occupancy.shape[-1], self.arch.occupancy_resolution
+        if self.arch.surface == "density":
+            if density is None or density.shape != occupancy.shape:
+                raise ValueError("student.gridlf.surface: density needs the teacher's density grid beside its "
+                                 f"occupancy grid {tuple(occupancy.shape)}")
+            if occupancy.shape != (r0, r0, r0) or r0 % r:
+                raise ValueError(f"the teacher's grids {tuple(occupancy.shape)} cannot be pooled to {r}^3 "
+                                 f"(student.gridlf.occupancy_resolution must divide {r0})")
+            occ = F.max_pool3d(occupancy.float()[None, None], kernel_size=r0 // r)[0, 0] > 0
+            mean = F.avg_pool3d(density.float()[None, None], kernel_size=r0 // r)[0, 0]
+            self.occupancy.copy_(pack_density(occ, mean, self.arch.dilate).to(self.occupancy.device))
+            return
         if self.arch.surface == "pixel":
             r = 2 * r  # the fine surfaces: pooled to twice the resolution, then packed (pack_surfaces)
         if occupancy.shape != (r0, r0, r0) or r0 % r:
@@ -461,9 +553,21 @@ class GridLightField(StudentModel):
             t_near, t_far = box_interval(origin, d_march, self.lo, self.hi)
             t_near = t_near.clamp(min=self.camera.near)
             return t_near, (t_far - t_near).clamp(min=0.0), (t_far > t_near).to(d_march.dtype)
+        length = self.arch.window * self.cell
+        if self.arch.surface == "density":
+            # where the march ray turns opaque (else its first dilated cell): a haze the teacher
+            # marked occupied does not hide the surface behind it from the pixels' marches
+            o, v, t_near, t_far = self._in_cells(origin, d_march)
+            t_near = t_near.clamp(min=self.camera.near)
+            step = (t_far - t_near).clamp(min=0.0) / self.n_march
+            t_surf, found, t_cell, hit = first_opaque(o, v, t_near, step, self.n_march, self.occupancy,
+                                                      self.arch.occupancy_resolution, t_near, t_far,
+                                                      self.arch.surface_opacity)
+            t0 = torch.where(found > 0, t_surf, torch.where(hit > 0, t_cell, t_near + self.n_march * step))
+            return t0, torch.full_like(t0, length), hit
         t0, hit = march_first_hit(origin, d_march, self.occupancy, self.arch.occupancy_resolution, self.lo, self.hi,
                                   self.n_march, self.camera.near)
-        return t0, torch.full_like(t0, self.arch.window * self.cell), hit
+        return t0, torch.full_like(t0, length), hit
 
     def _in_cells(self, origin: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """A ray in cell units of the occupancy grid (t stays world units): o, v (..., 3), and
@@ -480,8 +584,19 @@ class GridLightField(StudentModel):
         """Cells per side of the grid the stage computes the teacher's surfaces at (`from_teacher`)."""
         return self.arch.occupancy_resolution * (2 if self.arch.surface == "pixel" else 1)
 
+    @property
+    def surface_samples(self) -> int:
+        """Random points per cell the stage reads the teacher's density at: surface: density
+        averages them (16 keep the mean within a few percent where the density varies)."""
+        return 16 if self.arch.surface == "density" else 4
+
+    @property
+    def _own_surface(self) -> bool:
+        """Each pixel marches its own ray (surface: pixel or density)."""
+        return self.arch.anchor and self.arch.surface != "block"
+
     def pixel_anchor(self, origin: Tensor, d: Tensor, near: Tensor, far: Tensor) -> tuple[Tensor, Tensor]:
-        """surface: pixel. Each pixel's own surface, between the nearest and farthest hit of its
+        """surface: pixel or density. Each pixel's own surface, between the nearest and farthest hit of its
         neighbourhood's march rays (`neighbourhood_hits`): origin, d (..., 3), near, far (...)
         -> t0 (the window's start, centred on the surface) and hit (...).
 
@@ -491,7 +606,9 @@ class GridLightField(StudentModel):
         background costs far more than a background pixel the network learns to paint). Then
         `fine_samples` steps through that sample's step place the surface to a fraction of it.
         A pixel that covers the scene but meets no surface sample (it passes thin parts by)
-        centres its window a cell past its first dilated cell.
+        centres its window a cell past its first dilated cell. surface: density: the same march
+        through the teacher's mean density (`first_opaque`) places the surface where the ray
+        becomes `surface_opacity` opaque.
         """
         a = self.arch
         r, cell = a.occupancy_resolution, self.cell
@@ -500,6 +617,11 @@ class GridLightField(StudentModel):
         start = torch.maximum(near - cell, t_near)
         span = (torch.minimum(far + 3 * cell, t_far) - start).clamp(min=0.0)
         step = span / a.pixel_samples
+        if a.surface == "density":  # the surface is where the ray turns opaque: no half step to add
+            t_surf, on_surface, t_cell, covered = first_opaque(o, v, start, step, a.pixel_samples, self.occupancy, r,
+                                                               t_near, t_far, a.surface_opacity)
+            centre = torch.where(on_surface > 0, t_surf, t_cell + 0.5 * step + cell)
+            return centre - 0.5 * a.window * cell, covered
         t_surf, on_surface, t_cell, covered = first_occupied(o, v, start, step, a.pixel_samples, self.occupancy, r,
                                                              t_near, t_far)
         centre = t_surf + 0.5 * step
@@ -524,7 +646,7 @@ class GridLightField(StudentModel):
 
         if d is None:
             d = torch.matmul(self.dirs, rot.transpose(1, 2))
-        if self.arch.anchor and self.arch.surface == "pixel":
+        if self._own_surface:
             near, far, near_any = (blocks(v).reshape(-1) for v in neighbourhood_hits(t0.reshape(b, m, m),
                                                                                        hit.reshape(b, m, m)))
             # only pixels with a hit around them march: in an object-centred view most have none
@@ -541,7 +663,7 @@ class GridLightField(StudentModel):
 
     @property
     def ray_inputs_required(self) -> bool:
-        return self.arch.anchor and self.arch.surface == "pixel"  # its anchors need the neighbourhood
+        return self._own_surface  # its anchors need the neighbourhood
 
     def ray_inputs(self, pose: Tensor) -> Tensor:
         """Each pixel's anchor (t0, length, hit) of views pose (B, 4, 4) -> (B, S^2, 3): computed
@@ -636,9 +758,9 @@ class GridLightField(StudentModel):
 
     def _anchors_of_rays(self, pose: Tensor, ray: Tensor) -> Tensor:
         """`ray_inputs` rows of arbitrary rays: (N, 4, 4), (N,) -> (N, 3). The block march on each
-        ray's own march ray; surface: pixel needs the neighbourhood, so whole frames of the distinct
-        poses."""
-        if self.arch.anchor and self.arch.surface == "pixel":
+        ray's own march ray; surface: pixel or density needs the neighbourhood, so whole frames of the
+        distinct poses."""
+        if self._own_surface:
             poses, which = torch.unique(pose, dim=0, return_inverse=True)
             return self.ray_inputs(poses)[which, ray]
         s, st = self.camera.output_size, self.arch.march_stride

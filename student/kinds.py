@@ -91,10 +91,11 @@ class StudentModel(nn.Module, abc.ABC):
         on any set of rays (`forward_rays`), not only on whole images."""
         return False
 
-    def from_teacher(self, occupancy: Tensor) -> None:
+    def from_teacher(self, occupancy: Tensor, density: Tensor | None = None) -> None:
         """Take scene knowledge from the teacher: its occupancy grid, (R, R, R) bool over the
-        scene box. Called once before training by kinds with `needs_occupancy`; it is saved
-        with the weights (a buffer), so the exported graph carries it."""
+        scene box, and its mean density in each cell (R, R, R) float. Called once before training
+        by kinds with `needs_occupancy`; it is saved with the weights (a buffer), so the exported
+        graph carries it."""
 
     def param_groups(self, lr: float) -> list[dict]:
         """The optimiser's parameter groups at base learning rate `lr` (one group by default)."""

@@ -18,7 +18,7 @@ from pipeline.metrics import psnr, ssim
 from pipeline.scene import load_rendered_views, split_on_background
 from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 from teacher.model import load_teacher
-from teacher.occupancy import surface_occupancy
+from teacher.occupancy import surface_grids
 
 from .kinds import StudentCamera, StudentModel, build_student, ray_layout, student_checkpoint
 from .mining import HardRayPool, ray_errors
@@ -91,10 +91,11 @@ def run(ctx) -> dict:
     model = build_student(scfg.kind, scfg.arch, camera).to(dev)
     if model.needs_occupancy:
         field, estimator, _ = load_teacher(ctx.input("teacher", "model"), cfg.teacher, dev)
-        occupancy = surface_occupancy(field, torch.tensor(cfg.teacher.aabb), model.surface_resolution)
+        occupancy, density = surface_grids(field, torch.tensor(cfg.teacher.aabb), model.surface_resolution,
+                                           samples=model.surface_samples)
         del field, estimator
         try:
-            model.from_teacher(occupancy)
+            model.from_teacher(occupancy, density)
         except ValueError as err:
             raise StageError(str(err)) from None
         ctx.log(f"teacher surfaces: {occupancy.float().mean():.1%} of {tuple(occupancy.shape)} cells at least "

@@ -178,7 +178,8 @@ def fake_gridlf(size: int = SIZE, seed: int = 0, surface: str = "pixel"):
     r = model.surface_resolution
     centres = (torch.arange(r) + 0.5) / r * 2 - 1
     x, y, z = torch.meshgrid(centres, centres, centres, indexing="ij")
-    model.from_teacher(x ** 2 + y ** 2 + z ** 2 <= 0.8 ** 2)
+    ball = x ** 2 + y ** 2 + z ** 2 <= 0.8 ** 2
+    model.from_teacher(ball, ball.float() * 50.0)  # opaque within a cell (0.125 units: optical depth 6)
     with torch.no_grad():
         for plane, res in zip(model.grids, arch.grid_resolutions, strict=True):
             u = (torch.arange(res) + 0.5) / res

@@ -19,8 +19,11 @@ from student.grid import (
     GridLightField,
     box_interval,
     first_occupied,
+    first_opaque,
+    first_opaque_reference,
     march_first_hit,
     neighbourhood_hits,
+    pack_density,
     pack_surfaces,
     plane_tv,
     sparse_nearest,
@@ -171,6 +174,88 @@ def test_first_occupied_finds_the_first_surface_sample_and_the_first_dilated_cel
     assert torch.allclose(t_surf[found > 0], (t_near + first * step)[found > 0], atol=1e-5)
 
 
+def _random_rays(n: int, r: int, seed: int) -> tuple:
+    """n rays from x = -4 roughly along +x through the box [-1, 1]^3 of an r^3 grid, in cell
+    units, with their box interval and a march of 4r samples over it."""
+    torch.manual_seed(seed)
+    lo, hi = -torch.ones(3), torch.ones(3)
+    o = torch.randn(n, 3) * 0.3 + torch.tensor([-4.0, 0.0, 0.0])
+    d = torch.nn.functional.normalize(torch.tensor([1.0, 0.0, 0.0]) + 0.2 * torch.randn(n, 3), dim=-1)
+    scale = r / (hi - lo)
+    ob, v = (o - lo) * scale, d * scale
+    t_near, t_far = box_interval(ob, v, torch.zeros(3), torch.full((3,), float(r)))
+    t_near = t_near.clamp(min=0.0)
+    return ob, v, t_near, t_far, (t_far - t_near).clamp(min=0.0) / (4 * r)
+
+
+def test_first_opaque_matches_the_transmittance_twin():
+    r = 8
+    occupied = torch.rand(r, r, r, generator=torch.Generator().manual_seed(3)) < 0.1
+    density = torch.rand(r, r, r, generator=torch.Generator().manual_seed(4)) * 8.0 * occupied
+    grid = pack_density(occupied, density, dilate=1)
+    ob, v, t_near, t_far, step = _random_rays(48, r, seed=5)
+    fast = first_opaque(ob, v, t_near, step, 4 * r, grid, r, t_near, t_far, 0.5)
+    slow = first_opaque_reference(ob, v, t_near, step, 4 * r, grid, r, t_near, t_far, 0.5)
+    for a, b in zip(fast, slow, strict=True):
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    found, in_cell = fast[1], fast[3]
+    assert 0 < int(found.sum()) < int(in_cell.sum())  # some rays cross dilated cells without turning opaque
+    # the dilated cells are the block march's
+    t, hit = march_first_hit(ob * 0.25 - 1.0, v * 0.25, grid, r, -torch.ones(3), torch.ones(3), 4 * r, near=0.0)
+    assert torch.equal(hit, in_cell)
+
+
+def test_first_opaque_closed_form_in_a_uniform_medium():
+    # a slab of density 2 from cell 3 on, a ray along x at one sample a cell: the opacity
+    # reaches 1 - e^-tau after tau / 2 units in the slab (the box is [0, 8] cells, 1 unit each)
+    r = 8
+    occupied = torch.zeros(r, r, r, dtype=torch.bool)
+    occupied[3:] = True
+    grid = pack_density(occupied, 2.0 * occupied.float(), dilate=0)
+    o, v = torch.tensor([[0.0, 4.5, 4.5]]), torch.tensor([[1.0, 0.0, 0.0]])
+    one = torch.ones(1)
+    for opacity in (0.3, 0.5, 0.9):
+        t, found, t_cell, in_cell = first_opaque(o, v, 0 * one, one, r, grid, r, 0 * one, 8 * one, opacity)
+        tau = -math.log(1 - opacity)
+        assert found.item() == 1.0 and in_cell.item() == 1.0 and t_cell.item() == 3.0
+        assert math.isclose(t.item(), 3.0 + tau / 2.0, rel_tol=1e-5)
+    # a haze below the opacity: never found, the first dilated cell still is
+    thin = pack_density(occupied, 0.01 * occupied.float(), dilate=0)
+    t, found, t_cell, in_cell = first_opaque(o, v, 0 * one, one, r, thin, r, 0 * one, 8 * one, 0.5)
+    assert found.item() == 0.0 and t.item() == 8.0 and t_cell.item() == 3.0 and in_cell.item() == 1.0
+
+
+@pytest.mark.parametrize("graze", [False, True])
+def test_density_surface_lands_on_a_wall_behind_a_cell_it_grazes(graze):
+    # a wall of cells x >= 5 of 16 over [-1, 1]^3 (x >= -0.375), density 400 (opaque in a
+    # hundredth of a cell); with `graze`, in front of it a slab of cells the teacher marked occupied
+    # (one point in them is dense) whose mean density is a haze: the pixels look through it
+    arch = GridLFConfig(occupancy_resolution=16, dilate=1, march_stride=4, surface="density", window=2.0,
+                        pixel_samples=16)
+    m = build_student("gridlf", arch, _camera())
+    occupied = torch.zeros(16, 16, 16, dtype=torch.bool)
+    occupied[5:] = True
+    density = 400.0 * occupied.float()
+    if graze:
+        occupied[2] = True
+        density[2] = 0.5  # optical depth 0.06 across the slab: 6% opaque
+    m.from_teacher(occupied, density)
+    pose = torch.from_numpy(orbit_pose([0.0, 0.0, 0.0], 3.5, 180.0, 10.0, [0.0, 0.0, 1.0])).float()
+    with torch.no_grad():
+        t0, length, hit = m.anchors_frame(pose[None])
+    d = m.dirs @ pose[:3, :3].T
+    o = pose[:3, 3]
+    t_exact = (-0.375 - o[0]) / d[:, 0] + math.log(2.0) / 400.0
+    x = o + t_exact[:, None] * d
+    inside = (x[:, 1:].abs() < 1.0 - 2 * m.cell).all(dim=-1)
+    assert m.surface_resolution == 16 and inside.sum() > 50 and (hit[0] > 0)[inside].all()
+    centre = t0[0] + 0.5 * length[0]
+    # within one step of the march (it spans the neighbourhood's hits and 4 cells: under 8 cells here)
+    assert (centre - t_exact)[inside].abs().max() <= 0.5 * m.cell
+    with pytest.raises(ValueError, match="density grid"):
+        m.from_teacher(occupied)
+
+
 def test_pack_surfaces_keeps_every_bit_and_the_dilated_coarse_grid():
     torch.manual_seed(1)
     r = 6
@@ -267,9 +352,10 @@ def _sparse(model: GridLightField) -> GridLightField:
     return sparse
 
 
-@pytest.mark.parametrize("features", ["triplane", "grid", "sparse", "product", "bilinear", "block"])
+@pytest.mark.parametrize("features", ["triplane", "grid", "sparse", "product", "bilinear", "block", "density"])
 def test_rays_equal_whole_images_and_checkpoint_round_trip(features, tmp_path):
-    model = fake_gridlf(size=16, surface="block" if features in ("sparse", "block") else "pixel")
+    surface = {"sparse": "block", "block": "block", "density": "density"}.get(features, "pixel")
+    model = fake_gridlf(size=16, surface=surface)
     if features in ("product", "bilinear"):
         change = {"plane_combine": "product"} if features == "product" else {"plane_interp": "bilinear"}
         model = GridLightField(dataclasses.replace(model.arch, **change), model.camera)
@@ -326,11 +412,12 @@ def test_coarser_shares_weights_and_march_rays():
         assert small(pose).shape == (1, 3, 16, 16)
 
 
-@pytest.mark.parametrize("features", ["triplane", "block", "sparse", "bilinear product"])
+@pytest.mark.parametrize("features", ["triplane", "block", "sparse", "bilinear product", "density"])
 def test_onnx_export_matches_torch(features):
     from export.onnx_export import compare_with_torch, ort_session, simplify, to_onnx_bytes
 
-    model = fake_gridlf(size=32, surface="block" if features in ("block", "sparse") else "pixel")
+    surface = {"sparse": "block", "block": "block", "density": "density"}.get(features, "pixel")
+    model = fake_gridlf(size=32, surface=surface)
     if features == "sparse":
         model = _sparse(model)
     elif features == "bilinear product":
