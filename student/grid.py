@@ -33,11 +33,11 @@ from pipeline.config import GridLFConfig
 from .kinds import StudentCamera, StudentModel, ray_layout
 from .model import positional_encoding
 
-__all__ = ["GridLightField", "box_interval", "compact", "first_occupied", "first_opaque", "first_opaque_reference",
-           "march_first_hit", "neighbourhood_hits", "pack_density", "pack_surfaces", "plane_tv", "sparse_nearest",
-           "sparse_nearest_reference", "surface_bit", "surface_bit_reference", "surface_rows", "trilinear",
-           "trilinear_reference", "triplane_bilinear", "triplane_bilinear_reference", "triplane_nearest",
-           "triplane_nearest_reference"]
+__all__ = ["GridLightField", "box_interval", "cell_index", "compact", "first_occupied", "first_opaque",
+           "first_opaque_reference", "march_first_hit", "neighbourhood_hits", "pack_density", "pack_surfaces",
+           "plane_tv", "sparse_nearest", "sparse_nearest_reference", "surface_bit", "surface_bit_reference",
+           "surface_rows", "trilinear", "trilinear_reference", "triplane_bilinear", "triplane_bilinear_reference",
+           "triplane_nearest", "triplane_nearest_reference"]
 
 
 def box_interval(origin: Tensor, d: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
@@ -52,6 +52,18 @@ def box_interval(origin: Tensor, d: Tensor, lo: Tensor, hi: Tensor) -> tuple[Ten
     t_near = torch.minimum(t0, t1).amax(dim=-1)
     t_far = torch.maximum(t0, t1).amin(dim=-1)
     return t_near, t_far
+
+
+def cell_index(o: Tensor, v: Tensor, t: Tensor, resolution: int) -> Tensor:
+    """Flat index x R^2 + y R + z (float, exact up to 2^24 cells) of the cells of an R^3 grid
+    that samples t (..., n) of rays o + t v (..., 3) in cell units fall in (clamped to the grid).
+    One coordinate at a time: onnxruntime broadcasts (..., n) by (..., 1) several times faster
+    than (..., n, 1) by (..., 1, 3), which made a third of a lego frame's time."""
+    r = resolution
+    index = torch.zeros_like(t)
+    for axis, weight in ((0, r * r), (1, r), (2, 1)):
+        index = index + (o[..., axis, None] + t * v[..., axis, None]).floor().clamp(0, r - 1) * weight
+    return index
 
 
 def march_first_hit(origin: Tensor, d: Tensor, occupancy: Tensor, resolution: int, lo: Tensor, hi: Tensor,
@@ -72,9 +84,7 @@ def march_first_hit(origin: Tensor, d: Tensor, occupancy: Tensor, resolution: in
     span = (t_far - t_near).clamp(min=0.0)  # 0 for rays that miss the box: every sample then sits at t_near
     steps = (torch.arange(n_samples, device=d.device, dtype=d.dtype) + 0.5) / n_samples
     t = t_near[..., None] + steps * span[..., None]  # (..., M)
-    cell = (o[..., None, :] + t[..., None] * v[..., None, :]).floor().clamp(0, resolution - 1)  # (..., M, 3)
-    r = resolution  # flat cell index, exact in float32 up to 2^24 cells (no 3-column matmul: slow in onnxruntime)
-    index = (cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2]).long()
+    index = cell_index(o, v, t, resolution).long()
     # clamped: a sparse-featured student's grid holds each occupied cell's row number, not 1
     occ = occupancy[index].clamp(max=1.0) * (span > 0).to(d.dtype)[..., None]  # (..., M)
     first = torch.argmax(occ, dim=-1)  # the first maximum: the first occupied sample
@@ -128,9 +138,7 @@ def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid
     tau = -math.log(1.0 - opacity)
     k = torch.arange(n, device=v.device, dtype=v.dtype)
     t = start[..., None] + (k + 0.5) * step[..., None]  # (..., n)
-    cell = (o[..., None, :] + t[..., None] * v[..., None, :]).floor().clamp(0, resolution - 1)
-    r = resolution
-    value = grid[(cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2]).long()]
+    value = grid[cell_index(o, v, t, resolution).long()]
     inside = ((t > t_near[..., None]) & (t < t_far[..., None])).to(v.dtype)
     depth = (value - 1.0).clamp(min=0.0) * inside * step[..., None]  # each sample's optical depth
     total = torch.cumsum(depth, dim=-1)  # non-decreasing: "crossed" turns on once
@@ -437,8 +445,10 @@ class GridLightField(StudentModel):
         self.register_buffer("hi", hi, persistent=False)
         r = arch.occupancy_resolution
         self.register_buffer("occupancy", torch.ones(r ** 3))  # from_teacher fills it; all-occupied until then
-        # one sample per cell along the longest ray through the box
-        self.n_march = int(math.ceil(math.sqrt(3.0) * r))
+        # surface: density marches the box of the dilated cells only (cell units: lo, hi), set by
+        # from_teacher: lego's fills under half the teacher's box on each axis
+        self.register_buffer("march_box", torch.tensor([0.0, 0.0, 0.0, r, r, r]))
+        self._set_march_samples()
         self.cell = float((hi - lo).mean()) / r  # world units per occupancy cell
         if arch.features == "sparse":
             # sub-cells of the occupied cells only; empty until from_teacher says which cells are
@@ -478,12 +488,21 @@ class GridLightField(StudentModel):
                              "grid_channels or occupancy_resolution")
         return torch.empty(size, a.grid_channels, device=device).uniform_(-1e-4, 1e-4)
 
+    def _set_march_samples(self) -> None:
+        """One sample per cell along the longest ray through the marched box (the block march)."""
+        extent = self.march_box[3:] - self.march_box[:3]
+        self.n_march = max(1, int(math.ceil(float(extent.norm()))))
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # a sparse table's size follows the teacher's surfaces: take the saved one's
         key = prefix + "grids.0"
         if self.arch.features == "sparse" and key in state_dict and state_dict[key].shape != self.grids[0].shape:
             self.grids[0] = nn.Parameter(torch.empty_like(state_dict[key], device=self.grids[0].device))
+        # students saved before the marched box existed marched the whole box
+        state_dict.setdefault(prefix + "march_box", self.march_box.new_tensor([0.0, 0.0, 0.0] + [
+            float(self.arch.occupancy_resolution)] * 3))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._set_march_samples()
 
     # --- scene knowledge -------------------------------------------------------------
     def from_teacher(self, occupancy: Tensor, density: Tensor | None = None) -> None:
@@ -502,6 +521,10 @@ class GridLightField(StudentModel):
             occ = F.max_pool3d(occupancy.float()[None, None], kernel_size=r0 // r)[0, 0] > 0
             mean = F.avg_pool3d(density.float()[None, None], kernel_size=r0 // r)[0, 0]
             self.occupancy.copy_(pack_density(occ, mean, self.arch.dilate).to(self.occupancy.device))
+            cells = (self.occupancy.reshape(r, r, r) > 0).nonzero().to(self.march_box)
+            if len(cells):
+                self.march_box.copy_(torch.cat([cells.amin(dim=0), cells.amax(dim=0) + 1]))
+                self._set_march_samples()
             return
         if self.arch.surface == "pixel":
             r = 2 * r  # the fine surfaces: pooled to twice the resolution, then packed (pack_surfaces)
@@ -555,19 +578,33 @@ class GridLightField(StudentModel):
             return t_near, (t_far - t_near).clamp(min=0.0), (t_far > t_near).to(d_march.dtype)
         length = self.arch.window * self.cell
         if self.arch.surface == "density":
-            # where the march ray turns opaque (else its first dilated cell): a haze the teacher
-            # marked occupied does not hide the surface behind it from the pixels' marches
-            o, v, t_near, t_far = self._in_cells(origin, d_march)
-            t_near = t_near.clamp(min=self.camera.near)
-            step = (t_far - t_near).clamp(min=0.0) / self.n_march
-            t_surf, found, t_cell, hit = first_opaque(o, v, t_near, step, self.n_march, self.occupancy,
-                                                      self.arch.occupancy_resolution, t_near, t_far,
-                                                      self.arch.surface_opacity)
-            t0 = torch.where(found > 0, t_surf, torch.where(hit > 0, t_cell, t_near + self.n_march * step))
-            return t0, torch.full_like(t0, length), hit
+            return self._density_anchor(origin, d_march)
         t0, hit = march_first_hit(origin, d_march, self.occupancy, self.arch.occupancy_resolution, self.lo, self.hi,
                                   self.n_march, self.camera.near)
         return t0, torch.full_like(t0, length), hit
+
+    def _density_anchor(self, origin: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """surface: density, the block march: where each march ray turns opaque (else its first
+        dilated cell; a haze the teacher marked occupied does not hide the surface behind it from
+        the pixels' marches). Only the rays that meet the box of the dilated cells march it (one
+        sample a cell; compacted as shading is: most rays of a view miss it)."""
+        lead = d.shape[:-1]
+        o, v, _, _ = self._in_cells(origin, d)
+        box = self.march_box
+        t_near, t_far = box_interval(o, v, box[:3], box[3:])
+        t_near = t_near.clamp(min=self.camera.near)
+        idx, place = compact((t_far > t_near).to(d.dtype).reshape(-1))
+        o, v = o.expand_as(v).reshape(-1, 3)[idx], v.reshape(-1, 3)[idx]
+        t_near, t_far = t_near.reshape(-1)[idx], t_far.reshape(-1)[idx]
+        n = self.n_march
+        step = (t_far - t_near).clamp(min=0.0) / n
+        t_surf, found, t_cell, hit = first_opaque(o, v, t_near, step, n, self.occupancy,
+                                                  self.arch.occupancy_resolution, t_near, t_far,
+                                                  self.arch.surface_opacity)
+        t0 = torch.where(found > 0, t_surf, torch.where(hit > 0, t_cell, t_near + n * step))
+        t0 = torch.cat([t0, torch.zeros_like(t0[:1])])[place].reshape(lead)  # the rest: no hit
+        hit = torch.cat([hit, torch.zeros_like(hit[:1])])[place].reshape(lead)
+        return t0, torch.full_like(t0, self.arch.window * self.cell), hit
 
     def _in_cells(self, origin: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """A ray in cell units of the occupancy grid (t stays world units): o, v (..., 3), and
@@ -678,9 +715,7 @@ class GridLightField(StudentModel):
         r, n = self.arch.occupancy_resolution, self.arch.refine
         o, v, _, t_far = self._in_cells(origin, d)
         t = t0[..., None] + (torch.arange(n, device=d.device, dtype=d.dtype) + 0.5) * self.cell  # (..., n)
-        cell = (o[..., None, :] + t[..., None] * v[..., None, :]).floor().clamp(0, r - 1)
-        index = (cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2]).long()
-        occ = self.occupancy[index].clamp(max=1.0) * (t < t_far[..., None]).to(d.dtype)
+        occ = self.occupancy[cell_index(o, v, t, r).long()].clamp(max=1.0) * (t < t_far[..., None]).to(d.dtype)
         first = torch.argmax(occ, dim=-1)
         return t0 + first.to(d.dtype) * self.cell, hit * occ.amax(dim=-1)
 

@@ -158,9 +158,9 @@ def write_fake_report(scene_dir: Path, psnrs: tuple[float, ...] = (31.5, 24.25, 
     return report_path
 
 
-def fake_gridlf(size: int = SIZE, seed: int = 0, surface: str = "pixel"):
+def fake_gridlf(size: int = SIZE, seed: int = 0, surface: str = "density"):
     """A small gridlf student (student/grid.py) with every op of the real one: occupancy
-    march, each pixel's own surface (surface: pixel, as the lego config), nearest-cell
+    march, each pixel's own surface (surface: density, as the lego config), nearest-cell
     tri-plane Gather, split first layer. Its scene is a sphere of radius 0.8 in the box
     [-1, 1]^3; its planes hold smooth colour patterns (as trained planes do), so a lookup
     that lands in the neighbouring cell changes little."""

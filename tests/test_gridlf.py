@@ -256,6 +256,28 @@ def test_density_surface_lands_on_a_wall_behind_a_cell_it_grazes(graze):
         m.from_teacher(occupied)
 
 
+def test_density_march_box_is_the_dilated_cells_and_finds_the_same_surface():
+    model = fake_gridlf(size=32, surface="density")  # a ball of radius 0.8 in [-1, 1]^3, 16^3 cells, dilated 1
+    r = model.arch.occupancy_resolution
+    cells = (model.occupancy.reshape(r, r, r) > 0).nonzero()
+    assert model.march_box.tolist() == cells.amin(0).tolist() + (cells.amax(0) + 1).tolist()
+    assert model.n_march == math.ceil(float((model.march_box[3:] - model.march_box[:3]).norm()))
+    whole = GridLightField(model.arch, model.camera)
+    whole.load_state_dict({k: v for k, v in model.state_dict().items() if k != "march_box"})  # an older checkpoint
+    assert whole.march_box.tolist() == [0, 0, 0, r, r, r] and whole.n_march == math.ceil(math.sqrt(3) * r)
+    poses = torch.stack([_pose(30, 20), _pose(131, 51), _pose(250, 5)])
+    with torch.no_grad():
+        rot = poses[:, :3, :3].transpose(1, 2)
+        t_box, _, hit_box = model.anchor(poses[:, None, :3, 3], torch.matmul(model.march_dirs, rot))
+        t_all, _, hit_all = whole.anchor(poses[:, None, :3, 3], torch.matmul(whole.march_dirs, rot))
+    # samples placed differently (at most a cell apart either way) can disagree only on rays that
+    # clip a cell's corner: the same hits but for a few, the same surface to a small fraction of a cell
+    both = (hit_box > 0) & (hit_all > 0)
+    assert (hit_box != hit_all).float().mean() < 0.02 and int(both.sum()) > 0.2 * hit_box.numel()
+    gap = (t_box - t_all)[both].abs()
+    assert gap.mean() <= 0.25 * model.cell and gap.max() <= 2 * model.cell  # grazing rays: a cell or two
+
+
 def test_pack_surfaces_keeps_every_bit_and_the_dilated_coarse_grid():
     torch.manual_seed(1)
     r = 6
