@@ -4,15 +4,19 @@ pose (4, 4) -> one ray per output pixel. Where along a ray is the scene? The tea
 already knows: its occupancy grid (max-pooled to `occupancy_resolution`, dilated, a
 buffer of the graph) is marched on rays every `march_stride` pixels, from where the ray
 enters the scene box to where it leaves, one sample per cell; the first occupied sample
-anchors the ray. K points in a window of `window` cells from the anchor read dense
+anchors the ray (`surface: pixel` and `density` then give each pixel its own surface between
+its neighbourhood's anchors; `density`, the lego config's, where the pixel's ray through the
+teacher's mean density turns half opaque, with the block march on the same density and only
+over the box of the occupied cells). K points in a window of `window` cells from the anchor read dense
 multi-resolution feature grids (trilinear, one Gather of the 8 corners per grid), and a
 small MLP maps the features and the encoded view direction to colour. Rays whose march
 finds nothing are the background colour (learned).
 
 Capacity lives in the grids, which train in minutes like the teacher's hash grid, and the
 lookups sit where the surface is instead of spread between near and far. Per frame this
-is one MLP pass per pixel and Gathers, no convolutions. Still a light field: no density,
-no compositing, one network pass per pixel.
+is one MLP pass per pixel and Gathers, no convolutions. Still a light field: the density
+only places the points (one CumSum along 16 samples a pixel), no colour is composited, one
+network pass per pixel.
 
 Settings: `student.gridlf` (pipeline/config.py: GridLFConfig); the scene box comes with
 the camera (StudentCamera.aabb), the occupancy grid from the teacher (`from_teacher`).
