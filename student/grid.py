@@ -515,13 +515,16 @@ class GridLightField(StudentModel):
         that resolution, teacher/occupancy.py) and dilated by `dilate` cells. surface: density
         also takes the mean density per cell (R0, R0, R0), average-pooled."""
         r0, r = occupancy.shape[-1], self.arch.occupancy_resolution
+        if self.arch.surface == "pixel":
+            r = 2 * r  # the fine surfaces: pooled to twice the resolution, then packed (pack_surfaces)
+        if occupancy.shape != (r0, r0, r0) or r0 % r:
+            raise ValueError(f"the teacher's occupancy grid {tuple(occupancy.shape)} cannot be pooled to {r}^3 "
+                             f"(student.gridlf.occupancy_resolution{' x 2' * (r != self.arch.occupancy_resolution)} "
+                             f"must divide {r0})")
         if self.arch.surface == "density":
             if density is None or density.shape != occupancy.shape:
                 raise ValueError("student.gridlf.surface: density needs the teacher's density grid beside its "
                                  f"occupancy grid {tuple(occupancy.shape)}")
-            if occupancy.shape != (r0, r0, r0) or r0 % r:
-                raise ValueError(f"the teacher's grids {tuple(occupancy.shape)} cannot be pooled to {r}^3 "
-                                 f"(student.gridlf.occupancy_resolution must divide {r0})")
             occ = F.max_pool3d(occupancy.float()[None, None], kernel_size=r0 // r)[0, 0] > 0
             mean = F.avg_pool3d(density.float()[None, None], kernel_size=r0 // r)[0, 0]
             self.occupancy.copy_(pack_density(occ, mean, self.arch.dilate).to(self.occupancy.device))
@@ -530,12 +533,6 @@ class GridLightField(StudentModel):
                 self.march_box.copy_(torch.cat([cells.amin(dim=0), cells.amax(dim=0) + 1]))
                 self._set_march_samples()
             return
-        if self.arch.surface == "pixel":
-            r = 2 * r  # the fine surfaces: pooled to twice the resolution, then packed (pack_surfaces)
-        if occupancy.shape != (r0, r0, r0) or r0 % r:
-            raise ValueError(f"the teacher's occupancy grid {tuple(occupancy.shape)} cannot be pooled to {r}^3 "
-                             f"(student.gridlf.occupancy_resolution{' x 2' * (r != self.arch.occupancy_resolution)} "
-                             f"must divide {r0})")
         occ = F.max_pool3d(occupancy.float()[None, None], kernel_size=r0 // r)
         if self.arch.surface == "pixel":
             self.occupancy.copy_(pack_surfaces(occ[0, 0] > 0, self.arch.dilate).to(self.occupancy.device))
@@ -580,9 +577,9 @@ class GridLightField(StudentModel):
             t_near, t_far = box_interval(origin, d_march, self.lo, self.hi)
             t_near = t_near.clamp(min=self.camera.near)
             return t_near, (t_far - t_near).clamp(min=0.0), (t_far > t_near).to(d_march.dtype)
-        length = self.arch.window * self.cell
         if self.arch.surface == "density":
             return self._density_anchor(origin, d_march)
+        length = self.arch.window * self.cell
         t0, hit = march_first_hit(origin, d_march, self.occupancy, self.arch.occupancy_resolution, self.lo, self.hi,
                                   self.n_march, self.camera.near)
         return t0, torch.full_like(t0, length), hit
