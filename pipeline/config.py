@@ -171,6 +171,10 @@ class GridLFConfig:
     features: Literal["triplane", "sparse", "grid"] = "triplane"
     grid_resolutions: list[int] = field(default_factory=lambda: [256])  # cells per side of each (>= 2; not sparse)
     grid_channels: int = 8  # features per plane, grid or sub-cell (>= 1)
+    # what the planes or grids span: "scene", the teacher's whole box; "occupied", the box of the
+    # teacher's occupied cells (dilated), set from the teacher: the same cells, finer where the
+    # object is (not features: sparse, whose sub-cells are the occupied cells themselves)
+    grid_extent: Literal["scene", "occupied"] = "scene"
     subdivide: int = 2  # features: sparse: sub-cells per occupancy cell and axis (>= 1)
     # features: triplane: how a point's three plane features become one: "concat" (3 x C per
     # resolution), or "product" (C: the elementwise product, as K-Planes; a feature is then
@@ -466,6 +470,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
              "buffer they use)")
         need(g.surface == "pixel" or g.fine_samples == 0, "student.gridlf.fine_samples",
              "0 unless student.gridlf.surface is pixel (the density march places its surface inside a step)")
+        need(g.grid_extent == "scene" or g.features != "sparse", "student.gridlf.grid_extent",
+             "scene with student.gridlf.features: sparse (its sub-cells already follow the occupied cells)")
         need(0.0 < g.surface_opacity < 1.0, "student.gridlf.surface_opacity", "a number between 0 and 1 (exclusive)")
         for key in ("dilate", "dir_freqs", "refine", "tv_weight", "fine_samples"):
             at_least(f"student.gridlf.{key}", 0)

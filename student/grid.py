@@ -453,6 +453,9 @@ class GridLightField(StudentModel):
         # from_teacher: lego's fills under half the teacher's box on each axis
         self.register_buffer("march_box", torch.tensor([0.0, 0.0, 0.0, r, r, r]))
         self._set_march_samples()
+        # what the feature planes or grids span (world units: lo, hi); grid_extent: occupied narrows
+        # it to the teacher's occupied cells in from_teacher
+        self.register_buffer("grid_box", torch.cat([lo, hi]))
         self.cell = float((hi - lo).mean()) / r  # world units per occupancy cell
         if arch.features == "sparse":
             # sub-cells of the occupied cells only; empty until from_teacher says which cells are
@@ -505,6 +508,8 @@ class GridLightField(StudentModel):
         # students saved before the marched box existed marched the whole box
         state_dict.setdefault(prefix + "march_box", self.march_box.new_tensor([0.0, 0.0, 0.0] + [
             float(self.arch.occupancy_resolution)] * 3))
+        # and their features spanned the scene box
+        state_dict.setdefault(prefix + "grid_box", torch.cat([self.lo, self.hi]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._set_march_samples()
 
@@ -521,6 +526,8 @@ class GridLightField(StudentModel):
             raise ValueError(f"the teacher's occupancy grid {tuple(occupancy.shape)} cannot be pooled to {r}^3 "
                              f"(student.gridlf.occupancy_resolution{' x 2' * (r != self.arch.occupancy_resolution)} "
                              f"must divide {r0})")
+        if self.arch.grid_extent == "occupied":
+            self.grid_box.copy_(self._occupied_box(occupancy))
         if self.arch.surface == "density":
             if density is None or density.shape != occupancy.shape:
                 raise ValueError("student.gridlf.surface: density needs the teacher's density grid beside its "
@@ -545,6 +552,20 @@ class GridLightField(StudentModel):
             occ = surface_rows(occ)
             self.grids[0] = nn.Parameter(self._table(int(occ.max()), self.occupancy.device))
         self.occupancy.copy_(occ)
+
+    def _occupied_box(self, occupancy: Tensor) -> Tensor:
+        """World-unit box (6,) of the teacher's occupied cells at `occupancy_resolution`, dilated
+        as the march's; the scene box when nothing is occupied."""
+        r = self.arch.occupancy_resolution
+        occ = F.max_pool3d(occupancy.float()[None, None], kernel_size=occupancy.shape[-1] // r)
+        k = self.arch.dilate
+        if k:
+            occ = F.max_pool3d(occ, kernel_size=2 * k + 1, stride=1, padding=k)
+        cells = (occ[0, 0] > 0).nonzero().to(self.lo)
+        if not len(cells):
+            return torch.cat([self.lo, self.hi])
+        per_cell = (self.hi - self.lo) / r
+        return torch.cat([self.lo + cells.amin(dim=0) * per_cell, self.lo + (cells.amax(dim=0) + 1) * per_cell])
 
     # --- the interface ---------------------------------------------------------------
     @property
@@ -731,8 +752,9 @@ class GridLightField(StudentModel):
         jittered = noise is not None and a.jitter
         u = torch.arange(k, device=d.device, dtype=d.dtype) + (noise if jittered else 0.5)
         t = t0[..., None] + u * (length / k)[..., None]  # (..., K)
-        size = self.hi - self.lo
-        x = ((origin - self.lo) / size)[..., None, :] + t[..., None] * (d / size)[..., None, :]  # box -> [0, 1]^3
+        lo, hi = self.grid_box[:3], self.grid_box[3:]
+        size = hi - lo
+        x = ((origin - lo) / size)[..., None, :] + t[..., None] * (d / size)[..., None, :]  # grid box -> [0, 1]^3
         if a.features == "sparse":
             h = sparse_nearest(self.grids[0], self.occupancy, a.occupancy_resolution, a.subdivide, x).flatten(-2)
         elif a.features == "grid":

@@ -100,6 +100,10 @@ def run(ctx) -> dict:
             raise StageError(str(err)) from None
         ctx.log(f"teacher surfaces: {occupancy.float().mean():.1%} of {tuple(occupancy.shape)} cells at least "
                 f"half opaque; {(model.occupancy > 0).float().mean():.1%} after dilation")
+        if getattr(model.arch, "grid_extent", "scene") == "occupied":
+            box = model.grid_box.tolist()
+            ctx.log("feature planes span the occupied cells: " + " x ".join(
+                f"[{box[i]:.2f}, {box[i + 3]:.2f}]" for i in range(3)))
     world, rank = distributed.world_size(), distributed.rank()
     net = model
     if world > 1:

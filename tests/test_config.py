@@ -210,6 +210,14 @@ def test_gridlf_range_checks_name_their_key(tmp_path, override, message):
         load_config(p, [override])
 
 
+def test_occupied_grid_extent_needs_dense_features(tmp_path):
+    p = write(tmp_path, "name: x\nstudent: {kind: gridlf, output_size: 64}\n")
+    load_config(p, ["student.gridlf.grid_extent=occupied"])
+    with pytest.raises(ConfigError, match="'student.gridlf.grid_extent' must be scene with student.gridlf.features: "
+                                          "sparse"):
+        load_config(p, ["student.gridlf.grid_extent=occupied", "student.gridlf.features=sparse"])
+
+
 def test_unselected_kind_is_not_range_checked(tmp_path):
     p = write(tmp_path, "name: x\n")  # kind mobiler2l: its section is checked, gridlf's is not
     assert load_config(p, ["student.gridlf.n_points=0"]).student.gridlf.n_points == 0

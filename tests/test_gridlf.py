@@ -278,6 +278,21 @@ def test_density_march_box_is_the_dilated_cells_and_finds_the_same_surface():
     assert gap.mean() <= 0.25 * model.cell and gap.max() <= 2 * model.cell  # grazing rays: a cell or two
 
 
+def test_occupied_grid_extent_spans_the_dilated_cells_and_older_checkpoints_the_scene():
+    model = fake_gridlf(size=32)  # ball of radius 0.8: cells 2..13 of 16 over [-1, 1], dilated: 1..14
+    assert torch.allclose(model.grid_box, torch.tensor([-0.875] * 3 + [0.875] * 3))
+    assert torch.equal(fake_gridlf(size=32, grid_extent="scene").grid_box, torch.tensor([-1.0] * 3 + [1.0] * 3))
+    # the planes' cells follow the box: the same weights over the scene box read other cells
+    old = GridLightField(model.arch, model.camera)
+    old.load_state_dict({k: v for k, v in model.state_dict().items() if k != "grid_box"})  # an older checkpoint
+    assert torch.equal(old.grid_box, torch.tensor([-1.0] * 3 + [1.0] * 3))
+    pose = _pose(30, 20)[None]
+    with torch.no_grad():
+        a, b = model(pose), old(pose)
+        old.grid_box.copy_(model.grid_box)
+        assert not torch.allclose(a, b, atol=1e-3) and torch.equal(old(pose), a)
+
+
 def test_pack_surfaces_keeps_every_bit_and_the_dilated_coarse_grid():
     torch.manual_seed(1)
     r = 6
