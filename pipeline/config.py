@@ -216,6 +216,9 @@ class StudentTrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay (>= 0)
     warmup_steps: int = 100  # linear learning-rate warm-up, steps (>= 0); then cosine decay to 5%
     real_fraction: float = 0.0  # share of each batch drawn from the real training views, in [0, 1]
+    # the last this share of training (by steps or seconds, whichever is further along) draws every
+    # ray from the real training views (R2L's finetune on the real data), in [0, 1)
+    finetune_fraction: float = 0.0
     # rays mode: share of each batch drawn from a pool of the rays with the highest loss so far
     # (R2L's hard-example mining, 0.2 there), in [0, 1]
     hard_fraction: float = 0.0
@@ -490,6 +493,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
     positive("student.train.lr")
     fraction("student.train.real_fraction")
     fraction("student.train.hard_fraction")
+    fraction("student.train.finetune_fraction", closed=False)  # 1: no training on the pseudo-views at all
 
     at_least("export.opset", 17)
     at_least("export.check_poses", 1)

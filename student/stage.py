@@ -72,6 +72,16 @@ def lr_schedule(warmup_steps: int, steps: int):
     return factor
 
 
+def draw_views(n_items: int, n_pseudo: int, n_pool: int, n_real: int, finetune: bool) -> torch.Tensor:
+    """Views of a batch's n_items rays or images, indices into the pool: pseudo-views first
+    (0 .. n_pseudo - 1), then the real training views (.. n_pool - 1). The last n_real items
+    are real views; in the finetune every item is."""
+    if finetune:
+        return torch.randint(n_pseudo, n_pool, (n_items,))
+    view = torch.randint(0, n_pseudo, (n_items - n_real,))
+    return torch.cat([view, torch.randint(n_pseudo, n_pool, (n_real,))]) if n_real else view
+
+
 def run(ctx) -> dict:
     cfg, scfg, tcfg, dev = ctx.cfg, ctx.cfg.student, ctx.cfg.student.train, ctx.device
     torch.manual_seed(tcfg.seed)
@@ -120,7 +130,7 @@ def run(ctx) -> dict:
             f"input {model.in_size}x{model.in_size} -> {scfg.output_size}, near {camera.near:.2f} far {camera.far:.2f}")
 
     real = None
-    if tcfg.real_fraction > 0:
+    if tcfg.real_fraction > 0 or tcfg.finetune_fraction > 0:
         views, rgb = split_on_background(ctx.input("data", "scene"), "train", cfg.data.downscale, cfg.background,
                                          scfg.output_size)
         real = ((rgb * 255 + 0.5).clamp(0, 255).to(torch.uint8), views.c2w)
@@ -134,7 +144,8 @@ def run(ctx) -> dict:
     # one global batch per step (same seed on every rank), of whole images or of rays
     n_items = (tcfg.batch_rays or tcfg.batch_images * model.n_rays) if rays_mode else tcfg.batch_images
     n_real = int(round(n_items * tcfg.real_fraction)) if real is not None else 0
-    pool_img, pool_pose = (torch.cat([images, real[0]]), torch.cat([poses, real[1]])) if n_real else (images, poses)
+    pool_img, pool_pose = (torch.cat([images, real[0]]), torch.cat([poses, real[1]])) if real is not None \
+        else (images, poses)
     # per-ray values the model takes from whole frames (gridlf: where each pixel's surface is),
     # once per training view, so that a step reads its rays' rows instead of recomputing them
     cache = ray_inputs_table(model, pool_pose, dev) if rays_mode and table_fits(model, pool_pose, ctx) else None
@@ -145,17 +156,27 @@ def run(ctx) -> dict:
     n_hard = int(n_share * tcfg.hard_fraction) if rays_mode else 0
     pool = HardRayPool(n_share) if n_hard else None  # per process; rebuilt within steps after a resume
 
+    # the finetune on the real views is the last finetune_fraction of training's progress, which the
+    # loop hands to the learning-rate schedule just before each step (resumes restore it with the step)
+    decay = lr_schedule(tcfg.warmup_steps, tcfg.steps)
+    phase = {"progress": 0.0, "finetune_from": None}
+
+    def schedule(step: int, progress: float) -> float:
+        phase["progress"] = progress
+        return decay(step, progress)
+
     def step_fn(step: int) -> StepOutput:
         net.train()
-        # views: pseudo-views, then (real_fraction) real training views at the end of the pool
-        view = torch.randint(0, images.shape[0], (n_items - n_real,))
-        if n_real:
-            view = torch.cat([view, torch.randint(images.shape[0], pool_img.shape[0], (n_real,))])
+        finetune = tcfg.finetune_fraction > 0 and phase["progress"] >= 1.0 - tcfg.finetune_fraction
+        if finetune and phase["finetune_from"] is None:
+            phase["finetune_from"] = step
+            ctx.log(f"finetune on the {len(real[1])} real training views from step {step}")
+        view = draw_views(n_items, images.shape[0], pool_img.shape[0], n_real, finetune)
         if rays_mode:
             ray = torch.randint(0, model.n_rays, (n_items,))
             noise = torch.rand(n_items, model.n_points)  # depth jitter, global batch
             view, ray = view[share].clone(), ray[share].clone()
-            if pool is not None and len(pool):  # the first rays of the share (pseudo-views) from the hard pool
+            if pool is not None and len(pool) and not finetune:  # the share's first rays from the hard pool
                 view[:n_hard], ray[:n_hard] = pool.draw(n_hard)
             target = ray_blocks(pool_img, view, ray, model.in_size, model.ray_block).to(dev)
             inputs = {"pose": pool_pose[view].to(dev), "ray": ray.to(dev)}
@@ -179,12 +200,14 @@ def run(ctx) -> dict:
     loop = LoopSettings(name="student", knob="student.train", steps=tcfg.steps, max_seconds=tcfg.max_seconds,
                         expected_steps=tcfg.expected_steps, checkpoint_every=tcfg.checkpoint_every,
                         log_every=tcfg.log_every, collective=world > 1)
-    result = train(ctx, loop, step_fn, lr_schedule(tcfg.warmup_steps, tcfg.steps), optimizer,
+    result = train(ctx, loop, step_fn, schedule, optimizer,
                    targets={"model": model}, params=model.parameters)
     if not distributed.is_main():
         return {}  # rank 0 evaluates and writes the outputs
 
     metrics = evaluate(ctx, model, images)
+    if phase["finetune_from"] is not None:
+        metrics["finetune_from_step"] = phase["finetune_from"]
     metrics.update({"train_seconds": round(result.seconds, 2), "steps": result.steps,
                     "params": count_params(model), "flops_per_frame": model.flops_per_frame(),
                     "resumed_from_step": result.start})

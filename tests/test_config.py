@@ -200,6 +200,7 @@ def test_config_reference_is_up_to_date(capsys):
     ("student.gridlf.features=hash",
      "'student.gridlf.features' must be one of 'triplane' \\| 'sparse' \\| 'grid', got 'hash'"),
     ("student.train.hard_fraction=2", r"'student.train.hard_fraction' must be in \[0, 1\]"),
+    ("student.train.finetune_fraction=1", r"'student.train.finetune_fraction' must be in \[0, 1\)"),
     ("student.gridlf.surface_opacity=1", "'student.gridlf.surface_opacity' must be a number between 0 and 1"),
     ("student.gridlf.fine_samples=4", "'student.gridlf.fine_samples' must be 0 unless student.gridlf.surface is "
                                       "pixel"),

@@ -258,7 +258,8 @@ def test_compare_page_lists_every_test_view(toy_run, tmp_path):
 GRIDLF = ["--set", "student.kind=gridlf", "--set", "student.train.batch_mode=rays",
           "--set", "student.train.batch_rays=512", "--set", "student.gridlf.occupancy_resolution=16",
           "--set", "student.gridlf.grid_resolutions=[8, 16]", "--set", "student.gridlf.width=8",
-          "--set", "student.gridlf.refine=4"]
+          "--set", "student.gridlf.refine=4", "--set", "student.gridlf.grid_extent=occupied",
+          "--set", "student.train.finetune_fraction=0.3"]
 
 
 @pytest.mark.slow
@@ -267,6 +268,9 @@ def test_gridlf_student_end_to_end(tiny_ws):
     (graph checked against torch) and report; its settings make it a different student."""
     proc = run_cli(tiny_ws, "run", "configs/tiny.yaml", *GRIDLF)
     assert "teacher surfaces:" in proc.stdout  # the student took the teacher's occupancy
+    assert "feature planes span the occupied cells" in proc.stdout
+    # the finetune: the last 30% of its 10 steps on the real training views
+    assert re.search(r"finetune on the \d+ real training views from step [5-8]\b", proc.stdout)
     recs = records(tiny_ws, "tiny")
     settings = recs["student"]["settings"]["student"]
     assert settings["kind"] == "gridlf" and "gridlf" in settings and "mobiler2l" not in settings

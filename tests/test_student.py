@@ -262,3 +262,14 @@ def test_load_student_errors_are_one_line(tmp_path):
             load_student(path, torch.device("cpu"))
         text = str(err.value)
         assert "\n" not in text and text.startswith(str(path)) and "stage student --force" in text, text
+
+
+def test_batches_draw_real_views_at_the_end_of_the_pool_and_only_them_in_the_finetune():
+    from student.stage import draw_views
+    torch.manual_seed(0)
+    view = draw_views(n_items=4000, n_pseudo=30, n_pool=40, n_real=500, finetune=False)
+    assert view.shape == (4000,) and bool((view[:3500] < 30).all()) and bool((view[3500:] >= 30).all())
+    assert set(view[:3500].tolist()) == set(range(30)) and set(view[3500:].tolist()) == set(range(30, 40))
+    assert bool((draw_views(4000, 30, 30, 0, finetune=False) < 30).all())
+    tuned = draw_views(4000, 30, 40, 500, finetune=True)
+    assert tuned.shape == (4000,) and set(tuned.tolist()) == set(range(30, 40))
