@@ -188,6 +188,24 @@ def first_opaque_reference(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n:
     return tuple(x.reshape(start.shape) for x in out)
 
 
+def dilate_cells(cells: Tensor, k: int) -> Tensor:
+    """(R, R, R) occupied cells (bool or 0/1 float) grown by k cells along every axis and
+    diagonal (a (2k + 1)^3 max) -> (R, R, R) bool."""
+    grown = cells.float()
+    if k:
+        grown = F.max_pool3d(grown[None, None], kernel_size=2 * k + 1, stride=1, padding=k)[0, 0]
+    return grown > 0
+
+
+def cell_box(cells: Tensor) -> Tensor | None:
+    """(R, R, R) bool -> (6,) float: the lower and upper corners, in cell units, of the box
+    around the true cells; None when there are none."""
+    idx = cells.nonzero()
+    if not len(idx):
+        return None
+    return torch.cat([idx.amin(dim=0), idx.amax(dim=0) + 1]).float()
+
+
 def pack_density(occupied: Tensor, density: Tensor, dilate: int) -> Tensor:
     """Two grids in one buffer: (R, R, R) bool occupied cells and their mean density (index
     [x, y, z]) -> (R^3,) float in `march_first_hit`'s layout: 0 outside the occupied cells
@@ -197,10 +215,7 @@ def pack_density(occupied: Tensor, density: Tensor, dilate: int) -> Tensor:
     if occupied.shape != (r, r, r) or density.shape != occupied.shape:
         raise ValueError(f"occupied cells {tuple(occupied.shape)} and density {tuple(density.shape)}: need two "
                          "(R, R, R) grids")
-    covered = occupied.float()
-    if dilate:
-        covered = F.max_pool3d(covered[None, None], kernel_size=2 * dilate + 1, stride=1, padding=dilate)[0, 0]
-    return ((covered > 0).float() * (1.0 + density.float().clamp(min=0.0))).reshape(-1)
+    return (dilate_cells(occupied, dilate).float() * (1.0 + density.float().clamp(min=0.0))).reshape(-1)
 
 
 def pack_surfaces(fine: Tensor, dilate: int) -> Tensor:
@@ -216,10 +231,7 @@ def pack_surfaces(fine: Tensor, dilate: int) -> Tensor:
     r = r2 // 2
     f = fine.float().reshape(r, 2, r, 2, r, 2).permute(0, 2, 4, 1, 3, 5).reshape(r, r, r, 8)
     bits = (f * 2.0 ** torch.arange(8, dtype=torch.float32, device=f.device)).sum(dim=-1)
-    coarse = f.amax(dim=-1)
-    if dilate:
-        coarse = F.max_pool3d(coarse[None, None], kernel_size=2 * dilate + 1, stride=1, padding=dilate)[0, 0]
-    return ((coarse > 0).float() * (1.0 + bits)).reshape(-1)
+    return (dilate_cells(f.amax(dim=-1), dilate).float() * (1.0 + bits)).reshape(-1)
 
 
 def surface_bit(value: Tensor, sub: Tensor) -> Tensor:
@@ -535,19 +547,16 @@ class GridLightField(StudentModel):
             occ = F.max_pool3d(occupancy.float()[None, None], kernel_size=r0 // r)[0, 0] > 0
             mean = F.avg_pool3d(density.float()[None, None], kernel_size=r0 // r)[0, 0]
             self.occupancy.copy_(pack_density(occ, mean, self.arch.dilate).to(self.occupancy.device))
-            cells = (self.occupancy.reshape(r, r, r) > 0).nonzero().to(self.march_box)
-            if len(cells):
-                self.march_box.copy_(torch.cat([cells.amin(dim=0), cells.amax(dim=0) + 1]))
+            box = cell_box(self.occupancy.reshape(r, r, r) > 0)
+            if box is not None:
+                self.march_box.copy_(box)
                 self._set_march_samples()
             return
         occ = F.max_pool3d(occupancy.float()[None, None], kernel_size=r0 // r)
         if self.arch.surface == "pixel":
             self.occupancy.copy_(pack_surfaces(occ[0, 0] > 0, self.arch.dilate).to(self.occupancy.device))
             return
-        k = self.arch.dilate
-        if k:
-            occ = F.max_pool3d(occ, kernel_size=2 * k + 1, stride=1, padding=k)
-        occ = occ.reshape(-1).to(self.occupancy.device)
+        occ = dilate_cells(occ[0, 0], self.arch.dilate).float().reshape(-1).to(self.occupancy.device)
         if self.arch.features == "sparse":
             occ = surface_rows(occ)
             self.grids[0] = nn.Parameter(self._table(int(occ.max()), self.occupancy.device))
@@ -557,15 +566,11 @@ class GridLightField(StudentModel):
         """World-unit box (6,) of the teacher's occupied cells at `occupancy_resolution`, dilated
         as the march's; the scene box when nothing is occupied."""
         r = self.arch.occupancy_resolution
-        occ = F.max_pool3d(occupancy.float()[None, None], kernel_size=occupancy.shape[-1] // r)
-        k = self.arch.dilate
-        if k:
-            occ = F.max_pool3d(occ, kernel_size=2 * k + 1, stride=1, padding=k)
-        cells = (occ[0, 0] > 0).nonzero().to(self.lo)
-        if not len(cells):
+        occ = F.max_pool3d(occupancy.float()[None, None], kernel_size=occupancy.shape[-1] // r)[0, 0]
+        box = cell_box(dilate_cells(occ, self.arch.dilate))
+        if box is None:
             return torch.cat([self.lo, self.hi])
-        per_cell = (self.hi - self.lo) / r
-        return torch.cat([self.lo + cells.amin(dim=0) * per_cell, self.lo + (cells.amax(dim=0) + 1) * per_cell])
+        return self.lo.repeat(2) + box.to(self.lo) * ((self.hi - self.lo) / r).repeat(2)
 
     # --- the interface ---------------------------------------------------------------
     @property
