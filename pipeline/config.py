@@ -160,6 +160,9 @@ class GridLFConfig:
     surface: Literal["block", "pixel", "density"] = "block"
     pixel_samples: int = 16  # surface: pixel or density: samples of each pixel's march (>= 1)
     surface_opacity: float = 0.5  # surface: density: the ray's opacity where its surface is (in (0, 1))
+    # surface: density: the MLP also reads the pixel march's opacity through the teacher's mean density,
+    # how much of the pixel the scene covers: a silhouette pixel blends surface and background
+    ray_opacity: bool = False
     # surface: pixel: steps of a second march through the first surface sample's step (>= 0; 0: none,
     # the surface is placed at that sample); 8 scored the same in a short probe on lego, at 1.2x the frame
     fine_samples: int = 0
@@ -475,6 +478,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
              "0 unless student.gridlf.surface is pixel (the density march places its surface inside a step)")
         need(g.grid_extent == "scene" or g.features != "sparse", "student.gridlf.grid_extent",
              "scene with student.gridlf.features: sparse (its sub-cells already follow the occupied cells)")
+        need(not g.ray_opacity or g.surface == "density", "student.gridlf.ray_opacity",
+             f"false unless student.gridlf.surface is density (surface: {g.surface} has no opacity to read)")
         need(0.0 < g.surface_opacity < 1.0, "student.gridlf.surface_opacity", "a number between 0 and 1 (exclusive)")
         for key in ("dilate", "dir_freqs", "refine", "tv_weight", "fine_samples"):
             at_least(f"student.gridlf.{key}", 0)

@@ -127,7 +127,7 @@ def first_occupied(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, oc
 
 
 def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid: Tensor, resolution: int,
-                 t_near: Tensor, t_far: Tensor, opacity: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 t_near: Tensor, t_far: Tensor, opacity: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Where n samples at start + (k + 1/2) step, k = 0..n-1, through the teacher's density
     make a ray `opacity` opaque, and the first sample in a cell of the dilated grid.
 
@@ -137,7 +137,8 @@ def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid
     step (nearest cell, midpoint rule); samples outside (t_near, t_far) are empty. Inside the
     step where the optical depth passes -ln(1 - opacity) the crossing is placed linearly (exact
     in a uniform medium). One Gather a sample, then a CumSum. Returns t_surface, found, t_cell,
-    in_cell (...): start + n step where there is none. The slow twin: `first_opaque_reference`.
+    in_cell (...): start + n step where there is none; and the ray's opacity over all n samples,
+    1 - exp(-optical depth) (...). The slow twin: `first_opaque_reference`.
     """
     tau = -math.log(1.0 - opacity)
     k = torch.arange(n, device=v.device, dtype=v.dtype)
@@ -156,19 +157,19 @@ def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid
     covered = value.clamp(max=1.0) * inside
     in_cell = covered.amax(dim=-1)
     t_cell = torch.where(in_cell > 0, start + torch.argmax(covered, dim=-1).to(v.dtype) * step, start + n * step)
-    return t_surface, found, t_cell, in_cell
+    return t_surface, found, t_cell, in_cell, 1.0 - torch.exp(-total[..., -1])
 
 
 def first_opaque_reference(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid: Tensor,
                            resolution: int, t_near: Tensor, t_far: Tensor,
-                           opacity: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                           opacity: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`first_opaque` one ray and one sample at a time, with the transmittance itself (the
     test's twin): the crossing is where T = 1 - opacity, inside the step that passes it."""
     flat = [x.reshape(-1, *x.shape[len(start.shape):]) for x in (o, v, start, step, t_near, t_far)]
-    out = torch.zeros(4, flat[2].shape[0], dtype=v.dtype)
+    out = torch.zeros(5, flat[2].shape[0], dtype=v.dtype)
     r = resolution
     for i, (oi, vi, s, h, tn, tf) in enumerate(zip(*flat, strict=True)):
-        out[:, i] = torch.stack([s + n * h, torch.zeros(()), s + n * h, torch.zeros(())])
+        out[:4, i] = torch.stack([s + n * h, torch.zeros(()), s + n * h, torch.zeros(())])
         transmittance, cell_found = 1.0, False
         for k in range(n):
             t = s + (k + 0.5) * h
@@ -185,6 +186,7 @@ def first_opaque_reference(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n:
                 frac = math.log(transmittance / (1.0 - opacity)) / (sigma * float(h))
                 out[0, i], out[1, i] = s + (k + min(max(frac, 0.0), 1.0)) * h, 1.0
             transmittance = after
+        out[4, i] = 1.0 - transmittance
     return tuple(x.reshape(start.shape) for x in out)
 
 
@@ -487,6 +489,8 @@ class GridLightField(StudentModel):
         # concatenating 200-odd floats a pixel, which cost onnxruntime as much as the matmul
         self.feat_in = nn.Linear(n_in, arch.width)
         self.dir_in = nn.Linear(3 * (1 + 2 * arch.dir_freqs), arch.width, bias=False)
+        if arch.ray_opacity:  # a third term of the first layer, from the pixel's opacity
+            self.opacity_in = nn.Linear(1, arch.width, bias=False)
         layers: list[nn.Module] = [nn.ReLU()]
         for _ in range(arch.depth - 1):
             layers += [nn.Linear(arch.width, arch.width), nn.ReLU()]
@@ -625,9 +629,9 @@ class GridLightField(StudentModel):
         t_near, t_far = t_near.reshape(-1)[idx], t_far.reshape(-1)[idx]
         n = self.n_march
         step = (t_far - t_near).clamp(min=0.0) / n
-        t_surf, found, t_cell, hit = first_opaque(o, v, t_near, step, n, self.occupancy,
-                                                  self.arch.occupancy_resolution, t_near, t_far,
-                                                  self.arch.surface_opacity)
+        t_surf, found, t_cell, hit, _ = first_opaque(o, v, t_near, step, n, self.occupancy,
+                                                     self.arch.occupancy_resolution, t_near, t_far,
+                                                     self.arch.surface_opacity)
         t0 = torch.where(found > 0, t_surf, torch.where(hit > 0, t_cell, t_near + n * step))
         t0 = torch.cat([t0, torch.zeros_like(t0[:1])])[place].reshape(lead)  # the rest: no hit
         hit = torch.cat([hit, torch.zeros_like(hit[:1])])[place].reshape(lead)
@@ -659,10 +663,10 @@ class GridLightField(StudentModel):
         """Each pixel marches its own ray (surface: pixel or density)."""
         return self.arch.anchor and self.arch.surface != "block"
 
-    def pixel_anchor(self, origin: Tensor, d: Tensor, near: Tensor, far: Tensor) -> tuple[Tensor, Tensor]:
+    def pixel_anchor(self, origin: Tensor, d: Tensor, near: Tensor, far: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """surface: pixel or density. Each pixel's own surface, between the nearest and farthest hit of its
         neighbourhood's march rays (`neighbourhood_hits`): origin, d (..., 3), near, far (...)
-        -> t0 (the window's start, centred on the surface) and hit (...).
+        -> t0 (the window's start, centred on the surface), hit and opacity (...).
 
         A march of `pixel_samples` samples over [near - 1 cell, far + 3 cells] finds the first
         sample on a surface, and whether any sample is in a cell of the dilated grid: the pixel
@@ -672,7 +676,8 @@ class GridLightField(StudentModel):
         A pixel that covers the scene but meets no surface sample (it passes thin parts by)
         centres its window a cell past its first dilated cell. surface: density: the same march
         through the teacher's mean density (`first_opaque`) places the surface where the ray
-        becomes `surface_opacity` opaque.
+        becomes `surface_opacity` opaque, and its opacity over the whole march says how much of
+        the pixel the scene covers (surface: pixel: hit).
         """
         a = self.arch
         r, cell = a.occupancy_resolution, self.cell
@@ -682,10 +687,11 @@ class GridLightField(StudentModel):
         span = (torch.minimum(far + 3 * cell, t_far) - start).clamp(min=0.0)
         step = span / a.pixel_samples
         if a.surface == "density":  # the surface is where the ray turns opaque: no half step to add
-            t_surf, on_surface, t_cell, covered = first_opaque(o, v, start, step, a.pixel_samples, self.occupancy, r,
-                                                               t_near, t_far, a.surface_opacity)
+            t_surf, on_surface, t_cell, covered, opacity = first_opaque(o, v, start, step, a.pixel_samples,
+                                                                        self.occupancy, r, t_near, t_far,
+                                                                        a.surface_opacity)
             centre = torch.where(on_surface > 0, t_surf, t_cell + 0.5 * step + cell)
-            return centre - 0.5 * a.window * cell, covered
+            return centre - 0.5 * a.window * cell, covered, opacity * covered
         t_surf, on_surface, t_cell, covered = first_occupied(o, v, start, step, a.pixel_samples, self.occupancy, r,
                                                              t_near, t_far)
         centre = t_surf + 0.5 * step
@@ -695,11 +701,12 @@ class GridLightField(StudentModel):
                                                       self.occupancy, r, t_near, t_far)
             centre = torch.where(found_fine > 0, t_fine + 0.5 * fine_step, centre)
         centre = torch.where(on_surface > 0, centre, t_cell + 0.5 * step + cell)
-        return centre - 0.5 * a.window * cell, covered
+        return centre - 0.5 * a.window * cell, covered, covered
 
-    def anchors_frame(self, pose: Tensor, d: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Where every pixel's K points go: pose (B, 4, 4) -> t0, length, hit, each (B, S^2).
-        d: the pixels' world directions (B, S^2, 3), when the caller has them."""
+    def anchors_frame(self, pose: Tensor, d: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Where every pixel's K points go: pose (B, 4, 4) -> t0, length, hit, and the pixel's
+        opacity (`pixel_anchor`; without a march of its own: hit), each (B, S^2). d: the pixels'
+        world directions (B, S^2, 3), when the caller has them."""
         b, s, st = pose.shape[0], self.camera.output_size, self.arch.march_stride
         m = s // st
         rot, origin = pose[:, :3, :3], pose[:, None, :3, 3]  # origin (B, 1, 3)
@@ -715,22 +722,21 @@ class GridLightField(StudentModel):
                                                                                        hit.reshape(b, m, m)))
             # only pixels with a hit around them march: in an object-centred view most have none
             idx, place = compact(near_any)
-            t_rows, hit_rows = self.pixel_anchor(origin.expand(b, s * s, 3).reshape(-1, 3)[idx],
-                                                 d.reshape(-1, 3)[idx], near[idx], far[idx])
-            t0 = torch.cat([t_rows, torch.zeros_like(t_rows[:1])])[place].reshape(b, s * s)
-            hit = torch.cat([hit_rows, torch.zeros_like(hit_rows[:1])])[place].reshape(b, s * s)
-            return t0, torch.full_like(t0, self.arch.window * self.cell), hit
+            rows = self.pixel_anchor(origin.expand(b, s * s, 3).reshape(-1, 3)[idx], d.reshape(-1, 3)[idx],
+                                     near[idx], far[idx])
+            t0, hit, opacity = (torch.cat([v, torch.zeros_like(v[:1])])[place].reshape(b, s * s) for v in rows)
+            return t0, torch.full_like(t0, self.arch.window * self.cell), hit, opacity
         t0, length, hit = blocks(t0), blocks(length), blocks(hit)
         if self.arch.anchor and self.arch.refine:
             t0, hit = self.refine(origin, d, t0, hit)
-        return t0, length, hit
+        return t0, length, hit, hit
 
     @property
     def ray_inputs_required(self) -> bool:
         return self._own_surface  # its anchors need the neighbourhood
 
     def ray_inputs(self, pose: Tensor) -> Tensor:
-        """Each pixel's anchor (t0, length, hit) of views pose (B, 4, 4) -> (B, S^2, 3): computed
+        """Each pixel's anchor (t0, length, hit, opacity) of views pose (B, 4, 4) -> (B, S^2, 4): computed
         once per training view, a training step then reads its rays' rows instead of marching."""
         return torch.stack(self.anchors_frame(pose), dim=-1)
 
@@ -746,9 +752,10 @@ class GridLightField(StudentModel):
         first = torch.argmax(occ, dim=-1)
         return t0 + first.to(d.dtype) * self.cell, hit * occ.amax(dim=-1)
 
-    def shade(self, origin: Tensor, d: Tensor, t0: Tensor, length: Tensor, hit: Tensor,
+    def shade(self, origin: Tensor, d: Tensor, t0: Tensor, length: Tensor, hit: Tensor, opacity: Tensor,
               noise: Tensor | None = None) -> Tensor:
         """Colour of rays (origin, d (..., 3)) whose points span [t0, t0 + length] (...) -> (..., 3).
+        opacity (...): the pixel's (`anchors_frame`), an input of the MLP with `ray_opacity`.
 
         noise: optional (..., K) in [0, 1): each point's place within its share of the window
         (training, unless `jitter: false`); None: the middle of it.
@@ -771,6 +778,8 @@ class GridLightField(StudentModel):
             read = triplane_bilinear if a.plane_interp == "bilinear" else triplane_nearest
             h = read(table, a.grid_resolutions, x, a.plane_combine).flatten(-2)  # (..., K * L * 3 * C)
         h = self.feat_in(h) + self.dir_in(positional_encoding(d, a.dir_freqs))
+        if a.ray_opacity:
+            h = h + self.opacity_in(opacity[..., None].to(h.dtype))
         rgb = torch.sigmoid(self.mlp(h))
         w = hit[..., None]
         return w * rgb + (1 - w) * torch.sigmoid(self.background)
@@ -783,17 +792,17 @@ class GridLightField(StudentModel):
             pose = pose[None]
         b, s = pose.shape[0], self.camera.output_size
         d = torch.matmul(self.dirs, pose[:, :3, :3].transpose(1, 2))  # (B, S^2, 3)
-        t0, length, hit = self.anchors_frame(pose, d)
+        t0, length, hit, opacity = self.anchors_frame(pose, d)
         noise = None
         if isinstance(jitter, Tensor):
             noise = jitter
         elif jitter:
             noise = torch.rand(b, s * s, self.arch.n_points, device=pose.device)
         origin = pose[:, None, :3, 3].expand(b, s * s, 3)
-        rgb = self.shade_hits(origin, d, t0, length, hit, noise)  # (B, S^2, 3)
+        rgb = self.shade_hits(origin, d, t0, length, hit, opacity, noise)  # (B, S^2, 3)
         return rgb.transpose(1, 2).reshape(b, 3, s, s)
 
-    def shade_hits(self, origin: Tensor, d: Tensor, t0: Tensor, length: Tensor, hit: Tensor,
+    def shade_hits(self, origin: Tensor, d: Tensor, t0: Tensor, length: Tensor, hit: Tensor, opacity: Tensor,
                    noise: Tensor | None = None) -> Tensor:
         """`shade` of the rays that hit only; the others are the background colour. Equal to
         `shade` (test): a frame costs its covered pixels, not all of them (NonZero, Gathers and a
@@ -803,24 +812,24 @@ class GridLightField(StudentModel):
         rows = [v.reshape(-1, v.shape[-1])[idx] for v in (origin, d)]
         nz = None if noise is None else noise.reshape(-1, noise.shape[-1])[idx]
         rgb = self.shade(*rows, t0.reshape(-1)[idx], length.reshape(-1)[idx], torch.ones_like(idx, dtype=d.dtype),
-                         nz)  # (N + 1, 3)
+                         opacity.reshape(-1)[idx], nz)  # (N + 1, 3)
         table = torch.cat([rgb, torch.sigmoid(self.background)[None].to(rgb.dtype)])  # the rest: background
         return table[place].reshape(*lead, 3)
 
     def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None,
                      cached: Tensor | None = None) -> Tensor:
-        """cached: (N, 3) the rays' rows of `ray_inputs` (training); None: computed here."""
+        """cached: (N, 4) the rays' rows of `ray_inputs` (training); None: computed here."""
         rot, origin = pose[:, :3, :3], pose[:, :3, 3]
         d = torch.matmul(rot, self.dirs[ray][:, :, None])[:, :, 0]
         if cached is None:
             cached = self._anchors_of_rays(pose, ray)
-        t0, length, hit = cached.unbind(dim=-1)
-        rgb = self.shade(origin, d, t0, length, hit, noise)  # (N, 3)
+        t0, length, hit, opacity = cached.unbind(dim=-1)
+        rgb = self.shade(origin, d, t0, length, hit, opacity, noise)  # (N, 3)
         b, h, w = ray_layout(len(ray), self.in_size)
         return rgb.reshape(b, h * w, 3).transpose(1, 2).reshape(b, 3, h, w)
 
     def _anchors_of_rays(self, pose: Tensor, ray: Tensor) -> Tensor:
-        """`ray_inputs` rows of arbitrary rays: (N, 4, 4), (N,) -> (N, 3). The block march on each
+        """`ray_inputs` rows of arbitrary rays: (N, 4, 4), (N,) -> (N, 4). The block march on each
         ray's own march ray; surface: pixel or density needs the neighbourhood, so whole frames of the
         distinct poses."""
         if self._own_surface:
@@ -833,7 +842,7 @@ class GridLightField(StudentModel):
         t0, length, hit = self.anchor(origin, torch.matmul(rot, self.march_dirs[block][:, :, None])[:, :, 0])
         if self.arch.anchor and self.arch.refine:
             t0, hit = self.refine(origin, torch.matmul(rot, self.dirs[ray][:, :, None])[:, :, 0], t0, hit)
-        return torch.stack([t0, length, hit], dim=-1)
+        return torch.stack([t0, length, hit, hit], dim=-1)
 
     def coarser(self, factor: int = 2) -> GridLightField:
         """The same weights at 1/factor of the pixels; the march keeps its rays where it can."""

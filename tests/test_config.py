@@ -204,6 +204,8 @@ def test_config_reference_is_up_to_date(capsys):
     ("student.gridlf.surface_opacity=1", "'student.gridlf.surface_opacity' must be a number between 0 and 1"),
     ("student.gridlf.fine_samples=4", "'student.gridlf.fine_samples' must be 0 unless student.gridlf.surface is "
                                       "pixel"),
+    ("student.gridlf.ray_opacity=true", "'student.gridlf.ray_opacity' must be false unless student.gridlf.surface is "
+                                        "density"),
 ])
 def test_gridlf_range_checks_name_their_key(tmp_path, override, message):
     p = write(tmp_path, "name: x\nstudent: {kind: gridlf, output_size: 64}\n")

@@ -215,14 +215,16 @@ def test_first_opaque_closed_form_in_a_uniform_medium():
     o, v = torch.tensor([[0.0, 4.5, 4.5]]), torch.tensor([[1.0, 0.0, 0.0]])
     one = torch.ones(1)
     for opacity in (0.3, 0.5, 0.9):
-        t, found, t_cell, in_cell = first_opaque(o, v, 0 * one, one, r, grid, r, 0 * one, 8 * one, opacity)
+        t, found, t_cell, in_cell, alpha = first_opaque(o, v, 0 * one, one, r, grid, r, 0 * one, 8 * one, opacity)
         tau = -math.log(1 - opacity)
         assert found.item() == 1.0 and in_cell.item() == 1.0 and t_cell.item() == 3.0
         assert math.isclose(t.item(), 3.0 + tau / 2.0, rel_tol=1e-5)
+        assert math.isclose(alpha.item(), 1.0 - math.exp(-2.0 * 5.0), rel_tol=1e-6)  # 5 units at density 2
     # a haze below the opacity: never found, the first dilated cell still is
     thin = pack_density(occupied, 0.01 * occupied.float(), dilate=0)
-    t, found, t_cell, in_cell = first_opaque(o, v, 0 * one, one, r, thin, r, 0 * one, 8 * one, 0.5)
+    t, found, t_cell, in_cell, alpha = first_opaque(o, v, 0 * one, one, r, thin, r, 0 * one, 8 * one, 0.5)
     assert found.item() == 0.0 and t.item() == 8.0 and t_cell.item() == 3.0 and in_cell.item() == 1.0
+    assert math.isclose(alpha.item(), 1.0 - math.exp(-0.01 * 5.0), rel_tol=1e-5)
 
 
 @pytest.mark.parametrize("graze", [False, True])
@@ -242,7 +244,7 @@ def test_density_surface_lands_on_a_wall_behind_a_cell_it_grazes(graze):
     m.from_teacher(occupied, density)
     pose = torch.from_numpy(orbit_pose([0.0, 0.0, 0.0], 3.5, 180.0, 10.0, [0.0, 0.0, 1.0])).float()
     with torch.no_grad():
-        t0, length, hit = m.anchors_frame(pose[None])
+        t0, length, hit, opacity = m.anchors_frame(pose[None])
     d = m.dirs @ pose[:3, :3].T
     o = pose[:3, 3]
     t_exact = (-0.375 - o[0]) / d[:, 0] + math.log(2.0) / 400.0
@@ -252,6 +254,7 @@ def test_density_surface_lands_on_a_wall_behind_a_cell_it_grazes(graze):
     centre = t0[0] + 0.5 * length[0]
     # within one step of the march (it spans the neighbourhood's hits and 4 cells: under 8 cells here)
     assert (centre - t_exact)[inside].abs().max() <= 0.5 * m.cell
+    assert (opacity[0][inside] > 0.99).all() and (opacity[0][hit[0] == 0] == 0).all()  # the wall covers them
     with pytest.raises(ValueError, match="density grid"):
         m.from_teacher(occupied)
 
@@ -333,7 +336,8 @@ def test_pixel_surface_lands_on_a_wall(fine_samples):
     m.from_teacher(fine)
     pose = torch.from_numpy(orbit_pose([0.0, 0.0, 0.0], 3.5, 180.0, 10.0, [0.0, 0.0, 1.0])).float()
     with torch.no_grad():
-        t0, length, hit = m.anchors_frame(pose[None])
+        t0, length, hit, opacity = m.anchors_frame(pose[None])
+    assert torch.equal(opacity, hit)  # no density march: a pixel is covered or not
     d = m.dirs @ pose[:3, :3].T
     o = pose[:3, 3]
     t_exact = (-0.375 - o[0]) / d[:, 0]
@@ -533,13 +537,13 @@ def test_shading_the_hits_only_equals_shading_every_ray():
     with torch.no_grad():
         full = model(pose)  # shade_hits inside
         origin = pose[None, None, :3, 3].expand(b, s * s, 3)
-        t0, length, hit = model.anchors_frame(pose[None])
-        every = model.shade(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, hit)
+        t0, length, hit, opacity = model.anchors_frame(pose[None])
+        every = model.shade(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, hit, opacity)
     assert 0 < hit.mean() < 1  # both kinds of pixel in the frame
     assert torch.allclose(full, every.transpose(1, 2).reshape(1, 3, s, s), atol=1e-6)
     none = torch.zeros_like(hit)
     with torch.no_grad():  # nothing hit: the background everywhere, no empty-tensor trouble
-        bg = model.shade_hits(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, none)
+        bg = model.shade_hits(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, none, opacity)
     assert torch.allclose(bg, torch.sigmoid(model.background).expand(1, s * s, 3))
 
 
@@ -583,10 +587,10 @@ def test_per_ray_table_over_its_limit_is_skipped_or_a_clear_error(monkeypatch):
     poses = torch.stack([_pose(30, 20), _pose(200, 60)])
     block, pixel = fake_gridlf(size=16, surface="block"), fake_gridlf(size=16)
     assert stage.table_fits(block, poses, Ctx()) and stage.table_fits(pixel, poses, Ctx())
-    monkeypatch.setattr(stage, "TABLE_MAX_BYTES", 2 * 256 * 3 * 4 - 1)  # one byte short of two views
+    monkeypatch.setattr(stage, "TABLE_MAX_BYTES", 2 * 256 * 4 * 4 - 1)  # one byte short of two views
     ctx = Ctx()
     assert not stage.table_fits(block, poses, ctx) and "each step computes" in ctx.lines[-1]
     with pytest.raises(StageError, match="surface: block"):
         stage.table_fits(pixel, poses, ctx)
     table = stage.ray_inputs_table(block, poses, torch.device("cpu"), chunk=1)
-    assert table.shape == (2, 256, 3) and torch.equal(table, block.ray_inputs(poses))
+    assert table.shape == (2, 256, 4) and torch.equal(table, block.ray_inputs(poses))
