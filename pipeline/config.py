@@ -133,7 +133,8 @@ class GridLFConfig:
     """Architecture of the surface-anchored feature-grid light field (student.kind: gridlf):
     one ray per output pixel; the teacher's occupancy grid (inside the graph) says where along
     the ray the surface starts; K points in a short window there read learned multi-resolution
-    feature grids; a small MLP maps the features and the view direction to colour. Lengths
+    feature grids; a small MLP maps the features and the view direction (and, with
+    `ray_opacity`, the pixel's opacity) to colour. Lengths
     are in cells of the occupancy grid, so they follow the scene box, not a scene's units."""
 
     occupancy_resolution: int = 128  # cells per side of the marched grid of the teacher's surfaces (>= 1)
@@ -161,7 +162,8 @@ class GridLFConfig:
     pixel_samples: int = 16  # surface: pixel or density: samples of each pixel's march (>= 1)
     surface_opacity: float = 0.5  # surface: density: the ray's opacity where its surface is (in (0, 1))
     # surface: density: the MLP also reads the pixel march's opacity through the teacher's mean density,
-    # how much of the pixel the scene covers: a silhouette pixel blends surface and background
+    # how much of the pixel the scene covers, from which it can blend a silhouette pixel's surface and
+    # background colours
     ray_opacity: bool = False
     # surface: pixel: steps of a second march through the first surface sample's step (>= 0; 0: none,
     # the surface is placed at that sample); 8 scored the same in a short probe on lego, at 1.2x the frame

@@ -9,8 +9,9 @@ its neighbourhood's anchors; `density`, the lego config's, where the pixel's ray
 teacher's mean density turns half opaque, with the block march on the same density and only
 over the box of the occupied cells). K points in a window of `window` cells from the anchor read dense
 multi-resolution feature grids (trilinear, one Gather of the 8 corners per grid), and a
-small MLP maps the features and the encoded view direction to colour. Rays whose march
-finds nothing are the background colour (learned).
+small MLP maps the features and the encoded view direction (with `ray_opacity`, also the
+pixel's opacity from its density march) to colour. Rays whose march finds nothing are the
+background colour (learned).
 
 Capacity lives in the grids, which train in minutes like the teacher's hash grid, and the
 lookups sit where the surface is instead of spread between near and far. Per frame this

@@ -227,14 +227,14 @@ TABLE_MAX_BYTES = 8 * 2 ** 30  # per-ray input tables above this are not kept in
 def table_fits(model: StudentModel, poses: torch.Tensor, ctx) -> bool:
     """Whether the per-view table of `ray_inputs` (4 floats a ray at most) stays under
     TABLE_MAX_BYTES. If not, steps compute their rays' inputs themselves (slower); a model that
-    can only do that from whole frames (gridlf, surface: pixel) is a clear error instead."""
+    can only do that from whole frames (gridlf, surface: pixel or density) is a clear error instead."""
     need = len(poses) * model.n_rays * 4 * 4
     if need <= TABLE_MAX_BYTES:
         return True
     what = f"{len(poses):,} views x {model.n_rays:,} rays need {need / 2 ** 30:.1f} GB of per-ray inputs"
     if model.ray_inputs_required:
         raise StageError(f"student: {what} (limit {TABLE_MAX_BYTES / 2 ** 30:.0f} GB); lower distill.n_views or "
-                         "student.output_size, or use student.gridlf.surface: block")
+                         "student.output_size, or use student.gridlf.surface: block (with ray_opacity: false)")
     ctx.log(f"{what}: over {TABLE_MAX_BYTES / 2 ** 30:.0f} GB, so each step computes its rays' own (slower)")
     return False
 
