@@ -692,7 +692,7 @@ class GridLightField(StudentModel):
                                                                         self.occupancy, r, t_near, t_far,
                                                                         a.surface_opacity)
             centre = torch.where(on_surface > 0, t_surf, t_cell + 0.5 * step + cell)
-            return centre - 0.5 * a.window * cell, covered, opacity * covered
+            return centre - 0.5 * a.window * cell, covered, opacity  # opacity > 0 only in covered cells
         t_surf, on_surface, t_cell, covered = first_occupied(o, v, start, step, a.pixel_samples, self.occupancy, r,
                                                              t_near, t_far)
         centre = t_surf + 0.5 * step
@@ -736,10 +736,15 @@ class GridLightField(StudentModel):
     def ray_inputs_required(self) -> bool:
         return self._own_surface  # its anchors need the neighbourhood
 
+    @property
+    def ray_input_columns(self) -> int:
+        return 4 if self.arch.ray_opacity else 3
+
     def ray_inputs(self, pose: Tensor) -> Tensor:
-        """Each pixel's anchor (t0, length, hit, opacity) of views pose (B, 4, 4) -> (B, S^2, 4): computed
-        once per training view, a training step then reads its rays' rows instead of marching."""
-        return torch.stack(self.anchors_frame(pose), dim=-1)
+        """Each pixel's anchor (t0, length, hit, and with `ray_opacity` its opacity) of views
+        pose (B, 4, 4) -> (B, S^2, `ray_input_columns`): computed once per training view, a
+        training step then reads its rays' rows instead of marching."""
+        return torch.stack(self.anchors_frame(pose)[:self.ray_input_columns], dim=-1)
 
     def refine(self, origin: Tensor, d: Tensor, t0: Tensor, hit: Tensor) -> tuple[Tensor, Tensor]:
         """Each pixel's own first occupied cell within `refine` cells of its block's anchor t0:
@@ -819,18 +824,19 @@ class GridLightField(StudentModel):
 
     def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None,
                      cached: Tensor | None = None) -> Tensor:
-        """cached: (N, 4) the rays' rows of `ray_inputs` (training); None: computed here."""
+        """cached: (N, C) the rays' rows of `ray_inputs` (training); None: computed here."""
         rot, origin = pose[:, :3, :3], pose[:, :3, 3]
         d = torch.matmul(rot, self.dirs[ray][:, :, None])[:, :, 0]
         if cached is None:
             cached = self._anchors_of_rays(pose, ray)
-        t0, length, hit, opacity = cached.unbind(dim=-1)
+        t0, length, hit = cached[:, 0], cached[:, 1], cached[:, 2]
+        opacity = cached[:, 3] if self.arch.ray_opacity else hit
         rgb = self.shade(origin, d, t0, length, hit, opacity, noise)  # (N, 3)
         b, h, w = ray_layout(len(ray), self.in_size)
         return rgb.reshape(b, h * w, 3).transpose(1, 2).reshape(b, 3, h, w)
 
     def _anchors_of_rays(self, pose: Tensor, ray: Tensor) -> Tensor:
-        """`ray_inputs` rows of arbitrary rays: (N, 4, 4), (N,) -> (N, 4). The block march on each
+        """`ray_inputs` rows of arbitrary rays: (N, 4, 4), (N,) -> (N, C). The block march on each
         ray's own march ray; surface: pixel or density needs the neighbourhood, so whole frames of the
         distinct poses."""
         if self._own_surface:
@@ -843,7 +849,7 @@ class GridLightField(StudentModel):
         t0, length, hit = self.anchor(origin, torch.matmul(rot, self.march_dirs[block][:, :, None])[:, :, 0])
         if self.arch.anchor and self.arch.refine:
             t0, hit = self.refine(origin, torch.matmul(rot, self.dirs[ray][:, :, None])[:, :, 0], t0, hit)
-        return torch.stack([t0, length, hit, hit], dim=-1)
+        return torch.stack([t0, length, hit], dim=-1)  # ray_opacity needs surface: density (config)
 
     def coarser(self, factor: int = 2) -> GridLightField:
         """The same weights at 1/factor of the pixels; the march keeps its rays where it can."""

@@ -122,6 +122,11 @@ class StudentModel(nn.Module, abc.ABC):
         return None
 
     @property
+    def ray_input_columns(self) -> int:
+        """C of `ray_inputs` (0: it has none), for sizing the per-view table before computing it."""
+        return 0
+
+    @property
     def ray_inputs_required(self) -> bool:
         """True when `forward_rays` without `cached` is impractical for training (it would need
         whole frames of every ray's view), so the per-view table must be kept."""

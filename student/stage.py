@@ -225,10 +225,10 @@ TABLE_MAX_BYTES = 8 * 2 ** 30  # per-ray input tables above this are not kept in
 
 
 def table_fits(model: StudentModel, poses: torch.Tensor, ctx) -> bool:
-    """Whether the per-view table of `ray_inputs` (4 floats a ray at most) stays under
+    """Whether the per-view table of `ray_inputs` (`ray_input_columns` floats a ray) stays under
     TABLE_MAX_BYTES. If not, steps compute their rays' inputs themselves (slower); a model that
     can only do that from whole frames (gridlf, surface: pixel or density) is a clear error instead."""
-    need = len(poses) * model.n_rays * 4 * 4
+    need = len(poses) * model.n_rays * model.ray_input_columns * 4
     if need <= TABLE_MAX_BYTES:
         return True
     what = f"{len(poses):,} views x {model.n_rays:,} rays need {need / 2 ** 30:.1f} GB of per-ray inputs"

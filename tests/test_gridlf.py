@@ -587,10 +587,11 @@ def test_per_ray_table_over_its_limit_is_skipped_or_a_clear_error(monkeypatch):
     poses = torch.stack([_pose(30, 20), _pose(200, 60)])
     block, pixel = fake_gridlf(size=16, surface="block"), fake_gridlf(size=16)
     assert stage.table_fits(block, poses, Ctx()) and stage.table_fits(pixel, poses, Ctx())
-    monkeypatch.setattr(stage, "TABLE_MAX_BYTES", 2 * 256 * 4 * 4 - 1)  # one byte short of two views
+    assert (block.ray_input_columns, pixel.ray_input_columns) == (3, 4)  # the fake density student reads opacity
+    monkeypatch.setattr(stage, "TABLE_MAX_BYTES", 2 * 256 * 3 * 4 - 1)  # one byte short of two block views
     ctx = Ctx()
     assert not stage.table_fits(block, poses, ctx) and "each step computes" in ctx.lines[-1]
     with pytest.raises(StageError, match="surface: block"):
         stage.table_fits(pixel, poses, ctx)
     table = stage.ray_inputs_table(block, poses, torch.device("cpu"), chunk=1)
-    assert table.shape == (2, 256, 4) and torch.equal(table, block.ray_inputs(poses))
+    assert table.shape == (2, 256, 3) and torch.equal(table, block.ray_inputs(poses))
