@@ -165,6 +165,15 @@ class GridLFConfig:
     # how much of the pixel the scene covers, from which it can blend a silhouette pixel's surface and
     # background colours
     ray_opacity: bool = False
+    # surface: density: where a pixel the scene covers in part (a silhouette pixel) centres its
+    # window. "cell": where its opacity reaches `surface_opacity`, and a cell past its first dilated
+    # cell if it never does. "median": where its optical depth reaches the smaller of that and
+    # half its total, the median of where its light ends; an opaque pixel (at least 1 - (1 -
+    # surface_opacity)^2) stops where it did (a first dilated cell without density: as "cell")
+    faint_surface: Literal["cell", "median"] = "cell"
+    # how a covered pixel's colour meets the background: "hit", the MLP's colour is the pixel's;
+    # "alpha", the MLP also gives the pixel's coverage a, the colour a rgb + (1 - a) background
+    blend: Literal["hit", "alpha"] = "hit"
     # surface: pixel: steps of a second march through the first surface sample's step (>= 0; 0: none,
     # the surface is placed at that sample); 8 scored the same in a short probe on lego, at 1.2x the frame
     fine_samples: int = 0
@@ -482,6 +491,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
              "scene with student.gridlf.features: sparse (its sub-cells already follow the occupied cells)")
         need(not g.ray_opacity or g.surface == "density", "student.gridlf.ray_opacity",
              f"false unless student.gridlf.surface is density (surface: {g.surface} has no opacity to read)")
+        need(g.faint_surface == "cell" or g.surface == "density", "student.gridlf.faint_surface",
+             f"cell unless student.gridlf.surface is density (surface: {g.surface} has no optical depth to halve)")
         need(0.0 < g.surface_opacity < 1.0, "student.gridlf.surface_opacity", "a number between 0 and 1 (exclusive)")
         for key in ("dilate", "dir_freqs", "refine", "tv_weight", "fine_samples"):
             at_least(f"student.gridlf.{key}", 0)

@@ -128,7 +128,8 @@ def first_occupied(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, oc
 
 
 def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid: Tensor, resolution: int,
-                 t_near: Tensor, t_far: Tensor, opacity: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                 t_near: Tensor, t_far: Tensor, opacity: float,
+                 median: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Where n samples at start + (k + 1/2) step, k = 0..n-1, through the teacher's density
     make a ray `opacity` opaque, and the first sample in a cell of the dilated grid.
 
@@ -139,21 +140,27 @@ def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid
     step where the optical depth passes -ln(1 - opacity) the crossing is placed linearly (exact
     in a uniform medium). One Gather a sample, then a CumSum. Returns t_surface, found, t_cell,
     in_cell (...): start + n step where there is none; and the ray's opacity over all n samples,
-    1 - exp(-optical depth) (...). The slow twin: `first_opaque_reference`.
+    1 - exp(-optical depth) (...). median: the crossing is where the optical depth reaches the
+    smaller of -ln(1 - opacity) and half its total, the median of where the ray's light ends:
+    a ray the scene covers in part (a silhouette pixel) stops in what it passes, and every ray
+    with any density is found; one at least 1 - (1 - opacity)^2 opaque stops where it did.
+    The slow twin: `first_opaque_reference`.
     """
-    tau = -math.log(1.0 - opacity)
     k = torch.arange(n, device=v.device, dtype=v.dtype)
     t = start[..., None] + (k + 0.5) * step[..., None]  # (..., n)
     value = grid[cell_index(o, v, t, resolution).long()]
     inside = ((t > t_near[..., None]) & (t < t_far[..., None])).to(v.dtype)
     depth = (value - 1.0).clamp(min=0.0) * inside * step[..., None]  # each sample's optical depth
     total = torch.cumsum(depth, dim=-1)  # non-decreasing: "crossed" turns on once
-    crossed = (total >= tau).to(v.dtype)
+    tau = torch.full_like(total[..., :1], -math.log(1.0 - opacity))
+    if median:
+        tau = torch.minimum(tau, 0.5 * total[..., -1:])
+    crossed = ((total >= tau) & (total[..., -1:] > 1e-6)).to(v.dtype)  # a ray without density is never found
     crossing = crossed - torch.cat([torch.zeros_like(crossed[..., :1]), crossed[..., :-1]], dim=-1)  # one-hot
     found = crossed[..., -1]
     before = (crossing * (total - depth)).sum(dim=-1)
     own = (crossing * depth).sum(dim=-1).clamp(min=1e-12)
-    frac = ((tau - before) / own).clamp(0.0, 1.0)
+    frac = ((tau[..., 0] - before) / own).clamp(0.0, 1.0)
     t_surface = torch.where(found > 0, start + ((crossing * k).sum(dim=-1) + frac) * step, start + n * step)
     covered = value.clamp(max=1.0) * inside
     in_cell = covered.amax(dim=-1)
@@ -163,14 +170,25 @@ def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid
 
 def first_opaque_reference(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid: Tensor,
                            resolution: int, t_near: Tensor, t_far: Tensor,
-                           opacity: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                           opacity: float, median: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`first_opaque` one ray and one sample at a time, with the transmittance itself (the
-    test's twin): the crossing is where T = 1 - opacity, inside the step that passes it."""
+    test's twin): the crossing is where T = 1 - opacity, inside the step that passes it; with
+    `median`, where T = sqrt(T_end) if that is larger (half the optical depth: a second pass)."""
     flat = [x.reshape(-1, *x.shape[len(start.shape):]) for x in (o, v, start, step, t_near, t_far)]
     out = torch.zeros(5, flat[2].shape[0], dtype=v.dtype)
     r = resolution
     for i, (oi, vi, s, h, tn, tf) in enumerate(zip(*flat, strict=True)):
         out[:4, i] = torch.stack([s + n * h, torch.zeros(()), s + n * h, torch.zeros(())])
+        target = 1.0 - opacity
+        if median:  # the first pass: the transmittance at the march's end
+            end = 1.0
+            for k in range(n):
+                t = s + (k + 0.5) * h
+                if tn < t < tf:
+                    c = (oi + t * vi).floor().clamp(0, r - 1).long()
+                    end *= math.exp(-max(float(grid[int(c[0]) * r * r + int(c[1]) * r + int(c[2])]) - 1.0, 0.0)
+                                    * float(h))
+            target = max(target, math.sqrt(end)) if end < 1.0 - 1e-6 else target
         transmittance, cell_found = 1.0, False
         for k in range(n):
             t = s + (k + 0.5) * h
@@ -182,9 +200,9 @@ def first_opaque_reference(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n:
                 out[2, i], out[3, i], cell_found = s + k * h, 1.0, True
             sigma = max(value - 1.0, 0.0)
             after = transmittance * math.exp(-sigma * float(h))
-            if out[1, i] == 0 and after <= 1.0 - opacity:
-                # optical depth is linear in the step: T = 1 - opacity at this fraction of it
-                frac = math.log(transmittance / (1.0 - opacity)) / (sigma * float(h))
+            if out[1, i] == 0 and after <= target and sigma > 0:
+                # optical depth is linear in the step: T = target at this fraction of it
+                frac = math.log(transmittance / target) / (sigma * float(h))
                 out[0, i], out[1, i] = s + (k + min(max(frac, 0.0), 1.0)) * h, 1.0
             transmittance = after
         out[4, i] = 1.0 - transmittance
@@ -495,7 +513,7 @@ class GridLightField(StudentModel):
         layers: list[nn.Module] = [nn.ReLU()]
         for _ in range(arch.depth - 1):
             layers += [nn.Linear(arch.width, arch.width), nn.ReLU()]
-        layers.append(nn.Linear(arch.width, 3))
+        layers.append(nn.Linear(arch.width, 4 if arch.blend == "alpha" else 3))  # blend: alpha adds coverage
         self.mlp = nn.Sequential(*layers)
         self.background = nn.Parameter(torch.zeros(3))  # logits of the colour of rays that hit nothing
 
@@ -690,7 +708,8 @@ class GridLightField(StudentModel):
         if a.surface == "density":  # the surface is where the ray turns opaque: no half step to add
             t_surf, on_surface, t_cell, covered, opacity = first_opaque(o, v, start, step, a.pixel_samples,
                                                                         self.occupancy, r, t_near, t_far,
-                                                                        a.surface_opacity)
+                                                                        a.surface_opacity,
+                                                                        median=a.faint_surface == "median")
             centre = torch.where(on_surface > 0, t_surf, t_cell + 0.5 * step + cell)
             return centre - 0.5 * a.window * cell, covered, opacity  # opacity > 0 only in covered cells
         t_surf, on_surface, t_cell, covered = first_occupied(o, v, start, step, a.pixel_samples, self.occupancy, r,
@@ -786,8 +805,11 @@ class GridLightField(StudentModel):
         h = self.feat_in(h) + self.dir_in(positional_encoding(d, a.dir_freqs))
         if a.ray_opacity:
             h = h + self.opacity_in(opacity[..., None].to(h.dtype))
-        rgb = torch.sigmoid(self.mlp(h))
+        out = self.mlp(h)
+        rgb = torch.sigmoid(out[..., :3])
         w = hit[..., None]
+        if a.blend == "alpha":  # the pixel's coverage: a product the MLP need not learn to form itself
+            w = w * torch.sigmoid(out[..., 3:])
         return w * rgb + (1 - w) * torch.sigmoid(self.background)
 
     def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None,

@@ -206,6 +206,9 @@ def test_config_reference_is_up_to_date(capsys):
                                       "pixel"),
     ("student.gridlf.ray_opacity=true", "'student.gridlf.ray_opacity' must be false unless student.gridlf.surface is "
                                         "density"),
+    ("student.gridlf.faint_surface=median", "'student.gridlf.faint_surface' must be cell unless "
+                                            "student.gridlf.surface is density"),
+    ("student.gridlf.blend=over", "'student.gridlf.blend' must be one of"),
 ])
 def test_gridlf_range_checks_name_their_key(tmp_path, override, message):
     p = write(tmp_path, "name: x\nstudent: {kind: gridlf, output_size: 64}\n")

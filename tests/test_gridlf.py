@@ -188,18 +188,27 @@ def _random_rays(n: int, r: int, seed: int) -> tuple:
     return ob, v, t_near, t_far, (t_far - t_near).clamp(min=0.0) / (4 * r)
 
 
-def test_first_opaque_matches_the_transmittance_twin():
+@pytest.mark.parametrize("median", [False, True])
+def test_first_opaque_matches_the_transmittance_twin(median):
     r = 8
     occupied = torch.rand(r, r, r, generator=torch.Generator().manual_seed(3)) < 0.1
     density = torch.rand(r, r, r, generator=torch.Generator().manual_seed(4)) * 8.0 * occupied
     grid = pack_density(occupied, density, dilate=1)
     ob, v, t_near, t_far, step = _random_rays(48, r, seed=5)
-    fast = first_opaque(ob, v, t_near, step, 4 * r, grid, r, t_near, t_far, 0.5)
-    slow = first_opaque_reference(ob, v, t_near, step, 4 * r, grid, r, t_near, t_far, 0.5)
+    fast = first_opaque(ob, v, t_near, step, 4 * r, grid, r, t_near, t_far, 0.5, median=median)
+    slow = first_opaque_reference(ob, v, t_near, step, 4 * r, grid, r, t_near, t_far, 0.5, median=median)
     for a, b in zip(fast, slow, strict=True):
         assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
-    found, in_cell = fast[1], fast[3]
-    assert 0 < int(found.sum()) < int(in_cell.sum())  # some rays cross dilated cells without turning opaque
+    found, in_cell, alpha = fast[1], fast[3], fast[4]
+    if median:  # every ray with any density is found, at or before its opacity-1/2 crossing
+        plain = first_opaque(ob, v, t_near, step, 4 * r, grid, r, t_near, t_far, 0.5)
+        assert torch.equal(found, (alpha > 1e-6).float()) and int(found.sum()) > int(plain[1].sum())
+        before = plain[1] > 0
+        assert (fast[0][before] <= plain[0][before] + 1e-6).all()  # never behind the opacity-1/2 crossing
+        opaque = alpha > 0.75  # half its optical depth is past ln 2: the same crossing
+        assert opaque.any() and torch.equal(fast[0][opaque], plain[0][opaque])
+    else:
+        assert 0 < int(found.sum()) < int(in_cell.sum())  # some rays cross dilated cells without turning opaque
     # the dilated cells are the block march's
     t, hit = march_first_hit(ob * 0.25 - 1.0, v * 0.25, grid, r, -torch.ones(3), torch.ones(3), 4 * r, near=0.0)
     assert torch.equal(hit, in_cell)
@@ -225,15 +234,26 @@ def test_first_opaque_closed_form_in_a_uniform_medium():
     t, found, t_cell, in_cell, alpha = first_opaque(o, v, 0 * one, one, r, thin, r, 0 * one, 8 * one, 0.5)
     assert found.item() == 0.0 and t.item() == 8.0 and t_cell.item() == 3.0 and in_cell.item() == 1.0
     assert math.isclose(alpha.item(), 1.0 - math.exp(-0.01 * 5.0), rel_tol=1e-5)
+    # median: half its optical depth, the middle of the uniform haze (cells 3 to 8); the opaque slab
+    # still turns half opaque first
+    t, found, _, _, _ = first_opaque(o, v, 0 * one, one, r, thin, r, 0 * one, 8 * one, 0.5, median=True)
+    assert found.item() == 1.0 and math.isclose(t.item(), 5.5, rel_tol=1e-5)
+    t, found, _, _, _ = first_opaque(o, v, 0 * one, one, r, grid, r, 0 * one, 8 * one, 0.5, median=True)
+    assert found.item() == 1.0 and math.isclose(t.item(), 3.0 + math.log(2.0) / 2.0, rel_tol=1e-5)
+    # no density at all (a dilated cell only): not found, with or without median
+    empty = pack_density(occupied, 0.0 * occupied.float(), dilate=0)
+    t, found, t_cell, in_cell, alpha = first_opaque(o, v, 0 * one, one, r, empty, r, 0 * one, 8 * one, 0.5,
+                                                    median=True)
+    assert found.item() == 0.0 and t.item() == 8.0 and in_cell.item() == 1.0 and alpha.item() == 0.0
 
 
-@pytest.mark.parametrize("graze", [False, True])
-def test_density_surface_lands_on_a_wall_behind_a_cell_it_grazes(graze):
+@pytest.mark.parametrize("graze, faint", [(False, "cell"), (True, "cell"), (True, "median")])
+def test_density_surface_lands_on_a_wall_behind_a_cell_it_grazes(graze, faint):
     # a wall of cells x >= 5 of 16 over [-1, 1]^3 (x >= -0.375), density 400 (opaque in a
     # hundredth of a cell); with `graze`, in front of it a slab of cells the teacher marked occupied
     # (one point in them is dense) whose mean density is a haze: the pixels look through it
     arch = GridLFConfig(occupancy_resolution=16, dilate=1, march_stride=4, surface="density", window=2.0,
-                        pixel_samples=16)
+                        pixel_samples=16, faint_surface=faint)  # median: the opaque wall is no faint pixel
     m = build_student("gridlf", arch, _camera())
     occupied = torch.zeros(16, 16, 16, dtype=torch.bool)
     occupied[5:] = True
@@ -453,12 +473,18 @@ def test_coarser_shares_weights_and_march_rays():
         assert small(pose).shape == (1, 3, 16, 16)
 
 
-@pytest.mark.parametrize("features", ["triplane", "block", "sparse", "bilinear product", "density"])
+@pytest.mark.parametrize("features", ["triplane", "block", "sparse", "bilinear product", "density",
+                                      "median alpha"])
 def test_onnx_export_matches_torch(features):
     from export.onnx_export import compare_with_torch, ort_session, simplify, to_onnx_bytes
 
-    surface = {"sparse": "block", "block": "block", "density": "density"}.get(features, "pixel")
+    surface = {"sparse": "block", "block": "block", "density": "density", "median alpha": "density"}.get(features,
+                                                                                                       "pixel")
     model = fake_gridlf(size=32, surface=surface)
+    if features == "median alpha":
+        model = _variant(model, faint_surface="median", blend="alpha")
+        with torch.no_grad():
+            model.mlp[len(model.mlp) - 1].weight[3].normal_()  # a coverage that varies across the frame
     if features == "sparse":
         model = _sparse(model)
     elif features == "bilinear product":
@@ -545,6 +571,34 @@ def test_shading_the_hits_only_equals_shading_every_ray():
     with torch.no_grad():  # nothing hit: the background everywhere, no empty-tensor trouble
         bg = model.shade_hits(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, none, opacity)
     assert torch.allclose(bg, torch.sigmoid(model.background).expand(1, s * s, 3))
+
+
+def _variant(model: GridLightField, **changes) -> GridLightField:
+    """The fake with other arch options and its weights (an alpha output's row: 0)."""
+    other = GridLightField(dataclasses.replace(model.arch, **changes), model.camera)
+    state = model.state_dict()
+    last = f"mlp.{len(model.mlp) - 1}"
+    if changes.get("blend") == "alpha":
+        w, b = state[f"{last}.weight"], state[f"{last}.bias"]
+        state[f"{last}.weight"] = torch.cat([w, torch.zeros_like(w[:1])])
+        state[f"{last}.bias"] = torch.cat([b, torch.zeros_like(b[:1])])
+    other.load_state_dict(state)
+    return other.eval()
+
+
+def test_alpha_blend_is_coverage_times_colour_plus_background():
+    model = fake_gridlf(size=16)
+    alpha = _variant(model, blend="alpha")
+    pose = _pose(60, 30)
+    bg = torch.sigmoid(model.background)[None, :, None, None]
+    last = alpha.mlp[len(alpha.mlp) - 1]
+    with torch.no_grad():
+        plain = model(pose)
+        assert torch.allclose(alpha(pose), 0.5 * plain + 0.5 * bg, atol=1e-6)  # coverage sigmoid(0)
+        last.bias[3] = 30.0  # fully covered: the plain student
+        assert torch.allclose(alpha(pose), plain, atol=1e-6)
+        last.bias[3] = -30.0  # uncovered: the background everywhere
+        assert torch.allclose(alpha(pose), bg.expand_as(plain), atol=1e-6)
 
 
 def test_without_jitter_training_reads_the_points_rendering_reads():
