@@ -155,7 +155,11 @@ def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid
     tau = torch.full_like(total[..., :1], -math.log(1.0 - opacity))
     if median:
         tau = torch.minimum(tau, 0.5 * total[..., -1:])
-    crossed = ((total >= tau) & (total[..., -1:] > 1e-6)).to(v.dtype)  # a ray without density is never found
+        # a product, not a boolean And (fewer ops for onnxruntime-web's backends to support): a ray
+        # without density is never found
+        crossed = (total >= tau).to(v.dtype) * (total[..., -1:] > 1e-6).to(v.dtype)
+    else:
+        crossed = (total >= tau).to(v.dtype)
     crossing = crossed - torch.cat([torch.zeros_like(crossed[..., :1]), crossed[..., :-1]], dim=-1)  # one-hot
     found = crossed[..., -1]
     before = (crossing * (total - depth)).sum(dim=-1)
