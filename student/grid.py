@@ -152,19 +152,19 @@ def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid
     inside = ((t > t_near[..., None]) & (t < t_far[..., None])).to(v.dtype)
     depth = (value - 1.0).clamp(min=0.0) * inside * step[..., None]  # each sample's optical depth
     total = torch.cumsum(depth, dim=-1)  # non-decreasing: "crossed" turns on once
-    tau = torch.full_like(total[..., :1], -math.log(1.0 - opacity))
-    if median:
-        tau = torch.minimum(tau, 0.5 * total[..., -1:])
+    tau = -math.log(1.0 - opacity)
+    if median:  # each ray's own threshold (...); the default graph keeps its constant
+        tau = (0.5 * total[..., -1]).clamp(max=tau)
         # a product, not a boolean And (fewer ops for onnxruntime-web's backends to support): a ray
         # without density is never found
-        crossed = (total >= tau).to(v.dtype) * (total[..., -1:] > 1e-6).to(v.dtype)
+        crossed = (total >= tau[..., None]).to(v.dtype) * (total[..., -1:] > 1e-6).to(v.dtype)
     else:
         crossed = (total >= tau).to(v.dtype)
     crossing = crossed - torch.cat([torch.zeros_like(crossed[..., :1]), crossed[..., :-1]], dim=-1)  # one-hot
     found = crossed[..., -1]
     before = (crossing * (total - depth)).sum(dim=-1)
     own = (crossing * depth).sum(dim=-1).clamp(min=1e-12)
-    frac = ((tau[..., 0] - before) / own).clamp(0.0, 1.0)
+    frac = ((tau - before) / own).clamp(0.0, 1.0)
     t_surface = torch.where(found > 0, start + ((crossing * k).sum(dim=-1) + frac) * step, start + n * step)
     covered = value.clamp(max=1.0) * inside
     in_cell = covered.amax(dim=-1)
