@@ -160,7 +160,8 @@ def write_fake_report(scene_dir: Path, psnrs: tuple[float, ...] = (31.5, 24.25, 
 
 def fake_gridlf(size: int = SIZE, seed: int = 0, surface: str = "density", grid_extent: str = "occupied"):
     """A small gridlf student (student/grid.py) with every op of the real one: occupancy
-    march, each pixel's own surface and opacity (surface: density, as the lego config), nearest-cell
+    march, each pixel's own surface and opacity (surface: density with faint_surface: median, as the
+    lego config), nearest-cell
     tri-plane Gather over the box of the occupied cells, split first layer. Its scene is a
     sphere of radius 0.8 in the box [-1, 1]^3; its planes hold smooth colour patterns (as
     trained planes do), so a lookup that lands in the neighbouring cell changes little."""
@@ -173,7 +174,8 @@ def fake_gridlf(size: int = SIZE, seed: int = 0, surface: str = "density", grid_
                            scale=math.sqrt(3.0), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
     arch = GridLFConfig(occupancy_resolution=16, march_stride=4, n_points=4, grid_resolutions=[8, 32],
                         grid_channels=4, width=16, depth=2, dir_freqs=2, surface=surface,
-                        grid_extent=grid_extent, ray_opacity=surface == "density")
+                        grid_extent=grid_extent, ray_opacity=surface == "density",
+                        faint_surface="median" if surface == "density" else "cell")
     torch.manual_seed(seed)
     model = GridLightField(arch, camera)
     r = model.surface_resolution
