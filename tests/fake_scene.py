@@ -161,8 +161,7 @@ def write_fake_report(scene_dir: Path, psnrs: tuple[float, ...] = (31.5, 24.25, 
 def fake_gridlf(size: int = SIZE, seed: int = 0, surface: str = "density", grid_extent: str = "occupied"):
     """A small gridlf student (student/grid.py) with every op of the real one: occupancy
     march, each pixel's own surface and opacity (surface: density with faint_surface: median, as the
-    lego config), nearest-cell
-    tri-plane Gather over the box of the occupied cells, split first layer. Its scene is a
+    lego config), nearest-cell tri-plane Gather over the box of the occupied cells, split first layer. Its scene is a
     sphere of radius 0.8 in the box [-1, 1]^3; its planes hold smooth colour patterns (as
     trained planes do), so a lookup that lands in the neighbouring cell changes little."""
     from pipeline.config import GridLFConfig

@@ -473,16 +473,18 @@ def test_coarser_shares_weights_and_march_rays():
         assert small(pose).shape == (1, 3, 16, 16)
 
 
+# "density" is the fake student's (and lego's) faint_surface: median; "cell alpha" keeps the
+# default faint_surface in the check, with blend: alpha
 @pytest.mark.parametrize("features", ["triplane", "block", "sparse", "bilinear product", "density",
-                                      "median alpha"])
+                                      "cell alpha"])
 def test_onnx_export_matches_torch(features):
     from export.onnx_export import compare_with_torch, ort_session, simplify, to_onnx_bytes
 
-    surface = {"sparse": "block", "block": "block", "density": "density", "median alpha": "density"}.get(features,
+    surface = {"sparse": "block", "block": "block", "density": "density", "cell alpha": "density"}.get(features,
                                                                                                        "pixel")
     model = fake_gridlf(size=32, surface=surface)
-    if features == "median alpha":
-        model = _variant(model, faint_surface="median", blend="alpha")
+    if features == "cell alpha":
+        model = _variant(model, faint_surface="cell", blend="alpha")
         with torch.no_grad():
             model.mlp[len(model.mlp) - 1].weight[3].normal_()  # a coverage that varies across the frame
     if features == "sparse":
