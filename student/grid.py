@@ -16,7 +16,7 @@ background colour (learned).
 Capacity lives in the grids, which train in minutes like the teacher's hash grid, and the
 lookups sit where the surface is instead of spread between near and far. Per frame this
 is one MLP pass per pixel and Gathers, no convolutions. Still a light field: the density
-only places the points (one CumSum along 16 samples a pixel), no colour is composited, one
+only places the points (a running sum along `pixel_samples` samples a pixel), no colour is composited, one
 network pass per pixel.
 
 Settings: `student.gridlf` (pipeline/config.py: GridLFConfig); the scene box comes with
@@ -36,13 +36,13 @@ from pipeline.cameras import Intrinsics, camera_directions
 from pipeline.config import GridLFConfig
 
 from .kinds import StudentCamera, StudentModel, ray_layout
-from .model import positional_encoding
 
-__all__ = ["GridLightField", "box_interval", "cell_index", "compact", "first_occupied", "first_opaque",
-           "first_opaque_reference", "march_first_hit", "neighbourhood_hits", "pack_density", "pack_surfaces",
-           "plane_tv", "sparse_nearest", "sparse_nearest_reference", "surface_bit", "surface_bit_reference",
-           "surface_rows", "trilinear", "trilinear_reference", "triplane_bilinear", "triplane_bilinear_reference",
-           "triplane_nearest", "triplane_nearest_reference"]
+__all__ = ["GridLightField", "box_interval", "cell_index", "compact", "encode_direction", "encoding_order",
+           "first_occupied", "first_opaque", "first_opaque_reference", "lookup", "march_first_hit", "march_index",
+           "neighbourhood_hits", "pack_density", "pack_surfaces", "plane_tv", "sparse_nearest",
+           "sparse_nearest_reference", "surface_bit", "surface_bit_reference", "surface_rows", "trilinear",
+           "trilinear_reference", "triplane_bilinear", "triplane_bilinear_reference", "triplane_nearest",
+           "triplane_nearest_reference", "window_points"]
 
 
 def box_interval(origin: Tensor, d: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
@@ -71,6 +71,13 @@ def cell_index(o: Tensor, v: Tensor, t: Tensor, resolution: int) -> Tensor:
     return index
 
 
+def lookup(table: Tensor, index: Tensor) -> Tensor:
+    """table[index] for a 1-D table and an index tensor of any shape (float or integer, exact),
+    as one GatherElements over the flattened index: onnxruntime's Gather copies each element
+    on its own, 3.4x slower for single floats (a third of the lego pixel march's time)."""
+    return torch.gather(table, 0, index.reshape(-1).long()).reshape(index.shape)
+
+
 def march_first_hit(origin: Tensor, d: Tensor, occupancy: Tensor, resolution: int, lo: Tensor, hi: Tensor,
                     n_samples: int, near: float) -> tuple[Tensor, Tensor]:
     """Where each ray enters the first occupied cell of a grid, and whether it does.
@@ -89,9 +96,9 @@ def march_first_hit(origin: Tensor, d: Tensor, occupancy: Tensor, resolution: in
     span = (t_far - t_near).clamp(min=0.0)  # 0 for rays that miss the box: every sample then sits at t_near
     steps = (torch.arange(n_samples, device=d.device, dtype=d.dtype) + 0.5) / n_samples
     t = t_near[..., None] + steps * span[..., None]  # (..., M)
-    index = cell_index(o, v, t, resolution).long()
+    index = cell_index(o, v, t, resolution)
     # clamped: a sparse-featured student's grid holds each occupied cell's row number, not 1
-    occ = occupancy[index].clamp(max=1.0) * (span > 0).to(d.dtype)[..., None]  # (..., M)
+    occ = lookup(occupancy, index).clamp(max=1.0) * (span > 0).to(d.dtype)[..., None]  # (..., M)
     first = torch.argmax(occ, dim=-1)  # the first maximum: the first occupied sample
     hit = occ.amax(dim=-1)
     t_hit = t_near + first.to(d.dtype) * span / n_samples
@@ -116,7 +123,7 @@ def first_occupied(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, oc
     r = resolution
     sub_cell = (p * 2).floor().clamp(0, 2 * r - 1)
     cell = (sub_cell * 0.5).floor()
-    value = occupancy[(cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2]).long()]
+    value = lookup(occupancy, cell[..., 0] * (r * r) + cell[..., 1] * r + cell[..., 2])
     inside = ((t > t_near[..., None]) & (t < t_far[..., None])).to(v.dtype)
     out = []
     for occ in (surface_bit(value, sub_cell - 2 * cell), value.clamp(max=1.0)):
@@ -127,79 +134,96 @@ def first_occupied(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, oc
     return out[0], out[1], out[2], out[3]
 
 
+def march_index(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, resolution: int) -> Tensor:
+    """`cell_index` of n samples at start + (k + 1/2) step, k = 0..n-1: o, v (..., 3) in cell
+    units, start, step (...) -> (..., n). Per axis the sample is the ray's point at `start` plus
+    k + 1/2 steps, so each axis costs one broadcast multiply-add on (..., n) and no t."""
+    r = resolution
+    k = torch.arange(n, device=v.device, dtype=v.dtype) + 0.5
+    index = None
+    for axis, weight in ((0, r * r), (1, r), (2, 1)):
+        base, delta = o[..., axis] + start * v[..., axis], step * v[..., axis]
+        c = (base[..., None] + k * delta[..., None]).floor().clamp(0, r - 1)
+        c = c * weight if weight != 1 else c
+        index = c if index is None else index + c
+    return index
+
+
 def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid: Tensor, resolution: int,
-                 t_near: Tensor, t_far: Tensor, opacity: float,
-                 median: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                 opacity: float, median: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Where n samples at start + (k + 1/2) step, k = 0..n-1, through the teacher's density
     make a ray `opacity` opaque, and the first sample in a cell of the dilated grid.
 
     o, v: (..., 3) the ray in cell units, t in world units (|v| is cells per world unit along
-    unit directions); start, step, t_near, t_far: (...); `grid` packed (`pack_density`):
-    0 outside the dilated grid, else 1 + the cell's mean density. Each sample stands for its
-    step (nearest cell, midpoint rule); samples outside (t_near, t_far) are empty. Inside the
-    step where the optical depth passes -ln(1 - opacity) the crossing is placed linearly (exact
-    in a uniform medium). One Gather a sample, then a CumSum. Returns t_surface, found, t_cell,
-    in_cell (...): start + n step where there is none; and the ray's opacity over all n samples,
-    1 - exp(-optical depth) (...). median: the crossing is where the optical depth reaches the
-    smaller of -ln(1 - opacity) and half its total, the median of where the ray's light ends:
-    a ray the scene covers in part (a silhouette pixel) stops in what it passes, and every ray
-    with any density is found; one at least 1 - (1 - opacity)^2 opaque stops where it did.
-    The slow twin: `first_opaque_reference`.
+    unit directions); start, step (...): the samples must lie in the grid's box (callers march
+    between the ray's entry and exit); a ray with step 0 (it misses the box) meets nothing.
+    `grid` packed (`pack_density`): 0 outside the dilated grid, else 1 + the cell's mean
+    density. Each sample stands for its step (nearest cell, midpoint rule). Inside the step
+    where the optical depth passes -ln(1 - opacity) the crossing is placed linearly (exact in
+    a uniform medium). Returns t_surface, found, t_cell, in_cell (...): start + n step where
+    there is none; and the ray's opacity over all n samples, 1 - exp(-optical depth) (...).
+    median: the crossing is where the optical depth reaches the smaller of -ln(1 - opacity)
+    and half its total, the median of where the ray's light ends: a ray the scene covers in
+    part (a silhouette pixel) stops in what it passes, and every ray with any density is found;
+    one at least 1 - (1 - opacity)^2 opaque stops where it did. The slow twin:
+    `first_opaque_reference`.
+
+    About 20 passes over (..., n), each chosen for onnxruntime (CPU and WASM, a lego frame's
+    largest part): one GatherElements a sample, sums of density in cells (the optical depth
+    over the step), the running sum as a MatMul with a triangle of ones (CumSum costs 3x as
+    much), and the crossing counted, not located: the sums never decrease, so the samples
+    before it are those below the threshold, and two GatherElements a ray read its step.
     """
-    k = torch.arange(n, device=v.device, dtype=v.dtype)
-    t = start[..., None] + (k + 0.5) * step[..., None]  # (..., n)
-    value = grid[cell_index(o, v, t, resolution).long()]
-    inside = ((t > t_near[..., None]) & (t < t_far[..., None])).to(v.dtype)
-    depth = (value - 1.0).clamp(min=0.0) * inside * step[..., None]  # each sample's optical depth
-    total = torch.cumsum(depth, dim=-1)  # non-decreasing: "crossed" turns on once
-    tau = -math.log(1.0 - opacity)
-    if median:  # each ray's own threshold (...); the default graph keeps its constant
-        tau = (0.5 * total[..., -1]).clamp(max=tau)
-        # a product, not a boolean And (fewer ops for onnxruntime-web's backends to support): a ray
-        # without density is never found
-        crossed = (total >= tau[..., None]).to(v.dtype) * (total[..., -1:] > 1e-6).to(v.dtype)
-    else:
-        crossed = (total >= tau).to(v.dtype)
-    crossing = crossed - torch.cat([torch.zeros_like(crossed[..., :1]), crossed[..., :-1]], dim=-1)  # one-hot
-    found = crossed[..., -1]
-    before = (crossing * (total - depth)).sum(dim=-1)
-    own = (crossing * depth).sum(dim=-1).clamp(min=1e-12)
-    frac = ((tau - before) / own).clamp(0.0, 1.0)
-    t_surface = torch.where(found > 0, start + ((crossing * k).sum(dim=-1) + frac) * step, start + n * step)
-    covered = value.clamp(max=1.0) * inside
-    in_cell = covered.amax(dim=-1)
+    value = lookup(grid, march_index(o, v, start, step, n, resolution))  # (..., n)
+    dens = (value - 1.0).clamp(min=0.0)
+    total = torch.matmul(dens, torch.ones(n, n, device=v.device, dtype=v.dtype).triu())  # running sums
+    end = total[..., -1:].squeeze(-1)
+    safe = step.clamp(min=1e-30)  # step 0: a threshold no sum reaches, the ray is not found
+    threshold = -math.log(1.0 - opacity) / safe  # in density sums: optical depth / step
+    if median:  # each ray's own threshold
+        threshold = torch.minimum(0.5 * end, threshold)
+    first = (total < threshold[..., None]).to(v.dtype).sum(dim=-1)  # samples before the crossing
+    found = (first < n - 0.5).to(v.dtype)
+    if median:  # a ray without density has threshold 0, which every sum reaches: never found
+        found = found * (end * step > 1e-6).to(v.dtype)
+    at = first.clamp(max=n - 1).long()[..., None]
+    own = dens.gather(-1, at).squeeze(-1)  # the crossing sample's density
+    before = total.gather(-1, at).squeeze(-1) - own
+    frac = ((threshold - before) / own.clamp(min=1e-12)).clamp(0.0, 1.0)
+    t_surface = torch.where(found > 0, start + (first + frac) * step, start + n * step)
+    covered = value.clamp(max=1.0)
+    in_cell = covered.amax(dim=-1) * (step > 0).to(v.dtype)
     t_cell = torch.where(in_cell > 0, start + torch.argmax(covered, dim=-1).to(v.dtype) * step, start + n * step)
-    return t_surface, found, t_cell, in_cell, 1.0 - torch.exp(-total[..., -1])
+    return t_surface, found, t_cell, in_cell, 1.0 - torch.exp(-end * step)
 
 
 def first_opaque_reference(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid: Tensor,
-                           resolution: int, t_near: Tensor, t_far: Tensor,
-                           opacity: float, median: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                           resolution: int, opacity: float,
+                           median: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`first_opaque` one ray and one sample at a time, with the transmittance itself (the
     test's twin): the crossing is where T = 1 - opacity, inside the step that passes it; with
     `median`, where T = sqrt(T_end) if that is larger (half the optical depth: a second pass)."""
-    flat = [x.reshape(-1, *x.shape[len(start.shape):]) for x in (o, v, start, step, t_near, t_far)]
+    flat = [x.reshape(-1, *x.shape[len(start.shape):]) for x in (o, v, start, step)]
     out = torch.zeros(5, flat[2].shape[0], dtype=v.dtype)
     r = resolution
-    for i, (oi, vi, s, h, tn, tf) in enumerate(zip(*flat, strict=True)):
+
+    def sample(oi: Tensor, vi: Tensor, t: float) -> float:
+        c = (oi + t * vi).floor().clamp(0, r - 1).long()
+        return float(grid[int(c[0]) * r * r + int(c[1]) * r + int(c[2])])
+
+    for i, (oi, vi, s, h) in enumerate(zip(*flat, strict=True)):
         out[:4, i] = torch.stack([s + n * h, torch.zeros(()), s + n * h, torch.zeros(())])
+        if h <= 0:
+            continue
         target = 1.0 - opacity
         if median:  # the first pass: the transmittance at the march's end
             end = 1.0
             for k in range(n):
-                t = s + (k + 0.5) * h
-                if tn < t < tf:
-                    c = (oi + t * vi).floor().clamp(0, r - 1).long()
-                    end *= math.exp(-max(float(grid[int(c[0]) * r * r + int(c[1]) * r + int(c[2])]) - 1.0, 0.0)
-                                    * float(h))
+                end *= math.exp(-max(sample(oi, vi, s + (k + 0.5) * h) - 1.0, 0.0) * float(h))
             target = max(target, math.sqrt(end)) if end < 1.0 - 1e-6 else target
         transmittance, cell_found = 1.0, False
         for k in range(n):
-            t = s + (k + 0.5) * h
-            if not tn < t < tf:
-                continue
-            c = (oi + t * vi).floor().clamp(0, r - 1).long()
-            value = float(grid[int(c[0]) * r * r + int(c[1]) * r + int(c[2])])
+            value = sample(oi, vi, s + (k + 0.5) * h)
             if value >= 1.0 and not cell_found:
                 out[2, i], out[3, i], cell_found = s + k * h, 1.0, True
             sigma = max(value - 1.0, 0.0)
@@ -273,6 +297,41 @@ def surface_bit_reference(value: Tensor, sub: Tensor) -> Tensor:
     bits = (value - 1).clamp(min=0).long()
     shift = (4 * sub[..., 0] + 2 * sub[..., 1] + sub[..., 2]).long()
     return ((bits >> shift) & 1).to(value.dtype)
+
+
+def window_points(origin: Tensor, d: Tensor, t0: Tensor, step: Tensor, k: int, lo: Tensor, size: Tensor) -> Tensor:
+    """The k points t0 + (j + 1/2) step, j < k, of rays origin + t d (..., 3), t0, step (...), in
+    the box [lo, lo + size] mapped to [0, 1]^3 -> (..., k, 3). Per axis on (...) vectors, then
+    one MatMul spreads them over the points: onnxruntime pays per broadcast row, and the plain
+    (..., k, 1) x (..., 1, 3) form took 2.5 ms of a lego frame, this 0.3."""
+    cols, deltas = [], []
+    for i in range(3):
+        a, b = (origin[..., i] - lo[i]) / size[i], d[..., i] / size[i]
+        cols.append(a + t0 * b)
+        deltas.append(step * b)
+    eye = torch.eye(3, device=d.device, dtype=d.dtype)
+    u = torch.arange(k, device=d.device, dtype=d.dtype) + 0.5
+    spread = torch.cat([eye.repeat(1, k), torch.kron(u[None], eye)])  # (6, 3k): column 3j + i is point j, axis i
+    return torch.matmul(torch.stack(cols + deltas, dim=-1), spread).reshape(*t0.shape, k, 3)
+
+
+def encode_direction(d: Tensor, n_freqs: int) -> Tensor:
+    """`positional_encoding` with its columns grouped: [d, sin of every level, cos of every
+    level] (..., 3 + 6 n_freqs), level-major in each group (`encoding_order` maps them back).
+    One MatMul makes every level's argument (exact: powers of two) and one Sin and one Cos take
+    them all, where the per-level form cost onnxruntime 38 ops on (..., 3)."""
+    if not n_freqs:
+        return d
+    scales = 2.0 ** (torch.arange(n_freqs, device=d.device, dtype=d.dtype) - 1)
+    cycles = torch.matmul(d, torch.kron(scales[None], torch.eye(3, device=d.device, dtype=d.dtype)))  # (..., 3F)
+    arg = (cycles - torch.floor(cycles + 0.5)) * (2 * math.pi)  # reduced to [-pi, pi): see positional_encoding
+    return torch.cat([d, torch.sin(arg), torch.cos(arg)], dim=-1)
+
+
+def encoding_order(n_freqs: int) -> list[int]:
+    """The column of `positional_encoding` behind each column of `encode_direction`."""
+    sin = [3 + 6 * level + i for level in range(n_freqs) for i in range(3)]
+    return [0, 1, 2] + sin + [c + 3 for c in sin]
 
 
 def neighbourhood_hits(t: Tensor, hit: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -653,8 +712,7 @@ class GridLightField(StudentModel):
         n = self.n_march
         step = (t_far - t_near).clamp(min=0.0) / n
         t_surf, found, t_cell, hit, _ = first_opaque(o, v, t_near, step, n, self.occupancy,
-                                                     self.arch.occupancy_resolution, t_near, t_far,
-                                                     self.arch.surface_opacity)
+                                                     self.arch.occupancy_resolution, self.arch.surface_opacity)
         t0 = torch.where(found > 0, t_surf, torch.where(hit > 0, t_cell, t_near + n * step))
         t0 = torch.cat([t0, torch.zeros_like(t0[:1])])[place].reshape(lead)  # the rest: no hit
         hit = torch.cat([hit, torch.zeros_like(hit[:1])])[place].reshape(lead)
@@ -711,8 +769,7 @@ class GridLightField(StudentModel):
         step = span / a.pixel_samples
         if a.surface == "density":  # the surface is where the ray turns opaque: no half step to add
             t_surf, on_surface, t_cell, covered, opacity = first_opaque(o, v, start, step, a.pixel_samples,
-                                                                        self.occupancy, r, t_near, t_far,
-                                                                        a.surface_opacity,
+                                                                        self.occupancy, r, a.surface_opacity,
                                                                         median=a.faint_surface == "median")
             centre = torch.where(on_surface > 0, t_surf, t_cell + 0.5 * step + cell)
             return centre - 0.5 * a.window * cell, covered, opacity  # opacity > 0 only in covered cells
@@ -777,7 +834,7 @@ class GridLightField(StudentModel):
         r, n = self.arch.occupancy_resolution, self.arch.refine
         o, v, _, t_far = self._in_cells(origin, d)
         t = t0[..., None] + (torch.arange(n, device=d.device, dtype=d.dtype) + 0.5) * self.cell  # (..., n)
-        occ = self.occupancy[cell_index(o, v, t, r).long()].clamp(max=1.0) * (t < t_far[..., None]).to(d.dtype)
+        occ = lookup(self.occupancy, cell_index(o, v, t, r)).clamp(max=1.0) * (t < t_far[..., None]).to(d.dtype)
         first = torch.argmax(occ, dim=-1)
         return t0 + first.to(d.dtype) * self.cell, hit * occ.amax(dim=-1)
 
@@ -790,12 +847,13 @@ class GridLightField(StudentModel):
         (training, unless `jitter: false`); None: the middle of it.
         """
         k, a = self.arch.n_points, self.arch
-        jittered = noise is not None and a.jitter
-        u = torch.arange(k, device=d.device, dtype=d.dtype) + (noise if jittered else 0.5)
-        t = t0[..., None] + u * (length / k)[..., None]  # (..., K)
         lo, hi = self.grid_box[:3], self.grid_box[3:]
         size = hi - lo
-        x = ((origin - lo) / size)[..., None, :] + t[..., None] * (d / size)[..., None, :]  # grid box -> [0, 1]^3
+        if noise is not None and a.jitter:
+            t = t0[..., None] + (torch.arange(k, device=d.device, dtype=d.dtype) + noise) * (length / k)[..., None]
+            x = ((origin - lo) / size)[..., None, :] + t[..., None] * (d / size)[..., None, :]  # grid box -> [0, 1]^3
+        else:  # the middle of each share of the window (every frame in the viewer)
+            x = window_points(origin, d, t0, length / k, k, lo, size)
         if a.features == "sparse":
             h = sparse_nearest(self.grids[0], self.occupancy, a.occupancy_resolution, a.subdivide, x).flatten(-2)
         elif a.features == "grid":
@@ -806,9 +864,13 @@ class GridLightField(StudentModel):
             table = self.grids[0] if len(self.grids) == 1 else torch.cat(list(self.grids))  # folded at export
             read = triplane_bilinear if a.plane_interp == "bilinear" else triplane_nearest
             h = read(table, a.grid_resolutions, x, a.plane_combine).flatten(-2)  # (..., K * L * 3 * C)
-        h = self.feat_in(h) + self.dir_in(positional_encoding(d, a.dir_freqs))
+        # the direction's and the opacity's terms of the first layer as one MatMul (the weights are
+        # reordered and joined once, at export)
+        enc, weight = encode_direction(d, a.dir_freqs), self.dir_in.weight[:, encoding_order(a.dir_freqs)]
         if a.ray_opacity:
-            h = h + self.opacity_in(opacity[..., None].to(h.dtype))
+            enc = torch.cat([enc, opacity[..., None].to(enc.dtype)], dim=-1)
+            weight = torch.cat([weight, self.opacity_in.weight], dim=1)
+        h = self.feat_in(h) + torch.matmul(enc, weight.t())
         out = self.mlp(h)
         rgb = torch.sigmoid(out[..., :3])
         w = hit[..., None]

@@ -190,8 +190,9 @@ def test_webgpu_matches_onnxruntime_python(webgpu_browser, base_url: str, site_d
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])
 def test_gridlf_ops_match_onnxruntime_python(request, backend: str, base_url: str, site_dir: Path,
                                              shots: Path) -> None:
-    """The gridlf student's graph (occupancy march with ArgMax, nearest-cell Gathers of tri-planes)
-    passes the self-check and matches onnxruntime-python on WASM and on SwiftShader's WebGPU."""
+    """The gridlf student's graph (occupancy marches with GatherElements, a MatMul's running sums
+    and ArgMax, nearest-cell Gathers of tri-planes) passes the self-check and matches
+    onnxruntime-python on WASM and on SwiftShader's WebGPU."""
     b = request.getfixturevalue("browser" if backend == "wasm" else "webgpu_browser")
     page, log = open_page(b, f"{base_url}?backend={backend}&scene=fakegrid")
     assert wait_state(page, timeout_ms=READY_TIMEOUT_MS) == "ready", page.inner_text("body")

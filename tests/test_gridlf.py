@@ -18,10 +18,15 @@ from pipeline.config import GridLFConfig
 from student.grid import (
     GridLightField,
     box_interval,
+    cell_index,
+    encode_direction,
+    encoding_order,
     first_occupied,
     first_opaque,
     first_opaque_reference,
+    lookup,
     march_first_hit,
+    march_index,
     neighbourhood_hits,
     pack_density,
     pack_surfaces,
@@ -37,8 +42,10 @@ from student.grid import (
     triplane_bilinear_reference,
     triplane_nearest,
     triplane_nearest_reference,
+    window_points,
 )
 from student.kinds import StudentCamera, build_student, load_student, student_checkpoint
+from student.model import positional_encoding
 from teacher.occupancy import surface_occupancy
 
 
@@ -195,13 +202,13 @@ def test_first_opaque_matches_the_transmittance_twin(median):
     density = torch.rand(r, r, r, generator=torch.Generator().manual_seed(4)) * 8.0 * occupied
     grid = pack_density(occupied, density, dilate=1)
     ob, v, t_near, t_far, step = _random_rays(48, r, seed=5)
-    fast = first_opaque(ob, v, t_near, step, 4 * r, grid, r, t_near, t_far, 0.5, median=median)
-    slow = first_opaque_reference(ob, v, t_near, step, 4 * r, grid, r, t_near, t_far, 0.5, median=median)
+    fast = first_opaque(ob, v, t_near, step, 4 * r, grid, r, 0.5, median=median)
+    slow = first_opaque_reference(ob, v, t_near, step, 4 * r, grid, r, 0.5, median=median)
     for a, b in zip(fast, slow, strict=True):
         assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
     found, in_cell, alpha = fast[1], fast[3], fast[4]
     if median:  # every ray with any density is found, at or before its opacity-1/2 crossing
-        plain = first_opaque(ob, v, t_near, step, 4 * r, grid, r, t_near, t_far, 0.5)
+        plain = first_opaque(ob, v, t_near, step, 4 * r, grid, r, 0.5)
         assert torch.equal(found, (alpha > 1e-6).float()) and int(found.sum()) > int(plain[1].sum())
         before = plain[1] > 0
         assert (fast[0][before] <= plain[0][before] + 1e-6).all()  # never behind the opacity-1/2 crossing
@@ -214,6 +221,48 @@ def test_first_opaque_matches_the_transmittance_twin(median):
     assert torch.equal(hit, in_cell)
 
 
+def test_march_index_and_lookup_match_cell_index_and_indexing():
+    # dyadic rays (exact in float32): the per-axis multiply-add equals the point at each t
+    g = torch.Generator().manual_seed(0)
+    r, n = 8, 12
+    o = torch.randint(-8, 40, (50, 3), generator=g) / 4.0
+    v = torch.randint(-16, 17, (50, 3), generator=g) / 8.0
+    start, step = torch.randint(0, 16, (50,), generator=g) / 8.0, torch.randint(0, 8, (50,), generator=g) / 16.0
+    t = start[:, None] + (torch.arange(n) + 0.5) * step[:, None]
+    index = march_index(o, v, start, step, n, r)
+    assert torch.equal(index, cell_index(o, v, t, r)) and index.min() >= 0 and index.max() <= r ** 3 - 1
+    table = torch.randn(r ** 3)
+    assert torch.equal(lookup(table, index), table[index.long()])
+
+
+def test_first_opaque_meets_nothing_on_a_ray_with_step_zero():
+    r = 8
+    grid = pack_density(torch.ones(r, r, r, dtype=torch.bool), torch.full((r, r, r), 5.0), dilate=0)
+    o, v = torch.tensor([[0.0, 4.5, 4.5]] * 2), torch.tensor([[1.0, 0.0, 0.0]] * 2)
+    start, step = torch.tensor([2.0, 2.0]), torch.tensor([0.0, 1.0])  # the second ray marches dense cells
+    for median in (False, True):
+        for fn in (first_opaque, first_opaque_reference):
+            t, found, t_cell, in_cell, alpha = fn(o, v, start, step, r, grid, r, 0.5, median=median)
+            assert found.tolist() == [0.0, 1.0] and in_cell.tolist() == [0.0, 1.0] and alpha[0] == 0.0
+            assert t[0] == 2.0 and t_cell[0] == 2.0
+
+
+def test_window_points_and_direction_encoding_match_their_plain_forms():
+    g = torch.Generator().manual_seed(1)
+    origin = torch.randn(40, 3, generator=g) * 3
+    d = torch.nn.functional.normalize(torch.randn(40, 3, generator=g), dim=-1)
+    t0, length = torch.rand(40, generator=g) * 4, torch.rand(40, generator=g)
+    lo, size = torch.tensor([-1.0, -0.5, -2.0]), torch.tensor([2.0, 1.5, 3.0])
+    k = 5
+    t = t0[:, None] + (torch.arange(k) + 0.5) * (length / k)[:, None]
+    plain = ((origin - lo) / size)[:, None, :] + t[..., None] * (d / size)[:, None, :]
+    assert torch.allclose(window_points(origin, d, t0, length / k, k, lo, size), plain, atol=1e-5)
+    for freqs in (0, 1, 4):
+        order = encoding_order(freqs)
+        assert sorted(order) == list(range(3 * (1 + 2 * freqs)))
+        assert torch.allclose(encode_direction(d, freqs), positional_encoding(d, freqs)[:, order], atol=1e-6)
+
+
 def test_first_opaque_closed_form_in_a_uniform_medium():
     # a slab of density 2 from cell 3 on, a ray along x at one sample a cell: the opacity
     # reaches 1 - e^-tau after tau / 2 units in the slab (the box is [0, 8] cells, 1 unit each)
@@ -224,25 +273,25 @@ def test_first_opaque_closed_form_in_a_uniform_medium():
     o, v = torch.tensor([[0.0, 4.5, 4.5]]), torch.tensor([[1.0, 0.0, 0.0]])
     one = torch.ones(1)
     for opacity in (0.3, 0.5, 0.9):
-        t, found, t_cell, in_cell, alpha = first_opaque(o, v, 0 * one, one, r, grid, r, 0 * one, 8 * one, opacity)
+        t, found, t_cell, in_cell, alpha = first_opaque(o, v, 0 * one, one, r, grid, r, opacity)
         tau = -math.log(1 - opacity)
         assert found.item() == 1.0 and in_cell.item() == 1.0 and t_cell.item() == 3.0
         assert math.isclose(t.item(), 3.0 + tau / 2.0, rel_tol=1e-5)
         assert math.isclose(alpha.item(), 1.0 - math.exp(-2.0 * 5.0), rel_tol=1e-6)  # 5 units at density 2
     # a haze below the opacity: never found, the first dilated cell still is
     thin = pack_density(occupied, 0.01 * occupied.float(), dilate=0)
-    t, found, t_cell, in_cell, alpha = first_opaque(o, v, 0 * one, one, r, thin, r, 0 * one, 8 * one, 0.5)
+    t, found, t_cell, in_cell, alpha = first_opaque(o, v, 0 * one, one, r, thin, r, 0.5)
     assert found.item() == 0.0 and t.item() == 8.0 and t_cell.item() == 3.0 and in_cell.item() == 1.0
     assert math.isclose(alpha.item(), 1.0 - math.exp(-0.01 * 5.0), rel_tol=1e-5)
     # median: half its optical depth, the middle of the uniform haze (cells 3 to 8); the opaque slab
     # still turns half opaque first
-    t, found, _, _, _ = first_opaque(o, v, 0 * one, one, r, thin, r, 0 * one, 8 * one, 0.5, median=True)
+    t, found, _, _, _ = first_opaque(o, v, 0 * one, one, r, thin, r, 0.5, median=True)
     assert found.item() == 1.0 and math.isclose(t.item(), 5.5, rel_tol=1e-5)
-    t, found, _, _, _ = first_opaque(o, v, 0 * one, one, r, grid, r, 0 * one, 8 * one, 0.5, median=True)
+    t, found, _, _, _ = first_opaque(o, v, 0 * one, one, r, grid, r, 0.5, median=True)
     assert found.item() == 1.0 and math.isclose(t.item(), 3.0 + math.log(2.0) / 2.0, rel_tol=1e-5)
     # no density at all (a dilated cell only): not found, with or without median
     empty = pack_density(occupied, 0.0 * occupied.float(), dilate=0)
-    t, found, t_cell, in_cell, alpha = first_opaque(o, v, 0 * one, one, r, empty, r, 0 * one, 8 * one, 0.5,
+    t, found, t_cell, in_cell, alpha = first_opaque(o, v, 0 * one, one, r, empty, r, 0.5,
                                                     median=True)
     assert found.item() == 0.0 and t.item() == 8.0 and in_cell.item() == 1.0 and alpha.item() == 0.0
 
