@@ -38,8 +38,8 @@ from pipeline.config import GridLFConfig
 from .kinds import StudentCamera, StudentModel, ray_layout
 
 __all__ = ["GridLightField", "box_interval", "cell_index", "compact", "encode_direction", "encoding_order",
-           "first_occupied", "first_opaque", "first_opaque_reference", "lookup", "march_first_hit", "march_index",
-           "neighbourhood_hits", "pack_density", "pack_surfaces", "plane_tv", "sparse_nearest",
+           "exact_matmul", "first_occupied", "first_opaque", "first_opaque_reference", "lookup", "march_first_hit",
+           "march_index", "neighbourhood_hits", "pack_density", "pack_surfaces", "plane_tv", "sparse_nearest",
            "sparse_nearest_reference", "surface_bit", "surface_bit_reference", "surface_rows", "trilinear",
            "trilinear_reference", "triplane_bilinear", "triplane_bilinear_reference", "triplane_nearest",
            "triplane_nearest_reference", "window_points"]
@@ -134,6 +134,14 @@ def first_occupied(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, oc
     return out[0], out[1], out[2], out[3]
 
 
+def exact_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b in float32 even under autocast (CUDA training runs the student in bf16): the MatMuls
+    below stand for exact arithmetic (running sums, products by powers of two), which 8 bits of
+    mantissa would break; the graph's are float32 anyway."""
+    with torch.autocast(a.device.type, enabled=False):
+        return torch.matmul(a.float(), b.float())
+
+
 def march_index(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, resolution: int) -> Tensor:
     """`cell_index` of n samples at start + (k + 1/2) step, k = 0..n-1: o, v (..., 3) in cell
     units, start, step (...) -> (..., n). Per axis the sample is the ray's point at `start` plus
@@ -176,7 +184,7 @@ def first_opaque(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid
     """
     value = lookup(grid, march_index(o, v, start, step, n, resolution))  # (..., n)
     dens = (value - 1.0).clamp(min=0.0)
-    total = torch.matmul(dens, torch.ones(n, n, device=v.device, dtype=v.dtype).triu())  # running sums
+    total = exact_matmul(dens, torch.ones(n, n, device=v.device, dtype=v.dtype).triu())  # running sums
     end = total[..., -1:].squeeze(-1)
     safe = step.clamp(min=1e-30)  # step 0: a threshold no sum reaches, the ray is not found
     threshold = -math.log(1.0 - opacity) / safe  # in density sums: optical depth / step
@@ -312,7 +320,7 @@ def window_points(origin: Tensor, d: Tensor, t0: Tensor, step: Tensor, k: int, l
     eye = torch.eye(3, device=d.device, dtype=d.dtype)
     u = torch.arange(k, device=d.device, dtype=d.dtype) + 0.5
     spread = torch.cat([eye.repeat(1, k), torch.kron(u[None], eye)])  # (6, 3k): column 3j + i is point j, axis i
-    return torch.matmul(torch.stack(cols + deltas, dim=-1), spread).reshape(*t0.shape, k, 3)
+    return exact_matmul(torch.stack(cols + deltas, dim=-1), spread).reshape(*t0.shape, k, 3)
 
 
 def encode_direction(d: Tensor, n_freqs: int) -> Tensor:
@@ -323,7 +331,7 @@ def encode_direction(d: Tensor, n_freqs: int) -> Tensor:
     if not n_freqs:
         return d
     scales = 2.0 ** (torch.arange(n_freqs, device=d.device, dtype=d.dtype) - 1)
-    cycles = torch.matmul(d, torch.kron(scales[None], torch.eye(3, device=d.device, dtype=d.dtype)))  # (..., 3F)
+    cycles = exact_matmul(d, torch.kron(scales[None], torch.eye(3, device=d.device, dtype=d.dtype)))  # (..., 3F)
     arg = (cycles - torch.floor(cycles + 0.5)) * (2 * math.pi)  # reduced to [-pi, pi): see positional_encoding
     return torch.cat([d, torch.sin(arg), torch.cos(arg)], dim=-1)
 

@@ -700,3 +700,24 @@ def test_per_ray_table_over_its_limit_is_skipped_or_a_clear_error(monkeypatch):
         stage.table_fits(pixel, poses, ctx)
     table = stage.ray_inputs_table(block, poses, torch.device("cpu"), chunk=1)
     assert table.shape == (2, 256, 3) and torch.equal(table, block.ray_inputs(poses))
+
+
+def test_exact_matmuls_ignore_autocast():
+    # CUDA training runs the student under bf16 autocast; the running sums, the direction's
+    # arguments and the window's points must stay float32 (here: CPU autocast, the same mechanism)
+    r = 8
+    occupied = torch.rand(r, r, r, generator=torch.Generator().manual_seed(3)) < 0.1
+    grid = pack_density(occupied, torch.rand(r, r, r, generator=torch.Generator().manual_seed(4)) * 8.0, dilate=1)
+    ob, v, t_near, t_far, step = _random_rays(48, r, seed=5)
+    d = torch.nn.functional.normalize(torch.randn(48, 3, generator=torch.Generator().manual_seed(6)), dim=-1)
+    lo, size = torch.zeros(3), torch.full((3,), float(r))
+
+    def run():
+        return (*first_opaque(ob, v, t_near, step, 4 * r, grid, r, 0.5, median=True), encode_direction(d, 4),
+                window_points(ob, d, t_near, step, 4, lo, size))
+
+    plain = run()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = run()
+    for a, b in zip(plain, cast, strict=True):
+        assert a.dtype == torch.float32 and torch.equal(a, b)
