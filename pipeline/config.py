@@ -130,80 +130,38 @@ class MobileR2LConfig:
 
 @dataclass
 class GridLFConfig:
-    """Architecture of the surface-anchored feature-grid light field (student.kind: gridlf):
-    one ray per output pixel; the teacher's occupancy grid (inside the graph) says where along
-    the ray the surface starts; K points in a short window there read learned multi-resolution
-    feature grids; a small MLP maps the features and the view direction (and, with
-    `ray_opacity`, the pixel's opacity) to colour. Lengths
-    are in cells of the occupancy grid, so they follow the scene box, not a scene's units."""
+    """Architecture of the surface-anchored feature-plane light field (student.kind: gridlf):
+    one ray per output pixel. The teacher's mean density per cell (inside the graph) says where
+    along each pixel's ray its surface is: where the ray turns `surface_opacity` opaque, or for a
+    pixel the scene covers only in part, at the median of where its light ends. K points in a
+    short window there read learned tri-planes; a small MLP maps their features, the view
+    direction and the pixel's opacity to colour. Lengths are in cells of the occupancy grid, so
+    they follow the scene box, not a scene's units. docs/DESIGN.md gives the measurements behind
+    each default."""
 
-    occupancy_resolution: int = 128  # cells per side of the marched grid of the teacher's surfaces (>= 1)
+    occupancy_resolution: int = 128  # cells per side of the grid of the teacher's density the rays march (>= 1)
     dilate: int = 1  # grow occupied cells by this many cells (>= 0) so that thin parts are not stepped over
-    march_stride: int = 4  # the march runs on rays every this many pixels (>= 1; output_size a multiple)
+    march_stride: int = 4  # one coarse march ray per this many pixels a side (>= 1; output_size a multiple)
+    pixel_samples: int = 32  # samples of each pixel's own march between its neighbourhood's hits (>= 1)
+    surface_opacity: float = 0.5  # the ray's opacity where its surface is (in (0, 1))
     n_points: int = 4  # K feature points per ray (>= 1)
-    window: float = 4.0  # the K points span this many occupancy cells from the first occupied one (> 0)
-    anchor: bool = True  # false: the K points spread from box entry to exit instead (the ablation)
-    # training moves each point to a random place in its share of the window (as NeRF's samples);
-    # false: the middle of it, where rendering puts it, so training sees the features the render reads
-    jitter: bool = True
-    # each pixel then marches its own ray this many cells from its block's hit (>= 0; 0: off): behind
-    # a thin part the block's ray hit, it finds its own surface; beside one, none (background)
-    refine: int = 0
-    # where each pixel's K points go. "block": from where its block's march ray first meets an
-    # occupied cell. "pixel": each pixel finds its own surface: the hits of the march rays of its
-    # 3x3 neighbourhood of blocks bound a march of its own ray (`pixel_samples` samples) that
-    # finds the first of the teacher's surfaces at twice the grid's resolution (their bits ride in
-    # the same buffer); the window is centred there. "density": the same march over the
-    # teacher's mean density per cell (in the buffer beside the dilated grid) stops where the
-    # ray's opacity reaches `surface_opacity`, as the teacher's own rendering would; cells a ray
-    # only grazes no longer stop it. Training reads each pixel's surface from a table computed
-    # once per view.
-    surface: Literal["block", "pixel", "density"] = "block"
-    pixel_samples: int = 16  # surface: pixel or density: samples of each pixel's march (>= 1)
-    surface_opacity: float = 0.5  # surface: density: the ray's opacity where its surface is (in (0, 1))
-    # surface: density: the MLP also reads the pixel march's opacity through the teacher's mean density,
-    # how much of the pixel the scene covers, from which it can blend a silhouette pixel's surface and
-    # background colours
-    ray_opacity: bool = False
-    # surface: density: where a pixel the scene covers in part (a silhouette pixel) centres its
-    # window. "cell": where its opacity reaches `surface_opacity`, and a cell past its first dilated
-    # cell if it never does. "median": where its optical depth reaches the smaller of that and
-    # half its total, the median of where its light ends; an opaque pixel (at least 1 - (1 -
-    # surface_opacity)^2) stops where it did (a first dilated cell without density: as "cell")
-    faint_surface: Literal["cell", "median"] = "cell"
-    # how a covered pixel's colour meets the background: "hit", the MLP's colour is the pixel's;
-    # "alpha", the MLP also gives the pixel's coverage a, the colour a rgb + (1 - a) background
-    blend: Literal["hit", "alpha"] = "hit"
-    # surface: pixel: steps of a second march through the first surface sample's step (>= 0; 0: none,
-    # the surface is placed at that sample); 8 scored the same in a short probe on lego, at 1.2x the frame
-    fine_samples: int = 0
-    # "triplane": three axis-aligned feature planes per resolution, read at the nearest cell (one
-    # Gather a point); "sparse": features only in the occupied cells of the occupancy grid, each
-    # split into `subdivide`^3 sub-cells, read at the nearest one (two Gathers a point: the cell's
-    # row, then its features; no plane shared by the surfaces behind each other); "grid": dense
-    # 3D grids, trilinear (8 corners: ~20x slower in onnxruntime)
-    features: Literal["triplane", "sparse", "grid"] = "triplane"
-    grid_resolutions: list[int] = field(default_factory=lambda: [256])  # cells per side of each (>= 2; not sparse)
-    grid_channels: int = 8  # features per plane, grid or sub-cell (>= 1)
-    # what the planes or grids span: "scene", the teacher's whole box; "occupied", the box of the
-    # teacher's occupied cells (dilated), set from the teacher: the same cells, finer where the
-    # object is (not features: sparse, whose sub-cells are the occupied cells themselves)
-    grid_extent: Literal["scene", "occupied"] = "scene"
-    subdivide: int = 2  # features: sparse: sub-cells per occupancy cell and axis (>= 1)
-    # features: triplane: how a point's three plane features become one: "concat" (3 x C per
-    # resolution), or "product" (C: the elementwise product, as K-Planes; a feature is then
-    # large only where all three planes say so, which tells apart the surfaces a plane overlaps)
-    plane_combine: Literal["concat", "product"] = "concat"
-    # features: triplane: "nearest" reads the cell a point falls in; "bilinear" blends the four
-    # nearest cell centres (one Gather of 4 rows per plane, weights elementwise): smooth features
-    plane_interp: Literal["nearest", "bilinear"] = "nearest"
+    window: float = 4.0  # the K points span this many occupancy cells, centred on the surface (> 0)
+    # cells per side of each tri-plane (>= 2 each); they span the box of the teacher's occupied cells
+    grid_resolutions: list[int] = field(default_factory=lambda: [64, 256])
+    grid_channels: int = 8  # features per plane cell (>= 1)
     dir_freqs: int = 4  # frequencies of the view direction's encoding (>= 0)
     width: int = 64  # MLP hidden width (>= 1)
     depth: int = 2  # hidden layers (>= 1)
-    grid_lr_scale: float = 1.0  # the grids' learning rate is student.train.lr times this (> 0)
-    # features: triplane: weight of the planes' total variation in the loss (>= 0; 0: off), the mean
-    # squared difference of neighbouring cells (K-Planes): cells few rays reach follow their neighbours
-    tv_weight: float = 0.0
+
+
+# gridlf options that lost in the rankings of docs/DESIGN.md, with the design gridlf always has now:
+# a config or checkpoint that asks for anything else gets a one-line error naming the option
+GRIDLF_REMOVED: dict[str, Any] = {
+    "surface": "density", "faint_surface": "median", "ray_opacity": True, "features": "triplane",
+    "grid_extent": "occupied", "plane_combine": "concat", "plane_interp": "nearest", "blend": "hit",
+    "anchor": True, "jitter": True, "refine": 0, "fine_samples": 0, "subdivide": 2, "tv_weight": 0.0,
+    "grid_lr_scale": 1.0,
+}
 
 
 @dataclass
@@ -241,7 +199,14 @@ class StudentTrainConfig:
     seed: int = 0  # random seed of initialisation and batches (>= 0)
 
 
-StudentKind = Literal["mobiler2l", "gridlf"]  # every kind has an architecture section of its name in StudentConfig
+# The student kinds: student.kind -> the class that implements it, "module:class" (student/kinds.py
+# loads it by name, so reading a config needs no torch). Each kind has an architecture section of its
+# name in StudentConfig; docs/DESIGN.md shows how to add one.
+KINDS: dict[str, str] = {
+    "mobiler2l": "student.mobiler2l:MobileR2L",
+    "gridlf": "student.gridlf:GridLightField",
+}
+StudentKind = Literal[tuple(KINDS)]  # type: ignore[valid-type]
 
 
 @dataclass
@@ -314,6 +279,15 @@ class Config:
 # ---------------------------------------------------------------------------
 # Loading and validation
 
+# sections whose options were removed -> {option: the one value it has now}
+REMOVED: dict[type, dict[str, Any]] = {GridLFConfig: GRIDLF_REMOVED}
+
+
+def removed_note(cls: type, key: str) -> str:
+    """Why option `key` of section `cls` is gone, in one phrase."""
+    return (f"{key}: {yaml.safe_dump(REMOVED[cls][key], default_flow_style=True).strip().removesuffix('...').strip()}"
+            " is the only design now (docs/DESIGN.md has the rankings); delete the key")
+
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
@@ -383,6 +357,8 @@ def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in hints and key in REMOVED.get(cls, {}):
+            raise ConfigError(f"{source}: '{path}' was removed: {removed_note(cls, str(key))}")
         if key not in hints:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
@@ -478,26 +454,12 @@ def _check_ranges(cfg: Config, source: str) -> None:
     if s.kind == "gridlf":
         g = s.gridlf
         for key in ("occupancy_resolution", "march_stride", "n_points", "grid_channels", "width", "depth",
-                    "subdivide", "pixel_samples"):
+                    "pixel_samples"):
             at_least(f"student.gridlf.{key}", 1)
-        need(g.surface == "block" or g.refine == 0, "student.gridlf.refine",
-             f"0 with student.gridlf.surface: {g.surface} (each pixel already marches its own ray)")
-        need(g.surface == "block" or (g.anchor and g.features != "sparse"), "student.gridlf.surface",
-             f"'block' with anchor: false or features: sparse (surface: {g.surface} keeps the surfaces in the "
-             "buffer they use)")
-        need(g.surface == "pixel" or g.fine_samples == 0, "student.gridlf.fine_samples",
-             "0 unless student.gridlf.surface is pixel (the density march places its surface inside a step)")
-        need(g.grid_extent == "scene" or g.features != "sparse", "student.gridlf.grid_extent",
-             "scene with student.gridlf.features: sparse (its sub-cells already follow the occupied cells)")
-        need(not g.ray_opacity or g.surface == "density", "student.gridlf.ray_opacity",
-             f"false unless student.gridlf.surface is density (surface: {g.surface} has no opacity to read)")
-        need(g.faint_surface == "cell" or g.surface == "density", "student.gridlf.faint_surface",
-             f"cell unless student.gridlf.surface is density (surface: {g.surface} has no optical depth to halve)")
         need(0.0 < g.surface_opacity < 1.0, "student.gridlf.surface_opacity", "a number between 0 and 1 (exclusive)")
-        for key in ("dilate", "dir_freqs", "refine", "tv_weight", "fine_samples"):
+        for key in ("dilate", "dir_freqs"):
             at_least(f"student.gridlf.{key}", 0)
-        for key in ("window", "grid_lr_scale"):
-            positive(f"student.gridlf.{key}")
+        positive("student.gridlf.window")
         need(len(g.grid_resolutions) >= 1 and all(r >= 2 for r in g.grid_resolutions),
              "student.gridlf.grid_resolutions", "a list of one or more resolutions >= 2")
         need(s.output_size % g.march_stride == 0, "student.output_size",
@@ -545,6 +507,8 @@ def _apply_override(data: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     for i, part in enumerate(parts):
         hints = typing.get_type_hints(cls)
+        if part not in hints and part in REMOVED.get(cls, {}):
+            raise ConfigError(f"--set {key}: '{key}' was removed: {removed_note(cls, part)}")
         if part not in hints:
             path = ".".join(parts[: i + 1])
             names = list(hints)

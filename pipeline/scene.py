@@ -15,10 +15,10 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from .cameras import Intrinsics, focal_from_fov
 from .errors import DataError
+from .progress import progress
 
 SPLITS = ("train", "val", "test")
 
@@ -116,7 +116,8 @@ def frame_intrinsics(meta: dict, frame: dict, width: int, height: int) -> Intrin
 
 
 def _matrix_problem(m: object) -> str:
-    """'' if `m` is a 4x4 nested list of finite numbers, else what is wrong with it."""
+    """'' if `m` is a 4x4 nested list of finite numbers whose top-left 3x3 is a rotation, else what is
+    wrong with it."""
     if m is None:
         return "but it is missing"
     try:
@@ -127,7 +128,16 @@ def _matrix_problem(m: object) -> str:
         return f"got shape {arr.shape}"
     if not np.isfinite(arr).all():
         return "got NaN or infinity"
+    rot = arr[:3, :3]
+    det, drift = np.linalg.det(rot), np.abs(rot.T @ rot - np.eye(3)).max()
+    if abs(det - 1.0) > ROTATION_TOLERANCE or drift > ROTATION_TOLERANCE:
+        # a scaled, sheared or reflected camera would make every ray of the frame wrong
+        return (f"but its top-left 3x3 is not a rotation (determinant {det:.3g}; expected orthonormal columns, "
+                "determinant 1)")
     return ""
+
+
+ROTATION_TOLERANCE = 1e-2  # of R^T R - I and det R - 1: poses written as float32 text pass easily
 
 
 def image_path(root: Path, file_path: str) -> Path:
@@ -239,7 +249,7 @@ def load_rendered_views(transforms: Path) -> tuple[Tensor, Tensor, list[Intrinsi
     except (OSError, ValueError) as err:
         raise DataError(f"{transforms}: missing or unreadable ({err.__class__.__name__}); {redo}") from None
     imgs, poses, cameras = [], [], []
-    for fr in tqdm(meta["frames"], desc=f"load {transforms.name}", unit="view", leave=False):
+    for fr in progress(meta["frames"], desc=f"load {transforms.name}", unit="view", leave=False):
         path = image_path(transforms.parent, fr["file_path"])
         try:
             imgs.append(iio.imread(path)[..., :3])

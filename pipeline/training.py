@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from . import distributed, faults
 from .errors import StageError
 from .io import atomic_torch_save
+from .progress import progress as progress_bar
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -160,7 +160,7 @@ def train(
             "trained": trained, "extra": dict(extra)})
 
     t_last, warned = time.time(), False
-    bar = tqdm(range(start, start if trained else s.steps), desc=s.name, initial=start, total=s.steps,
+    bar = progress_bar(range(start, start if trained else s.steps), desc=s.name, initial=start, total=s.steps,
                unit="step", disable=not distributed.is_main())
     for step in bar:
         spent = elapsed + time.time() - t_last

@@ -22,12 +22,12 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from export import site_format
 from pipeline.cameras import Intrinsics, camera_directions, orbit_pose, pinhole_rays
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, png_bytes, read_json, to_uint8
+from pipeline.progress import progress
 from pipeline.scene import background_rgb, frame_intrinsics, split_on_background
 from student.kinds import load_student
 from teacher.model import load_teacher
@@ -65,7 +65,7 @@ def write_gif(path: Path, frames: list[np.ndarray], fps: int, size: int) -> None
 @torch.no_grad()
 def student_frames(model, poses: list[np.ndarray]) -> list[np.ndarray]:
     return [to_uint8(model(torch.from_numpy(p).float())[0].permute(1, 2, 0))
-            for p in tqdm(poses, desc="report: student turntable", unit="frame", leave=False)]
+            for p in progress(poses, desc="report: student turntable", unit="frame", leave=False)]
 
 
 @torch.no_grad()
@@ -77,7 +77,7 @@ def teacher_frames(ctx, poses: list[np.ndarray], camera: Intrinsics) -> list[np.
     dirs = camera_directions(camera, ctx.device)
     bg = background_rgb(cfg.background).to(ctx.device)
     out = []
-    for p in tqdm(poses, desc="report: teacher turntable", unit="frame", leave=False):
+    for p in progress(poses, desc="report: teacher turntable", unit="frame", leave=False):
         rays_o, rays_d = pinhole_rays(torch.as_tensor(p, dtype=torch.float32, device=ctx.device), dirs)
         img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=cfg.distill.chunk_rays)
         out.append(to_uint8(img))
@@ -130,7 +130,7 @@ def run(ctx) -> dict:
     teacher_files = [teacher_views.parent / f"{fr['file_path']}.png" for fr in read_json(teacher_views)["frames"]]
     views = []
     with torch.no_grad():
-        for k in tqdm(range(len(test.names)), desc="report: test views", unit="view", leave=False):
+        for k in progress(range(len(test.names)), desc="report: test views", unit="view", leave=False):
             name = test.names[k]
             row = per_view[names[name]]
             teacher_png = teacher_files[k].read_bytes()

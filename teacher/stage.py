@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from pipeline.cameras import camera_directions, pinhole_rays, pixel_directions, rays_for_pixels
 from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, png_bytes
 from pipeline.metrics import psnr, ssim
+from pipeline.progress import progress
 from pipeline.scene import background_rgb, load_split
 from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 
@@ -142,7 +142,7 @@ def evaluate(ctx, field, estimator, root: Path, march: MarchSettings, n_saved: i
     bg = background_rgb(cfg.background).to(dev)
     gt_all = test.rgb_on(bg.cpu())
     psnrs, ssims, t0 = [], [], time.time()
-    for k in tqdm(range(len(test.names)), desc="teacher eval", unit="view"):
+    for k in progress(range(len(test.names)), desc="teacher eval", unit="view"):
         rays_o, rays_d = pinhole_rays(test.c2w[k].to(dev), camera_directions(test.intrinsics[k], dev))
         img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=cfg.teacher.eval_chunk_rays)
         img = img.cpu()
