@@ -83,13 +83,14 @@ def fullsize_model(path: Path) -> None:
 
     from export.onnx_export import simplify, to_onnx_bytes
     from pipeline.config import ExportConfig, MobileR2LConfig
-    from student.model import NeLFStudent, StudentCamera
+    from student.kinds import StudentCamera
+    from student.mobiler2l import MobileR2L
 
     arch = MobileR2LConfig(sr_factor=8, n_points=16, pe_freqs=10, width=256, n_blocks=28,
                            sr_channels=[64, 64, 16], activation="gelu_tanh")
     cam = StudentCamera(output_size=800, focal=1111.0, near=2.0, far=6.0, center=(0, 0, 0), scale=2.6)
     torch.manual_seed(0)
-    raw = to_onnx_bytes(NeLFStudent(arch, cam).eval(), ExportConfig().opset)
+    raw = to_onnx_bytes(MobileR2L(arch, cam).eval(), ExportConfig().opset)
     path.write_bytes(simplify(raw))
 
 

@@ -18,8 +18,7 @@ import torch
 from pipeline.cameras import orbit_pose
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, read_json
-from student.kinds import load_student
-from student.model import count_params
+from student.kinds import count_params, load_student
 
 from . import site_format
 from .onnx_export import export_onnx, fp16_weights, ort_session, psnr_between

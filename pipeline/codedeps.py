@@ -14,9 +14,9 @@ statically with `ast`, so the modules are never executed:
   the importing module's package;
 - imports anywhere in the module count, inside functions too: a lazy import
   still runs when the stage runs. (`importlib.import_module` with a computed
-  name is not seen: `student/kinds.py` loads a kind's module by name, and that
-  module is in the student stage's closure by a plain import, so every stage
-  downstream of the student is keyed on it through the student's key.)
+  name is not seen: a stage that loads modules by name declares them,
+  `Stage.loads` in pipeline/stages.py; the student stage loads every kind in
+  `KINDS`, and every stage downstream of it is keyed on them through its key.)
 
 Files a module compiles or loads at run time are code too. Such a module
 declares them at module level, as a literal tuple of globs relative to its own
@@ -157,12 +157,13 @@ def code_files(root: Path, module: str) -> tuple[str, ...]:
     return tuple(sorted(files))
 
 
-def code_hashes(root: Path, module: str) -> dict[str, str]:
-    """{path relative to root: sha256 of its content} for `code_files(root, module)`.
+def code_hashes(root: Path, *modules: str) -> dict[str, str]:
+    """{path relative to root: sha256 of its content} for the `code_files` of every module.
 
     Not cached: contents are read afresh each time (tests edit files in place).
     """
-    return {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in code_files(root, module)}
+    files = sorted({rel for module in modules for rel in code_files(root, module)})
+    return {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in files}
 
 
 def clear_cache() -> None:

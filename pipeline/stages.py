@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from . import cache, codedeps, distributed, machine
-from .config import Config
+from .config import KINDS, Config
 from .errors import PipelineError, StageError, UsageError
 from .io import hash_files, hash_json
 
@@ -46,6 +46,8 @@ class Stage:
     # name -> what it is; run() returns each as a path (relative to the stage folder, or absolute)
     outputs: dict[str, str] = field(default_factory=dict)
     external: Callable[[Config], str] | None = None  # hash of inputs outside runs/
+    # project modules the stage loads by name (importlib), whose code it runs beyond its imports
+    loads: Callable[[], tuple[str, ...]] = tuple
     distributed: bool = False  # runs on every torchrun rank (else on rank 0 only)
 
 
@@ -79,6 +81,7 @@ STAGES: tuple[Stage, ...] = (
           distributed=True),
     Stage("student", ("data", "teacher", "distill"), "student.stage:run",
           lambda c: {"student": c.student.settings(), "background": c.background},
+          loads=lambda: tuple(sorted({target.split(":")[0] for target in KINDS.values()})),
           outputs={"model": "model.pt: weights, kind, architecture and camera (student.kinds.load_student)",
                    "metrics": "metrics.json: PSNR/SSIM vs ground truth and vs the teacher, per view",
                    "curve": "curve.json", "side_by_side": "side_by_side/: ground truth | teacher | student"},
@@ -182,7 +185,7 @@ class Pipeline:
             parts = {
                 "settings": st.settings(self.cfg),
                 "upstream": {u: self.key(u) for u in st.upstream},
-                "code": codedeps.code_hashes(self.root, st.entry.split(":")[0]),
+                "code": codedeps.code_hashes(self.root, st.entry.split(":")[0], *st.loads()),
                 "external": st.external(self.cfg) if st.external else None,
             }
             # as JSON gives them back (tuples become lists), so a record compares equal to them

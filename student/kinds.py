@@ -1,10 +1,11 @@
-"""The student interface, the registry of student kinds, and the student checkpoint.
+"""The student interface, the loading of student kinds by name, and the student checkpoint.
 
 A kind is a `StudentModel`: an nn.Module built from its architecture settings (its
 section of `student` in pipeline/config.py, e.g. `student.mobiler2l`) and a
 `StudentCamera` only. Training, export, the report, the viewer's preview model and the
-FLOP count use nothing but this interface, so a new kind adds one line to `KINDS`,
-one architecture section to `StudentConfig`, and its module.
+FLOP count use nothing but this interface, so a new kind adds its module, its
+architecture section to `StudentConfig` and one line to `KINDS` (pipeline/config.py),
+and nothing else (docs/DESIGN.md, "Adding a student kind").
 
 The checkpoint (`model.pt`) carries the kind, its architecture settings and the
 camera, so whoever loads it rebuilds the same model whatever the current config says.
@@ -23,13 +24,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pipeline.config import KINDS, REMOVED
 from pipeline.errors import StageError
 
-# kind (the value of student.kind) -> "module:class" implementing it
-KINDS: dict[str, str] = {
-    "mobiler2l": "student.model:NeLFStudent",
-    "gridlf": "student.grid:GridLightField",
-}
+__all__ = ["KINDS", "StudentCamera", "StudentModel", "TeacherGrids", "build_student", "count_params", "load_student",
+           "ray_layout", "student_checkpoint", "student_class"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,16 @@ class StudentCamera:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
+@dataclass(frozen=True)
+class TeacherGrids:
+    """What a kind needs from the teacher: its occupied cells and mean density on a grid of
+    `resolution`^3 cells over the scene box, the density averaged over `samples` random points
+    a cell (teacher/occupancy.py: `surface_grids`)."""
+
+    resolution: int
+    samples: int
+
+
 class StudentModel(nn.Module, abc.ABC):
     """What every student kind provides.
 
@@ -57,7 +66,6 @@ class StudentModel(nn.Module, abc.ABC):
     """
 
     kind: ClassVar[str]  # its key in KINDS
-    needs_occupancy: ClassVar[bool] = False  # True: the stage hands it the teacher's grid (`from_teacher`)
     arch_type: ClassVar[type]  # its architecture settings dataclass (pipeline/config.py)
     arch: Any  # an arch_type: the settings it was built from
     camera: StudentCamera
@@ -91,11 +99,18 @@ class StudentModel(nn.Module, abc.ABC):
         on any set of rays (`forward_rays`), not only on whole images."""
         return False
 
-    def from_teacher(self, occupancy: Tensor, density: Tensor | None = None) -> None:
-        """Take scene knowledge from the teacher: its occupancy grid, (R, R, R) bool over the
-        scene box, and its mean density in each cell (R, R, R) float. Called once before training
-        by kinds with `needs_occupancy`; it is saved with the weights (a buffer), so the exported
-        graph carries it."""
+    def teacher_grids(self) -> TeacherGrids | None:
+        """What the kind needs from the teacher (None, the default: nothing). The student stage
+        then computes those grids from the trained teacher and hands them to `from_teacher`."""
+        return None
+
+    def from_teacher(self, occupancy: Tensor, density: Tensor) -> list[str]:
+        """Take scene knowledge from the teacher (kinds whose `teacher_grids` is not None): its
+        occupied cells (R, R, R) bool over the scene box and its mean density in each cell
+        (R, R, R) float, R = teacher_grids().resolution. Called once before training; what it
+        keeps is saved with the weights (buffers), so the exported graph carries it. Returns
+        lines for the stage's log; ValueError (one line) when the grids do not fit."""
+        return []
 
     def param_groups(self, lr: float) -> list[dict]:
         """The optimiser's parameter groups at base learning rate `lr` (one group by default)."""
@@ -167,6 +182,11 @@ def ray_layout(n: int, grid: int) -> tuple[int, int, int]:
     return (n // (grid * grid), grid, grid) if n % (grid * grid) == 0 else (1, 1, n)
 
 
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters of any model."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def student_class(kind: str) -> type[StudentModel]:
     if kind not in KINDS:
         raise ValueError(f"unknown student kind '{kind}'; known kinds: {', '.join(KINDS)}")
@@ -200,9 +220,16 @@ def load_student(path: Path, device: torch.device) -> StudentModel:
         raise StageError(f"{path}: not a student model of this project (no {', '.join(missing)}); {redo}")
     if state["kind"] not in KINDS:
         raise StageError(f"{path}: student kind '{state['kind']}' is unknown here (known: {', '.join(KINDS)}); {redo}")
+    cls = student_class(state["kind"])
+    arch = dict(state["arch"])
+    for key, value in REMOVED.get(cls.arch_type, {}).items():
+        # a checkpoint of the design that won loads; one of a removed variant is named
+        if key in arch and arch.pop(key) != value:
+            raise StageError(f"{path}: a {cls.kind} student with {key}: {state['arch'][key]!r}, an option that was "
+                             f"removed ({key}: {value!r} is the only design now, docs/DESIGN.md has the rankings); "
+                             f"{redo}")
     try:
-        cls = student_class(state["kind"])
-        model = cls(cls.arch_type(**state["arch"]), StudentCamera.from_dict(state["camera"]))
+        model = cls(cls.arch_type(**arch), StudentCamera.from_dict(state["camera"]))
         model.load_state_dict(state["model"])
     except (TypeError, ValueError, RuntimeError) as err:
         reason = str(err).splitlines()[0][:120] if str(err) else err.__class__.__name__

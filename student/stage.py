@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-import student.grid  # noqa: F401  every kind's module is the student's code (kinds.py imports it by name)
 from pipeline import distributed
 from pipeline.cameras import Intrinsics
 from pipeline.errors import StageError
@@ -20,9 +19,8 @@ from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 from teacher.model import load_teacher
 from teacher.occupancy import surface_grids
 
-from .kinds import StudentCamera, StudentModel, build_student, ray_layout, student_checkpoint
+from .kinds import StudentCamera, StudentModel, build_student, count_params, ray_layout, student_checkpoint
 from .mining import HardRayPool, ray_errors
-from .model import count_params
 
 MODEL = "model.pt"
 
@@ -99,21 +97,17 @@ def run(ctx) -> dict:
                          f"{scfg.output_size}; re-run distill")
     camera = student_camera(cfg, c, scene_cameras)
     model = build_student(scfg.kind, scfg.arch, camera).to(dev)
-    if model.needs_occupancy:
+    needs = model.teacher_grids()
+    if needs is not None:
         field, estimator, _ = load_teacher(ctx.input("teacher", "model"), cfg.teacher, dev)
-        occupancy, density = surface_grids(field, torch.tensor(cfg.teacher.aabb), model.surface_resolution,
-                                           samples=model.surface_samples)
+        occupancy, density = surface_grids(field, torch.tensor(cfg.teacher.aabb), needs.resolution,
+                                           samples=needs.samples)
         del field, estimator
         try:
-            model.from_teacher(occupancy, density)
+            for line in model.from_teacher(occupancy, density):
+                ctx.log(line)
         except ValueError as err:
             raise StageError(str(err)) from None
-        ctx.log(f"teacher surfaces: {occupancy.float().mean():.1%} of {tuple(occupancy.shape)} cells at least "
-                f"half opaque; {(model.occupancy > 0).float().mean():.1%} after dilation")
-        if getattr(model.arch, "grid_extent", "scene") == "occupied":
-            box = model.grid_box.tolist()
-            ctx.log("feature planes span the occupied cells: " + " x ".join(
-                f"[{box[i]:.2f}, {box[i + 3]:.2f}]" for i in range(3)))
     world, rank = distributed.world_size(), distributed.rank()
     net = model
     if world > 1:
@@ -227,14 +221,14 @@ TABLE_MAX_BYTES = 8 * 2 ** 30  # per-ray input tables above this are not kept in
 def table_fits(model: StudentModel, poses: torch.Tensor, ctx) -> bool:
     """Whether the per-view table of `ray_inputs` (`ray_input_columns` floats a ray) stays under
     TABLE_MAX_BYTES. If not, steps compute their rays' inputs themselves (slower); a model that
-    can only do that from whole frames (gridlf, surface: pixel or density) is a clear error instead."""
+    can only do that from whole frames (`ray_inputs_required`) is a clear error instead."""
     need = len(poses) * model.n_rays * model.ray_input_columns * 4
     if need <= TABLE_MAX_BYTES:
         return True
     what = f"{len(poses):,} views x {model.n_rays:,} rays need {need / 2 ** 30:.1f} GB of per-ray inputs"
     if model.ray_inputs_required:
         raise StageError(f"student: {what} (limit {TABLE_MAX_BYTES / 2 ** 30:.0f} GB); lower distill.n_views or "
-                         "student.output_size, or use student.gridlf.surface: block (with ray_opacity: false)")
+                         "student.output_size")
     ctx.log(f"{what}: over {TABLE_MAX_BYTES / 2 ** 30:.0f} GB, so each step computes its rays' own (slower)")
     return False
 

@@ -158,26 +158,24 @@ def write_fake_report(scene_dir: Path, psnrs: tuple[float, ...] = (31.5, 24.25, 
     return report_path
 
 
-def fake_gridlf(size: int = SIZE, seed: int = 0, surface: str = "density", grid_extent: str = "occupied"):
-    """A small gridlf student (student/grid.py) with every op of the real one: occupancy
-    march, each pixel's own surface and opacity (surface: density with faint_surface: median, as the
-    lego config), nearest-cell tri-plane Gather over the box of the occupied cells, split first layer. Its scene is a
-    sphere of radius 0.8 in the box [-1, 1]^3; its planes hold smooth colour patterns (as
-    trained planes do), so a lookup that lands in the neighbouring cell changes little."""
+def fake_gridlf(size: int = SIZE, seed: int = 0):
+    """A small gridlf student (student/gridlf/) with every op of the real one: the density
+    march, each pixel's own surface and opacity, nearest-cell tri-plane Gathers over the box of
+    the occupied cells, the split first layer. Its scene is a sphere of radius 0.8 in the box
+    [-1, 1]^3; its planes hold smooth colour patterns (as trained planes do), so a lookup that
+    lands in the neighbouring cell changes little."""
     from pipeline.config import GridLFConfig
-    from student.grid import GridLightField
+    from student.gridlf import GridLightField
     from student.kinds import StudentCamera
 
     focal = size / (2 * math.tan(math.radians(40.0) / 2))
     camera = StudentCamera(output_size=size, focal=focal, near=1.0, far=8.0, center=(0.0, 0.0, 0.0),
                            scale=math.sqrt(3.0), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
     arch = GridLFConfig(occupancy_resolution=16, march_stride=4, n_points=4, grid_resolutions=[8, 32],
-                        grid_channels=4, width=16, depth=2, dir_freqs=2, surface=surface,
-                        grid_extent=grid_extent, ray_opacity=surface == "density",
-                        faint_surface="median" if surface == "density" else "cell")
+                        grid_channels=4, width=16, depth=2, dir_freqs=2)
     torch.manual_seed(seed)
     model = GridLightField(arch, camera)
-    r = model.surface_resolution
+    r = model.teacher_grids().resolution
     centres = (torch.arange(r) + 0.5) / r * 2 - 1
     x, y, z = torch.meshgrid(centres, centres, centres, indexing="ij")
     ball = x ** 2 + y ** 2 + z ** 2 <= 0.8 ** 2

@@ -36,10 +36,13 @@ EXPECTED_STALE = {
     "pipeline/training.py": ALL - {"data"},
     # the training loop (pipeline/training.py) broadcasts rank 0's clock: every training stage
     "pipeline/distributed.py": ALL - {"data"},
-    # a student-only module
-    "student/model.py": {"student", "export", "report"},
+    # student-only modules, the kinds among them (loaded by name: Stage.loads)
+    "student/kinds.py": {"student", "export", "report"},
+    "student/mobiler2l.py": {"student", "export", "report"},
+    "student/encoding.py": {"student", "export", "report"},
     # the gridlf kind, and the teacher's surfaces that only the student reads
-    "student/grid.py": {"student", "export", "report"},
+    "student/gridlf/model.py": {"student", "export", "report"},
+    "student/gridlf/march.py": {"student", "export", "report"},
     "teacher/occupancy.py": {"student", "export", "report"},
     # built by teacher/native.py (BUILD_SOURCES), which the teacher's hash grid and sampler load
     "teacher/csrc/hashgrid.c": ALL - {"data"},
@@ -301,3 +304,16 @@ def test_a_rerun_keeps_the_last_finished_outputs_until_it_finishes(tmp_path):
     (out / "model.pt").write_bytes(b"new weights")
     cache.finish_output(out, {"stage": "teacher", "key": "new"})
     assert not keep.exists() and (out / "model.pt").read_bytes() == b"new weights"
+
+
+def test_every_kind_is_code_of_the_student_stage(project, cfg):
+    """The kinds are loaded by name (student/kinds.py), which imports cannot show: the student
+    stage declares them (Stage.loads), and a kind missing from its key would leave a stale
+    student looking done after that kind's code changed."""
+    from pipeline.config import KINDS
+
+    code = Pipeline(cfg, root=project).key_parts("student")["code"]
+    for target in KINDS.values():
+        module = target.split(":")[0]
+        path = module.replace(".", "/")
+        assert f"{path}.py" in code or f"{path}/__init__.py" in code, f"{module} (KINDS) is not in the student's key"

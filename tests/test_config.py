@@ -193,22 +193,13 @@ def test_config_reference_is_up_to_date(capsys):
 @pytest.mark.parametrize("override, message", [
     ("student.gridlf.n_points=0", "'student.gridlf.n_points' must be >= 1, got 0"),
     ("student.gridlf.window=0", "'student.gridlf.window' must be > 0, got 0.0"),
-    ("student.gridlf.refine=-1", "'student.gridlf.refine' must be >= 0, got -1"),
     ("student.gridlf.grid_resolutions=[]", "'student.gridlf.grid_resolutions' must be a list of one or more"),
     ("student.gridlf.grid_resolutions=[64, 1]", "'student.gridlf.grid_resolutions' must be a list of one or more"),
     ("student.gridlf.march_stride=3", "'student.output_size' must be a multiple of student.gridlf.march_stride"),
-    ("student.gridlf.features=hash",
-     "'student.gridlf.features' must be one of 'triplane' \\| 'sparse' \\| 'grid', got 'hash'"),
     ("student.train.hard_fraction=2", r"'student.train.hard_fraction' must be in \[0, 1\]"),
     ("student.train.finetune_fraction=1", r"'student.train.finetune_fraction' must be in \[0, 1\)"),
     ("student.gridlf.surface_opacity=1", "'student.gridlf.surface_opacity' must be a number between 0 and 1"),
-    ("student.gridlf.fine_samples=4", "'student.gridlf.fine_samples' must be 0 unless student.gridlf.surface is "
-                                      "pixel"),
-    ("student.gridlf.ray_opacity=true", "'student.gridlf.ray_opacity' must be false unless student.gridlf.surface is "
-                                        "density"),
-    ("student.gridlf.faint_surface=median", "'student.gridlf.faint_surface' must be cell unless "
-                                            "student.gridlf.surface is density"),
-    ("student.gridlf.blend=over", "'student.gridlf.blend' must be one of"),
+    ("student.kind=nerf", "'student.kind' must be one of 'mobiler2l' \\| 'gridlf', got 'nerf'"),
 ])
 def test_gridlf_range_checks_name_their_key(tmp_path, override, message):
     p = write(tmp_path, "name: x\nstudent: {kind: gridlf, output_size: 64}\n")
@@ -216,12 +207,25 @@ def test_gridlf_range_checks_name_their_key(tmp_path, override, message):
         load_config(p, [override])
 
 
-def test_occupied_grid_extent_needs_dense_features(tmp_path):
-    p = write(tmp_path, "name: x\nstudent: {kind: gridlf, output_size: 64}\n")
-    load_config(p, ["student.gridlf.grid_extent=occupied"])
-    with pytest.raises(ConfigError, match="'student.gridlf.grid_extent' must be scene with student.gridlf.features: "
-                                          "sparse"):
-        load_config(p, ["student.gridlf.grid_extent=occupied", "student.gridlf.features=sparse"])
+@pytest.mark.parametrize("key, value", [("surface", "pixel"), ("features", "sparse"), ("refine", 4),
+                                        ("ray_opacity", True)])
+def test_removed_gridlf_options_are_named(tmp_path, key, value):
+    """The variants that lost their rankings are gone; a config that still sets one is told so,
+    in a file and with --set alike."""
+    p = write(tmp_path, f"name: x\nstudent: {{kind: gridlf, output_size: 64, gridlf: {{{key}: {value}}}}}\n")
+    with pytest.raises(ConfigError, match=f"'student.gridlf.{key}' was removed: .*docs/DESIGN.md.*; delete the key"):
+        load_config(p)
+    plain = write(tmp_path, "name: x\n")
+    with pytest.raises(ConfigError, match=f"--set student.gridlf.{key}: .*was removed"):
+        load_config(plain, [f"student.gridlf.{key}={value}"])
+
+
+def test_student_kinds_come_from_the_registry():
+    from pipeline.config import KINDS, StudentConfig, StudentKind
+
+    assert typing.get_args(StudentKind) == tuple(KINDS)
+    sections = {f.name for f in dataclasses.fields(StudentConfig)}
+    assert set(KINDS) <= sections  # each kind has an architecture section of its name
 
 
 def test_unselected_kind_is_not_range_checked(tmp_path):

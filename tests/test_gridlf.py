@@ -1,10 +1,9 @@
-"""The gridlf student (student/grid.py): its math against closed forms and slow twins, its
+"""The gridlf student (student/gridlf/): its math against closed forms and slow twins, its
 interface (per-ray training equals whole images), its ONNX export, and the teacher's
 surface grid (teacher/occupancy.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 
@@ -15,51 +14,35 @@ from fake_scene import fake_gridlf
 
 from pipeline.cameras import orbit_pose
 from pipeline.config import GridLFConfig
-from student.grid import (
-    GridLightField,
+from student.encoding import positional_encoding
+from student.gridlf import GridLightField
+from student.gridlf.features import encode_direction, encoding_order, triplane_nearest
+from student.gridlf.march import (
     box_interval,
-    cell_index,
-    encode_direction,
-    encoding_order,
-    first_occupied,
     first_opaque,
-    first_opaque_reference,
     lookup,
-    march_first_hit,
     march_index,
     neighbourhood_hits,
-    pack_density,
-    pack_surfaces,
-    plane_tv,
-    sparse_nearest,
-    sparse_nearest_reference,
-    surface_bit,
-    surface_bit_reference,
-    surface_rows,
-    trilinear,
-    trilinear_reference,
-    triplane_bilinear,
-    triplane_bilinear_reference,
-    triplane_nearest,
-    triplane_nearest_reference,
     window_points,
 )
+from student.gridlf.reference import (
+    cell_index,
+    first_opaque_reference,
+    triplane_nearest_reference,
+    window_points_reference,
+)
+from student.gridlf.surfaces import pack_density
 from student.kinds import StudentCamera, build_student, load_student, student_checkpoint
-from student.model import positional_encoding
 from teacher.occupancy import surface_occupancy
 
 
-def test_trilinear_matches_grid_sample_and_is_exact_on_linear_functions():
-    torch.manual_seed(0)
-    grid = torch.randn(9 ** 3, 3)
-    x = torch.rand(500, 3)
-    x[:5] = torch.tensor([[0.0, 0, 0], [1, 1, 1], [1, 0, 0.5], [0.5, 1, 0], [-0.2, 1.3, 0.5]])  # edges, clamping
-    assert torch.allclose(trilinear(grid, 9, x), trilinear_reference(grid, 9, x), atol=1e-5)
-    # a linear function sampled at the corners is reproduced exactly anywhere inside
-    c = torch.stack(torch.meshgrid(*[torch.linspace(0, 1, 9)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    lin = (c @ torch.tensor([1.0, -2.0, 0.5]) + 0.25)[:, None]
-    y = torch.rand(200, 3)
-    assert torch.allclose(trilinear(lin, 9, y)[:, 0], y @ torch.tensor([1.0, -2.0, 0.5]) + 0.25, atol=1e-5)
+def _camera(size: int = 16) -> StudentCamera:
+    return StudentCamera(output_size=size, focal=size * 1.2, near=1.0, far=8.0, center=(0.0, 0.0, 0.0),
+                         scale=math.sqrt(3.0), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
+
+
+def _pose(az: float = 30.0, el: float = 20.0) -> torch.Tensor:
+    return torch.from_numpy(orbit_pose([0.0, 0.0, 0.0], 3.5, az, el, [0.0, 0.0, 1.0])).float()
 
 
 def test_triplane_nearest_matches_per_plane_indexing():
@@ -74,54 +57,6 @@ def test_triplane_nearest_matches_per_plane_indexing():
     # the xy plane of the coarse level at cell (1, 2): x in [0.25, 0.5), y in [0.5, 0.75)
     p = torch.tensor([[0.3, 0.6, 0.9]])
     assert torch.equal(triplane_nearest(planes, res, p)[0, :5], planes[1 * 4 + 2])
-    # product: one C-vector per resolution, the three planes' features multiplied
-    prod = triplane_nearest(planes, res, x, "product")
-    assert prod.shape == (7, 11, 2 * 5)
-    assert torch.allclose(prod, triplane_nearest_reference(planes, res, x, "product"))
-    # coarse level at p: xy cell (1, 2), xz cell (1, 3), yz cell (2, 3)
-    expected = planes[1 * 4 + 2] * planes[16 + 1 * 4 + 3] * planes[32 + 2 * 4 + 3]
-    assert torch.allclose(triplane_nearest(planes, res, p, "product")[0, :5], expected)
-
-
-def test_sparse_nearest_matches_per_point_indexing():
-    torch.manual_seed(0)
-    r, s = 6, 3
-    rows = surface_rows((torch.rand(r ** 3) < 0.3).float())
-    n = int(rows.max())
-    assert rows.unique().tolist() == list(range(n + 1))  # 0 for empty cells, then 1..n in flat order
-    table = torch.randn((n + 1) * s ** 3, 5)
-    x = torch.rand(9, 40, 3) * 1.4 - 0.2  # some outside [0, 1]: clamped
-    x[0, :3] = torch.tensor([[0.0, 0, 0], [1, 1, 1], [0.5, 0.999, 0.001]])
-    out = sparse_nearest(table, rows, r, s, x)
-    assert out.shape == (9, 40, 5) and torch.equal(out, sparse_nearest_reference(table, rows, r, s, x))
-    # closed form: the point (0.3, 0.6, 0.9) is in cell (1, 3, 5) of 6, sub-cell (2, 1, 1) of 3
-    grid = torch.zeros(r ** 3)
-    grid[1 * 36 + 3 * 6 + 5] = 1.0
-    p = torch.tensor([[0.3, 0.6, 0.9]])
-    assert torch.equal(sparse_nearest(table, surface_rows(grid), r, s, p)[0], table[27 + 2 * 9 + 1 * 3 + 1])
-    # every empty cell reads row 0
-    assert torch.equal(sparse_nearest(table, torch.zeros(r ** 3), r, s, p)[0], table[2 * 9 + 1 * 3 + 1])
-
-
-@pytest.mark.parametrize("combine", ["concat", "product"])
-def test_triplane_bilinear_matches_grid_sample_and_is_exact_on_linear_functions(combine):
-    torch.manual_seed(0)
-    res = [4, 9]
-    planes = torch.randn(sum(3 * r * r for r in res), 5)
-    x = torch.rand(7, 11, 3) * 1.2 - 0.1  # some outside [0, 1]: clamped
-    x[0, :3] = torch.tensor([[0.0, 0, 0], [1, 1, 1], [0.01, 0.99, 0.5]])  # the border half-cells
-    out = triplane_bilinear(planes, res, x, combine)
-    assert out.shape == (7, 11, 2 * (1 if combine == "product" else 3) * 5)
-    assert torch.allclose(out, triplane_bilinear_reference(planes, res, x, combine), atol=1e-5)
-    # a plane linear in its two coordinates, sampled at the cell centres, is reproduced exactly
-    # between the outermost centres: xy plane of one 8-cell level, value 2a - b + 0.5
-    r = 8
-    centres = (torch.arange(r) + 0.5) / r
-    a, b = torch.meshgrid(centres, centres, indexing="ij")
-    lin = torch.zeros(3 * r * r, 1)
-    lin[:r * r, 0] = (2 * a - b + 0.5).reshape(-1)
-    p = torch.rand(50, 3) * (1 - 1 / r) + 0.5 / r
-    assert torch.allclose(triplane_bilinear(lin, [r], p)[:, 0], 2 * p[:, 0] - p[:, 1] + 0.5, atol=1e-5)
 
 
 def test_box_interval_closed_form():
@@ -135,50 +70,6 @@ def test_box_interval_closed_form():
     t0, t1 = box_interval(torch.tensor([-3.0, -3, -3]), torch.ones(3) / math.sqrt(3), lo, hi)
     assert math.isclose(float(t0), 2 * math.sqrt(3), rel_tol=1e-6) and math.isclose(float(t1), 4 * math.sqrt(3),
                                                                                       rel_tol=1e-6)
-
-
-def test_march_finds_the_first_occupied_cell():
-    r = 8
-    occ = torch.zeros(r, r, r)
-    occ[5, 3, 3] = occ[2, 3, 3] = 1.0  # two cells on the line y = z = -0.125 (cell 3 of [-1, 1] in 8)
-    lo, hi = -torch.ones(3), torch.ones(3)
-    o = torch.tensor([[-4.0, -0.1, -0.1], [4.0, -0.1, -0.1], [-4.0, 0.6, 0.6], [-4.0, 5.0, 5.0]])
-    d = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0]])
-    t, hit = march_first_hit(o, d, occ.reshape(-1), r, lo, hi, n_samples=4 * r, near=0.1)
-    assert hit.tolist() == [1.0, 1.0, 0.0, 0.0]
-    # from -x the first is cell 2 (x in [-0.5, -0.25]): entered at t = 3.5; from +x cell 5 (x in [0.25, 0.5])
-    step = 2.0 / (4 * r)
-    assert 3.5 - step <= t[0] <= 3.5 and 3.5 - step <= t[1] <= 3.5
-    assert math.isclose(float(t[2]), 5.0, rel_tol=1e-6)  # no hit: the box exit
-    assert math.isfinite(float(t[3]))  # misses the box (hit 0): no span, t is where x enters the slab
-
-
-def test_first_occupied_finds_the_first_surface_sample_and_the_first_dilated_cell():
-    torch.manual_seed(0)
-    r = 8
-    fine = torch.rand(2 * r, 2 * r, 2 * r) < 0.02
-    packed = pack_surfaces(fine, dilate=1)
-    lo, hi = -torch.ones(3), torch.ones(3)
-    o = torch.randn(64, 3) * 0.3 + torch.tensor([-4.0, 0.0, 0.0])
-    d = torch.nn.functional.normalize(torch.tensor([1.0, 0.0, 0.0]) + 0.2 * torch.randn(64, 3), dim=-1)
-    n = 4 * r
-    # the dilated cells: the march's own answer
-    t, hit = march_first_hit(o, d, packed, r, lo, hi, n, near=0.0)
-    scale = r / (hi - lo)
-    ob, v = (o - lo) * scale, d * scale
-    t_near, t_far = box_interval(ob, v, torch.zeros(3), torch.full((3,), float(r)))
-    t_near = t_near.clamp(min=0.0)
-    step = (t_far - t_near).clamp(min=0.0) / n
-    t_surf, found, t_cell, in_cell = first_occupied(ob, v, t_near, step, n, packed, r, t_near, t_far)
-    assert torch.equal(hit, in_cell) and torch.allclose(t[hit > 0], t_cell[hit > 0], atol=1e-5)
-    # the surfaces: a direct lookup of each sample's sub-cell in the fine grid
-    ts = t_near[:, None] + (torch.arange(n) + 0.5) * step[:, None]
-    cells = (ob[:, None] + ts[..., None] * v[:, None]).mul(2).floor().clamp(0, 2 * r - 1).long()
-    inside = (ts > t_near[:, None]) & (ts < t_far[:, None])
-    occ = fine[cells[..., 0], cells[..., 1], cells[..., 2]] & inside
-    assert torch.equal(found > 0, occ.any(dim=-1)) and 0 < int((found > 0).sum()) < int((in_cell > 0).sum())
-    first = occ.float().argmax(dim=-1)
-    assert torch.allclose(t_surf[found > 0], (t_near + first * step)[found > 0], atol=1e-5)
 
 
 def _random_rays(n: int, r: int, seed: int) -> tuple:
@@ -216,9 +107,11 @@ def test_first_opaque_matches_the_transmittance_twin(median):
         assert opaque.any() and torch.equal(fast[0][opaque], plain[0][opaque])
     else:
         assert 0 < int(found.sum()) < int(in_cell.sum())  # some rays cross dilated cells without turning opaque
-    # the dilated cells are the block march's
-    t, hit = march_first_hit(ob * 0.25 - 1.0, v * 0.25, grid, r, -torch.ones(3), torch.ones(3), 4 * r, near=0.0)
-    assert torch.equal(hit, in_cell)
+    # in_cell: a sample lands in a dilated cell (the packed grid's nonzero cells), looked up directly
+    ts = t_near[:, None] + (torch.arange(4 * r) + 0.5) * step[:, None]
+    cells = (ob[:, None] + ts[..., None] * v[:, None]).floor().clamp(0, r - 1).long()
+    dilated = (grid.reshape(r, r, r) > 0)[cells[..., 0], cells[..., 1], cells[..., 2]]
+    assert torch.equal(in_cell > 0, dilated.any(dim=-1) & (step > 0))
 
 
 def test_march_index_and_lookup_match_cell_index_and_indexing():
@@ -254,8 +147,7 @@ def test_window_points_and_direction_encoding_match_their_plain_forms():
     t0, length = torch.rand(40, generator=g) * 4, torch.rand(40, generator=g)
     lo, size = torch.tensor([-1.0, -0.5, -2.0]), torch.tensor([2.0, 1.5, 3.0])
     k = 5
-    t = t0[:, None] + (torch.arange(k) + 0.5) * (length / k)[:, None]
-    plain = ((origin - lo) / size)[:, None, :] + t[..., None] * (d / size)[:, None, :]
+    plain = window_points_reference(origin, d, t0, length / k, k, lo, size)
     assert torch.allclose(window_points(origin, d, t0, length / k, k, lo, size), plain, atol=1e-5)
     for freqs in (0, 1, 4):
         order = encoding_order(freqs)
@@ -296,13 +188,13 @@ def test_first_opaque_closed_form_in_a_uniform_medium():
     assert found.item() == 0.0 and t.item() == 8.0 and in_cell.item() == 1.0 and alpha.item() == 0.0
 
 
-@pytest.mark.parametrize("graze, faint", [(False, "cell"), (True, "cell"), (True, "median")])
-def test_density_surface_lands_on_a_wall_behind_a_cell_it_grazes(graze, faint):
+@pytest.mark.parametrize("graze", [False, True])
+def test_density_surface_lands_on_a_wall_behind_a_cell_it_grazes(graze):
     # a wall of cells x >= 5 of 16 over [-1, 1]^3 (x >= -0.375), density 400 (opaque in a
     # hundredth of a cell); with `graze`, in front of it a slab of cells the teacher marked occupied
     # (one point in them is dense) whose mean density is a haze: the pixels look through it
-    arch = GridLFConfig(occupancy_resolution=16, dilate=1, march_stride=4, surface="density", window=2.0,
-                        pixel_samples=16, faint_surface=faint)  # median: the opaque wall is no faint pixel
+    # (the median of an opaque wall's light is its own half-opaque crossing: no faint pixel here)
+    arch = GridLFConfig(occupancy_resolution=16, dilate=1, march_stride=4, window=2.0, pixel_samples=16)
     m = build_student("gridlf", arch, _camera())
     occupied = torch.zeros(16, 16, 16, dtype=torch.bool)
     occupied[5:] = True
@@ -319,29 +211,31 @@ def test_density_surface_lands_on_a_wall_behind_a_cell_it_grazes(graze, faint):
     t_exact = (-0.375 - o[0]) / d[:, 0] + math.log(2.0) / 400.0
     x = o + t_exact[:, None] * d
     inside = (x[:, 1:].abs() < 1.0 - 2 * m.cell).all(dim=-1)
-    assert m.surface_resolution == 16 and inside.sum() > 50 and (hit[0] > 0)[inside].all()
+    assert m.teacher_grids().resolution == 16 and inside.sum() > 50 and (hit[0] > 0)[inside].all()
     centre = t0[0] + 0.5 * length[0]
     # within one step of the march (it spans the neighbourhood's hits and 4 cells: under 8 cells here)
     assert (centre - t_exact)[inside].abs().max() <= 0.5 * m.cell
     assert (opacity[0][inside] > 0.99).all() and (opacity[0][hit[0] == 0] == 0).all()  # the wall covers them
-    with pytest.raises(ValueError, match="density grid"):
-        m.from_teacher(occupied)
+    with pytest.raises(ValueError, match="cannot be pooled"):
+        m.from_teacher(occupied, density[:8])
 
 
 def test_density_march_box_is_the_dilated_cells_and_finds_the_same_surface():
-    model = fake_gridlf(size=32, surface="density")  # a ball of radius 0.8 in [-1, 1]^3, 16^3 cells, dilated 1
+    model = fake_gridlf(size=32)  # a ball of radius 0.8 in [-1, 1]^3, 16^3 cells, dilated 1
     r = model.arch.occupancy_resolution
     cells = (model.occupancy.reshape(r, r, r) > 0).nonzero()
     assert model.march_box.tolist() == cells.amin(0).tolist() + (cells.amax(0) + 1).tolist()
     assert model.n_march == math.ceil(float((model.march_box[3:] - model.march_box[:3]).norm()))
-    whole = GridLightField(model.arch, model.camera)
-    whole.load_state_dict({k: v for k, v in model.state_dict().items() if k != "march_box"})  # an older checkpoint
+    whole = GridLightField(model.arch, model.camera)  # marches the whole box
+    state = model.state_dict()
+    state["march_box"] = whole.march_box.clone()
+    whole.load_state_dict(state)
     assert whole.march_box.tolist() == [0, 0, 0, r, r, r] and whole.n_march == math.ceil(math.sqrt(3) * r)
     poses = torch.stack([_pose(30, 20), _pose(131, 51), _pose(250, 5)])
     with torch.no_grad():
         rot = poses[:, :3, :3].transpose(1, 2)
-        t_box, _, hit_box = model.anchor(poses[:, None, :3, 3], torch.matmul(model.march_dirs, rot))
-        t_all, _, hit_all = whole.anchor(poses[:, None, :3, 3], torch.matmul(whole.march_dirs, rot))
+        t_box, hit_box = model.block_anchor(poses[:, None, :3, 3], torch.matmul(model.march_dirs, rot))
+        t_all, hit_all = whole.block_anchor(poses[:, None, :3, 3], torch.matmul(whole.march_dirs, rot))
     # samples placed differently (at most a cell apart either way) can disagree only on rays that
     # clip a cell's corner: the same hits but for a few, the same surface to a small fraction of a cell
     both = (hit_box > 0) & (hit_all > 0)
@@ -350,36 +244,23 @@ def test_density_march_box_is_the_dilated_cells_and_finds_the_same_surface():
     assert gap.mean() <= 0.25 * model.cell and gap.max() <= 2 * model.cell  # grazing rays: a cell or two
 
 
-def test_occupied_grid_extent_spans_the_dilated_cells_and_older_checkpoints_the_scene():
+def test_feature_planes_span_the_dilated_cells():
     model = fake_gridlf(size=32)  # ball of radius 0.8: cells 2..13 of 16 over [-1, 1], dilated: 1..14
     assert torch.allclose(model.grid_box, torch.tensor([-0.875] * 3 + [0.875] * 3))
-    assert torch.equal(fake_gridlf(size=32, grid_extent="scene").grid_box, torch.tensor([-1.0] * 3 + [1.0] * 3))
     # the planes' cells follow the box: the same weights over the scene box read other cells
-    old = GridLightField(model.arch, model.camera)
-    old.load_state_dict({k: v for k, v in model.state_dict().items() if k != "grid_box"})  # an older checkpoint
-    assert torch.equal(old.grid_box, torch.tensor([-1.0] * 3 + [1.0] * 3))
+    wide = GridLightField(model.arch, model.camera)
+    state = model.state_dict()
+    state["grid_box"] = torch.tensor([-1.0] * 3 + [1.0] * 3)
+    wide.load_state_dict(state)
     pose = _pose(30, 20)[None]
     with torch.no_grad():
-        a, b = model(pose), old(pose)
-        old.grid_box.copy_(model.grid_box)
-        assert not torch.allclose(a, b, atol=1e-3) and torch.equal(old(pose), a)
-
-
-def test_pack_surfaces_keeps_every_bit_and_the_dilated_coarse_grid():
-    torch.manual_seed(1)
-    r = 6
-    fine = torch.rand(2 * r, 2 * r, 2 * r) < 0.05
-    packed = pack_surfaces(fine, dilate=1)
-    idx = torch.stack(torch.meshgrid(*[torch.arange(2 * r)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    value = packed[(idx // 2 * torch.tensor([r * r, r, 1])).sum(-1)]
-    sub = (idx % 2).float()
-    assert torch.equal(surface_bit(value, sub), fine.reshape(-1).float())
-    assert torch.equal(surface_bit(value, sub), surface_bit_reference(value, sub))
-    coarse = fine.reshape(r, 2, r, 2, r, 2).any(5).any(3).any(1).float()
-    dilated = torch.nn.functional.max_pool3d(coarse[None, None], 3, 1, 1)[0, 0]
-    assert torch.equal(packed.reshape(r, r, r) > 0, dilated > 0)
-    with pytest.raises(ValueError, match="need"):
-        pack_surfaces(torch.zeros(5, 5, 5, dtype=torch.bool), 0)
+        a, b = model(pose), wide(pose)
+        wide.grid_box.copy_(model.grid_box)
+        assert not torch.allclose(a, b, atol=1e-3) and torch.equal(wide(pose), a)
+    # a teacher with no occupied cell leaves the scene box
+    empty = GridLightField(model.arch, model.camera)
+    empty.from_teacher(torch.zeros(16, 16, 16, dtype=torch.bool), torch.zeros(16, 16, 16))
+    assert torch.equal(empty.grid_box, torch.tensor([-1.0] * 3 + [1.0] * 3)) and empty.march_box[3] == 16
 
 
 def test_neighbourhood_hits_are_the_min_and_max_over_3x3():
@@ -392,93 +273,33 @@ def test_neighbourhood_hits_are_the_min_and_max_over_3x3():
     assert any_hit[0].tolist() == [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
 
 
-@pytest.mark.parametrize("fine_samples", [0, 8])
-def test_pixel_surface_lands_on_a_wall(fine_samples):
-    # a wall filling fine cells x >= 10 of 32 over [-1, 1]^3 (x >= -0.375): each pixel's window
-    # is centred, along the ray, within half a cell of the exact crossing (half a step of its
-    # 16-sample march, which spans a few cells here), a quarter with the second march
-    arch = GridLFConfig(occupancy_resolution=16, dilate=1, march_stride=4, surface="pixel", window=2.0,
-                        pixel_samples=16, fine_samples=fine_samples)
-    m = build_student("gridlf", arch, _camera())
-    fine = torch.zeros(32, 32, 32, dtype=torch.bool)
-    fine[10:] = True
-    m.from_teacher(fine)
-    pose = torch.from_numpy(orbit_pose([0.0, 0.0, 0.0], 3.5, 180.0, 10.0, [0.0, 0.0, 1.0])).float()
-    with torch.no_grad():
-        t0, length, hit, opacity = m.anchors_frame(pose[None])
-    assert torch.equal(opacity, hit)  # no density march: a pixel is covered or not
-    d = m.dirs @ pose[:3, :3].T
-    o = pose[:3, 3]
-    t_exact = (-0.375 - o[0]) / d[:, 0]
-    x = o + t_exact[:, None] * d  # where each ray crosses the wall's plane: on the wall inside the box
-    inside = (x[:, 1:].abs() < 1.0 - 2 * m.cell).all(dim=-1)  # away from the box's sides (the wall meets them)
-    t_near, t_far = box_interval(o.expand_as(d), d, -torch.ones(3), torch.ones(3))
-    assert m.surface_resolution == 32 and inside.sum() > 50
-    assert (hit[0] > 0)[inside].all() and not (hit[0] > 0)[t_far <= t_near].any()
-    centre = t0[0] + 0.5 * length[0]
-    assert (centre - t_exact)[inside].abs().max() <= (0.25 if fine_samples else 0.5) * m.cell
-    assert torch.allclose(length, torch.full_like(length, 2.0 * m.cell))
-
-
-def _camera(size: int = 16) -> StudentCamera:
-    return StudentCamera(output_size=size, focal=size * 1.2, near=1.0, far=8.0, center=(0.0, 0.0, 0.0),
-                         scale=math.sqrt(3.0), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
-
-
-def _pose(az: float = 30.0, el: float = 20.0) -> torch.Tensor:
-    return torch.from_numpy(orbit_pose([0.0, 0.0, 0.0], 3.5, az, el, [0.0, 0.0, 1.0])).float()
-
-
-def test_from_teacher_pools_and_dilates():
+def test_from_teacher_pools_dilates_and_packs_the_density():
     arch = GridLFConfig(occupancy_resolution=8, dilate=1, march_stride=4)
     m = build_student("gridlf", arch, _camera())
     occ = torch.zeros(16, 16, 16, dtype=torch.bool)
     occ[7, 7, 7] = True  # one fine cell -> coarse cell (3, 3, 3) -> its 3x3x3 neighbourhood
-    m.from_teacher(occ)
+    density = occ.float() * 8.0  # the coarse cell's mean: 8 / 8 sub-cells = 1
+    lines = m.from_teacher(occ, density)
     grid = m.occupancy.reshape(8, 8, 8)
-    assert grid.sum() == 27 and grid[2:5, 2:5, 2:5].all()
+    assert (grid > 0).sum() == 27 and (grid[2:5, 2:5, 2:5] > 0).all()
+    assert grid[3, 3, 3] == 2.0 and grid[2, 3, 3] == 1.0  # 1 + the mean density; dilated cells: 1 + 0
+    assert m.march_box.tolist() == [2, 2, 2, 5, 5, 5] and len(lines) == 2 and "after dilation" in lines[0]
     with pytest.raises(ValueError, match="cannot be pooled to 8"):
-        m.from_teacher(torch.zeros(12, 12, 12, dtype=torch.bool))
-    # sparse features: the grid holds rows 1..27 and the table has room for exactly those cells
-    arch = dataclasses.replace(arch, features="sparse", subdivide=2, grid_channels=3)
-    m = build_student("gridlf", arch, _camera())
-    m.from_teacher(occ)
-    grid = m.occupancy.reshape(8, 8, 8)
-    assert sorted(grid[grid > 0].tolist()) == list(range(1, 28)) and grid[2:5, 2:5, 2:5].all()
-    assert m.grids[0].shape == (28 * 8, 3)
-    m.MAX_TABLE_FLOATS = 27 * 8 * 3  # one row (the empty cells') too many
-    with pytest.raises(ValueError, match="lower student.gridlf.subdivide"):
-        m.from_teacher(occ)
+        m.from_teacher(torch.zeros(12, 12, 12, dtype=torch.bool), torch.zeros(12, 12, 12))
 
 
-def _sparse(model: GridLightField) -> GridLightField:
-    """The fake student with sparse features over the same surface cells, random features."""
-    arch = dataclasses.replace(model.arch, features="sparse", subdivide=2)
-    sparse = GridLightField(arch, model.camera)
-    r = arch.occupancy_resolution
-    sparse.from_teacher(model.occupancy.reshape(r, r, r) > 0)  # already dilated; dilate again: fine
-    with torch.no_grad():
-        sparse.grids[0].normal_()
-    return sparse
-
-
-@pytest.mark.parametrize("features", ["triplane", "grid", "sparse", "product", "bilinear", "block", "density"])
-def test_rays_equal_whole_images_and_checkpoint_round_trip(features, tmp_path):
-    surface = {"sparse": "block", "block": "block", "density": "density"}.get(features, "pixel")
-    model = fake_gridlf(size=16, surface=surface)
-    if features in ("product", "bilinear"):
-        change = {"plane_combine": "product"} if features == "product" else {"plane_interp": "bilinear"}
-        model = GridLightField(dataclasses.replace(model.arch, **change), model.camera)
-        model.occupancy.copy_(fake_gridlf(size=16).occupancy)
-    if features == "sparse":
-        model = _sparse(model)
-    if features == "grid":
-        arch = dataclasses.replace(model.arch, features="grid", grid_resolutions=[5, 9])
-        model = GridLightField(arch, model.camera)
-        model.occupancy.copy_(fake_gridlf(size=16).occupancy)
+@pytest.mark.parametrize("planes", [[8, 32], [16]])
+def test_rays_equal_whole_images_and_checkpoint_round_trip(planes, tmp_path):
+    model = fake_gridlf(size=16)
+    if planes != model.arch.grid_resolutions:
+        other = GridLightField(GridLFConfig(**{**model.arch.__dict__, "grid_resolutions": planes}), model.camera)
         with torch.no_grad():
-            for g in model.grids:
+            for name in ("occupancy", "march_box", "grid_box"):
+                getattr(other, name).copy_(getattr(model, name))
+            for g in other.grids:
                 g.normal_()
+        other._set_march_samples()
+        model = other.eval()
     poses = torch.stack([_pose(30, 20), _pose(200, 60)])
     noise = torch.rand(2, 256, model.n_points)
     with torch.no_grad():
@@ -516,37 +337,16 @@ def test_coarser_shares_weights_and_march_rays():
     assert small.camera.output_size == 16 and small.arch.march_stride == 2
     pose = _pose()
     with torch.no_grad():
-        big_t, _, big_hit = model.anchor(pose[None, None, :3, 3], (model.march_dirs @ pose[:3, :3].T)[None])
-        small_t, _, small_hit = small.anchor(pose[None, None, :3, 3], (small.march_dirs @ pose[:3, :3].T)[None])
+        big_t, big_hit = model.block_anchor(pose[None, None, :3, 3], (model.march_dirs @ pose[:3, :3].T)[None])
+        small_t, small_hit = small.block_anchor(pose[None, None, :3, 3], (small.march_dirs @ pose[:3, :3].T)[None])
         assert torch.allclose(big_t, small_t, atol=1e-5) and torch.equal(big_hit, small_hit)
         assert small(pose).shape == (1, 3, 16, 16)
 
 
-# "density" is the fake student's (and lego's) faint_surface: median; "cell alpha" keeps the
-# default faint_surface in the check, with blend: alpha
-@pytest.mark.parametrize("features", ["triplane", "block", "sparse", "bilinear product", "density",
-                                      "cell alpha"])
-def test_onnx_export_matches_torch(features):
+def test_onnx_export_matches_torch():
     from export.onnx_export import compare_with_torch, ort_session, simplify, to_onnx_bytes
 
-    surface = {"sparse": "block", "block": "block", "density": "density", "cell alpha": "density"}.get(features,
-                                                                                                       "pixel")
-    model = fake_gridlf(size=32, surface=surface)
-    if features == "cell alpha":
-        model = _variant(model, faint_surface="cell", blend="alpha")
-        with torch.no_grad():
-            model.mlp[len(model.mlp) - 1].weight[3].normal_()  # a coverage that varies across the frame
-    if features == "sparse":
-        model = _sparse(model)
-    elif features == "bilinear product":
-        smooth = GridLightField(dataclasses.replace(model.arch, plane_interp="bilinear", plane_combine="product"),
-                                model.camera)
-        with torch.no_grad():  # the fake's smooth planes and surfaces; its first layer is wider (concat)
-            smooth.occupancy.copy_(model.occupancy)
-            for mine, theirs in zip(smooth.grids, model.grids, strict=True):
-                mine.copy_(theirs + 1.0)
-            smooth.background.copy_(model.background)
-        model = smooth.eval()
+    model = fake_gridlf(size=32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         onnx_bytes = simplify(to_onnx_bytes(model, 17))
@@ -592,21 +392,6 @@ def test_surface_occupancy_keeps_opaque_cells_only():
     assert not surface_occupancy(_SphereField(2.0), aabb, r, samples=4).any()  # a haze below half opacity
 
 
-def test_refine_finds_each_pixels_own_surface_within_its_window():
-    arch = GridLFConfig(occupancy_resolution=16, dilate=0, march_stride=4, refine=8)
-    m = build_student("gridlf", arch, _camera())
-    occ = torch.zeros(16, 16, 16, dtype=torch.bool)
-    occ[6] = True  # a wall x in [-0.25, -0.125] (cell 0.125)
-    m.from_teacher(occ)
-    o = torch.tensor([[-4.0, 0.01, 0.01], [-4.0, 0.01, 0.01], [-4.0, 0.01, 0.01]])
-    d = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    t0 = torch.tensor([3.0, 2.0, 3.0])  # from x = -1 (6 cells before the wall), x = -2 (beyond 8 cells)
-    t, hit = m.refine(o, d, t0, torch.ones(3))
-    assert math.isclose(float(t[0]), 3.75, rel_tol=1e-6) and hit.tolist() == [1.0, 0.0, 0.0]
-    t, hit = m.refine(o[:1], d[:1], t0[:1], torch.zeros(1))  # the block found nothing: stays background
-    assert hit.tolist() == [0.0]
-
-
 def test_shading_the_hits_only_equals_shading_every_ray():
     model = fake_gridlf(size=16)
     pose = _pose(60, 30)
@@ -624,82 +409,22 @@ def test_shading_the_hits_only_equals_shading_every_ray():
     assert torch.allclose(bg, torch.sigmoid(model.background).expand(1, s * s, 3))
 
 
-def _variant(model: GridLightField, **changes) -> GridLightField:
-    """The fake with other arch options and its weights (an alpha output's row: 0)."""
-    other = GridLightField(dataclasses.replace(model.arch, **changes), model.camera)
-    state = model.state_dict()
-    last = f"mlp.{len(model.mlp) - 1}"
-    if changes.get("blend") == "alpha":
-        w, b = state[f"{last}.weight"], state[f"{last}.bias"]
-        state[f"{last}.weight"] = torch.cat([w, torch.zeros_like(w[:1])])
-        state[f"{last}.bias"] = torch.cat([b, torch.zeros_like(b[:1])])
-    other.load_state_dict(state)
-    return other.eval()
-
-
-def test_alpha_blend_is_coverage_times_colour_plus_background():
-    model = fake_gridlf(size=16)
-    alpha = _variant(model, blend="alpha")
-    pose = _pose(60, 30)
-    bg = torch.sigmoid(model.background)[None, :, None, None]
-    last = alpha.mlp[len(alpha.mlp) - 1]
-    with torch.no_grad():
-        plain = model(pose)
-        assert torch.allclose(alpha(pose), 0.5 * plain + 0.5 * bg, atol=1e-6)  # coverage sigmoid(0)
-        last.bias[3] = 30.0  # fully covered: the plain student
-        assert torch.allclose(alpha(pose), plain, atol=1e-6)
-        last.bias[3] = -30.0  # uncovered: the background everywhere
-        assert torch.allclose(alpha(pose), bg.expand_as(plain), atol=1e-6)
-
-
-def test_without_jitter_training_reads_the_points_rendering_reads():
-    model = fake_gridlf(size=16)
-    pose = _pose(45, 25)
-    noise = torch.rand(1, 256, model.n_points)
-    with torch.no_grad():
-        assert not torch.allclose(model(pose, noise), model(pose))  # jittered points: other features
-        still = GridLightField(dataclasses.replace(model.arch, jitter=False), model.camera)
-        still.load_state_dict(model.state_dict())
-        assert torch.equal(still(pose, noise), model(pose))
-
-
-def test_plane_tv_closed_form_and_regularization():
-    # a plane whose value rises by c per cell along its first axis: every neighbour difference
-    # along that axis is c, along the other 0, so the TV is (c^2 + 0) / 2
-    r, c = 5, 0.3
-    ramp = (torch.arange(r, dtype=torch.float32) * c)[:, None].expand(r, r)
-    planes = torch.stack([ramp, ramp, ramp]).reshape(3 * r * r, 1)
-    assert math.isclose(float(plane_tv(planes, [r])), c * c / 2, rel_tol=1e-5)
-    assert float(plane_tv(torch.ones(3 * 16 + 3 * 4, 2), [4, 2])) == 0.0  # constant planes, two levels
-    model = fake_gridlf(size=16)
-    assert model.regularization() is None  # tv_weight 0: no term
-    tv = GridLightField(dataclasses.replace(model.arch, tv_weight=0.5), model.camera)
-    tv.load_state_dict(model.state_dict())
-    expected = 0.5 * sum(plane_tv(g, [r]) for g, r in zip(model.grids, model.arch.grid_resolutions, strict=True))
-    assert torch.allclose(tv.regularization(), expected)
-
-
-def test_per_ray_table_over_its_limit_is_skipped_or_a_clear_error(monkeypatch):
+def test_per_ray_table_over_its_limit_is_a_clear_error(monkeypatch):
     from pipeline.errors import StageError
     from student import stage
 
     class Ctx:
-        lines: list[str] = []
-
         def log(self, text: str) -> None:
-            self.lines.append(text)
+            pass
 
     poses = torch.stack([_pose(30, 20), _pose(200, 60)])
-    block, pixel = fake_gridlf(size=16, surface="block"), fake_gridlf(size=16)
-    assert stage.table_fits(block, poses, Ctx()) and stage.table_fits(pixel, poses, Ctx())
-    assert (block.ray_input_columns, pixel.ray_input_columns) == (3, 4)  # the fake density student reads opacity
-    monkeypatch.setattr(stage, "TABLE_MAX_BYTES", 2 * 256 * 3 * 4 - 1)  # one byte short of two block views
-    ctx = Ctx()
-    assert not stage.table_fits(block, poses, ctx) and "each step computes" in ctx.lines[-1]
-    with pytest.raises(StageError, match="surface: block"):
-        stage.table_fits(pixel, poses, ctx)
-    table = stage.ray_inputs_table(block, poses, torch.device("cpu"), chunk=1)
-    assert table.shape == (2, 256, 3) and torch.equal(table, block.ray_inputs(poses))
+    model = fake_gridlf(size=16)
+    assert stage.table_fits(model, poses, Ctx()) and model.ray_input_columns == 4
+    monkeypatch.setattr(stage, "TABLE_MAX_BYTES", 2 * 256 * 4 * 4 - 1)  # one byte short of two views
+    with pytest.raises(StageError, match="lower distill.n_views or student.output_size"):
+        stage.table_fits(model, poses, Ctx())
+    table = stage.ray_inputs_table(model, poses, torch.device("cpu"), chunk=1)
+    assert table.shape == (2, 256, 4) and torch.equal(table, model.ray_inputs(poses))
 
 
 def test_exact_matmuls_ignore_autocast():
@@ -721,3 +446,19 @@ def test_exact_matmuls_ignore_autocast():
         cast = run()
     for a, b in zip(plain, cast, strict=True):
         assert a.dtype == torch.float32 and torch.equal(a, b)
+
+
+def test_checkpoint_of_a_removed_variant_is_a_one_line_error(tmp_path):
+    from pipeline.errors import StageError
+
+    model = fake_gridlf(size=16)
+    state = student_checkpoint(model)
+    # a checkpoint that records the design gridlf has now loads, the removed keys dropped
+    state["arch"] |= {"surface": "density", "faint_surface": "median", "ray_opacity": True}
+    torch.save(state, tmp_path / "same.pt")
+    assert isinstance(load_student(tmp_path / "same.pt", torch.device("cpu")), GridLightField)
+    state["arch"]["surface"] = "pixel"
+    torch.save(state, tmp_path / "pixel.pt")
+    with pytest.raises(StageError, match=r"surface: 'pixel', an option that was removed \(surface: 'density'") as err:
+        load_student(tmp_path / "pixel.pt", torch.device("cpu"))
+    assert "\n" not in str(err.value)

@@ -258,7 +258,6 @@ def test_compare_page_lists_every_test_view(toy_run, tmp_path):
 GRIDLF = ["--set", "student.kind=gridlf", "--set", "student.train.batch_mode=rays",
           "--set", "student.train.batch_rays=512", "--set", "student.gridlf.occupancy_resolution=16",
           "--set", "student.gridlf.grid_resolutions=[8, 16]", "--set", "student.gridlf.width=8",
-          "--set", "student.gridlf.refine=4", "--set", "student.gridlf.grid_extent=occupied",
           "--set", "student.train.finetune_fraction=0.3"]
 
 

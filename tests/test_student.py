@@ -7,8 +7,9 @@ import torch
 from pipeline.cameras import Intrinsics, camera_directions, orbit_pose
 from pipeline.config import Config, ExportConfig, MobileR2LConfig, StudentConfig
 from pipeline.errors import StageError
+from student.encoding import positional_encoding
 from student.kinds import KINDS, StudentCamera, build_student, load_student, student_checkpoint, student_class
-from student.model import NeLFStudent, fold_batchnorm, positional_encoding
+from student.mobiler2l import MobileR2L, fold_batchnorm
 
 
 def test_positional_encoding_closed_form():
@@ -48,7 +49,7 @@ def _cfg(**kw):
 
 def test_student_shapes_and_range():
     torch.manual_seed(0)
-    model = NeLFStudent(_cfg(), _camera()).eval()
+    model = MobileR2L(_cfg(), _camera()).eval()
     poses = torch.tensor(np.stack([orbit_pose([0, 0, 0], 3.0, a, 20.0) for a in (0, 90)]), dtype=torch.float32)
     out = model(poses)
     assert out.shape == (2, 3, 32, 32) and out.min() >= 0 and out.max() <= 1
@@ -57,7 +58,7 @@ def test_student_shapes_and_range():
 
 
 def test_jittered_points_stay_in_their_bins():
-    model = NeLFStudent(_cfg(n_points=4, pe_freqs=0), _camera())
+    model = MobileR2L(_cfg(n_points=4, pe_freqs=0), _camera())
     pose = torch.tensor(orbit_pose([0, 0, 0], 3.0, 0, 0), dtype=torch.float32)
     x = model.encode(pose, jitter=True)  # (1, K*3, h, w) normalised points
     pts = x[0].reshape(4, 3, -1) * 1.5  # back to world units, centre 0
@@ -66,7 +67,7 @@ def test_jittered_points_stay_in_their_bins():
         assert dist[k].min() >= 2.0 + 0.5 * k - 1e-5 and dist[k].max() <= 2.0 + 0.5 * (k + 1) + 1e-5
 
 
-def _trained_bn(model: NeLFStudent) -> NeLFStudent:
+def _trained_bn(model: MobileR2L) -> MobileR2L:
     """The model with BatchNorm running statistics away from their initial values, in eval mode."""
     model.train()
     with torch.no_grad():
@@ -77,7 +78,7 @@ def _trained_bn(model: NeLFStudent) -> NeLFStudent:
 
 def test_for_export_folds_batchnorm_and_preserves_output():
     torch.manual_seed(0)
-    model = _trained_bn(NeLFStudent(_cfg(), _camera()))
+    model = _trained_bn(MobileR2L(_cfg(), _camera()))
     pose = torch.tensor(orbit_pose([0, 0, 0], 3.0, 10, 20), dtype=torch.float32)
     with torch.no_grad():
         ref = model(pose)
@@ -90,27 +91,27 @@ def test_for_export_folds_batchnorm_and_preserves_output():
 
 
 def test_flops_counts_convs():
-    model = NeLFStudent(_cfg(n_blocks=0, sr_channels=[], sr_factor=1), _camera(8))
+    model = MobileR2L(_cfg(n_blocks=0, sr_channels=[], sr_factor=1), _camera(8))
     c_in = 4 * 3 * 7
     assert model.flops_per_frame() == 2 * 64 * (c_in * 16 + 16 * 3)
 
 
 def test_ray_grid_layout():
-    model = NeLFStudent(_cfg(sr_factor=4), _camera(32))
+    model = MobileR2L(_cfg(sr_factor=4), _camera(32))
     assert (model.in_size, model.n_rays, model.ray_block, model.n_points) == (8, 64, 4, 4)
     # row-major grid, z = -1 before normalising: ray (row 0, col 7) is up and to the right
     f = 32 * 1.2 / 4  # focal on the ray grid, pixels
     expected = torch.tensor([(7.5 - 4) / f, (4 - 0.5) / f, -1.0])
     assert torch.allclose(model.dirs.reshape(8, 8, 3)[0, 7], expected / expected.norm(), atol=1e-6)
     with pytest.raises(ValueError, match="not a multiple of sr_factor 4"):
-        NeLFStudent(_cfg(sr_factor=4), _camera(30))
+        MobileR2L(_cfg(sr_factor=4), _camera(30))
 
 
 def test_onnx_export_matches_torch(tmp_path):
     from export.onnx_export import export_onnx
 
     torch.manual_seed(0)
-    model = NeLFStudent(_cfg(activation="gelu_tanh"), _camera()).eval()
+    model = MobileR2L(_cfg(activation="gelu_tanh"), _camera()).eval()
     poses = [orbit_pose([0, 0, 0], 3.0, a, 25.0) for a in (0, 120, 240)]
     onnx_bytes, report = export_onnx(model, ExportConfig(), poses, tmp_path)
     assert report["max_abs_diff"] < 1e-4 and report["max_abs_diff_raw"] < 1e-4
@@ -124,9 +125,9 @@ def test_coarser_student_renders_the_same_view_smaller(upsample):
     form, the 2x2 means of the full grid's (unnormalised, z = -1) directions, and the full
     model fed exactly those rays renders exactly the preview's image."""
     torch.manual_seed(0)
-    model = _trained_bn(NeLFStudent(_cfg(upsample=upsample, sr_factor=4), _camera()))
+    model = _trained_bn(MobileR2L(_cfg(upsample=upsample, sr_factor=4), _camera()))
     small = model.coarser(2)
-    assert isinstance(small, NeLFStudent) and small.arch == model.arch and not small.training
+    assert isinstance(small, MobileR2L) and small.arch == model.arch and not small.training
     assert (small.in_size, small.camera.output_size, small.camera.focal) == (4, 16, model.camera.focal / 2)
     assert small.flops_per_frame() * 4 == model.flops_per_frame()  # every layer at half the resolution
     f = model.camera.focal / 4
@@ -152,7 +153,7 @@ def test_fp16_weights_export_is_half_size_and_close():
     from export.onnx_export import OUTPUTS, fp16_weights, ort_session, psnr_between, simplify, to_onnx_bytes
 
     torch.manual_seed(0)
-    model = NeLFStudent(_cfg(activation="gelu_tanh", width=128, n_blocks=4), _camera()).eval()
+    model = MobileR2L(_cfg(activation="gelu_tanh", width=128, n_blocks=4), _camera()).eval()
     fp32 = simplify(to_onnx_bytes(model, 17))  # what export writes
     fp16 = fp16_weights(fp32)
     poses = [orbit_pose([0, 0, 0], 3.0, a, 25.0) for a in (0, 120)]
@@ -169,7 +170,7 @@ def test_ray_batches_match_whole_images():
     from student.stage import ray_blocks
 
     torch.manual_seed(0)
-    model = NeLFStudent(_cfg(upsample="pixelshuffle"), _camera()).eval()
+    model = MobileR2L(_cfg(upsample="pixelshuffle"), _camera()).eval()
     poses = torch.stack([torch.from_numpy(orbit_pose([0, 0, 0], 3.0, a, 25.0)).float() for a in (10, 200)])
     with torch.no_grad():
         full = model(poses)  # (2, 3, 32, 32)
@@ -188,7 +189,7 @@ def test_ray_batches_match_whole_images():
     assert blocks.shape == expected.shape == (1, 3, 32, 32)
     assert (blocks - expected).abs().max() <= 0.5 / 255 + 1e-6
     with pytest.raises(ValueError, match="pixelshuffle"):
-        NeLFStudent(_cfg(upsample="transpose"), _camera())(poses[view], ray=ray)
+        MobileR2L(_cfg(upsample="transpose"), _camera())(poses[view], ray=ray)
 
 
 def test_registry_matches_config_sections():
@@ -207,7 +208,7 @@ def test_registry_matches_config_sections():
     with pytest.raises(ValueError, match="unknown student kind 'nerf'"):
         student_class("nerf")
     with pytest.raises(TypeError, match="built from MobileR2LConfig settings, got StudentConfig"):
-        NeLFStudent(StudentConfig(), camera)
+        MobileR2L(StudentConfig(), camera)
 
 
 def test_student_stage_key_covers_only_the_selected_kind():
@@ -227,11 +228,11 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
     """model.pt alone (kind, architecture, camera, weights with BatchNorm statistics) gives
     a model with identical outputs; no config is involved."""
     torch.manual_seed(0)
-    model = _trained_bn(NeLFStudent(_cfg(upsample="pixelshuffle", width=24), _camera()))
+    model = _trained_bn(MobileR2L(_cfg(upsample="pixelshuffle", width=24), _camera()))
     path = tmp_path / "model.pt"
     torch.save(student_checkpoint(model), path)
     loaded = load_student(path, torch.device("cpu"))
-    assert type(loaded) is NeLFStudent and loaded.arch == model.arch and loaded.camera == model.camera
+    assert type(loaded) is MobileR2L and loaded.arch == model.arch and loaded.camera == model.camera
     assert not loaded.training
     poses = torch.stack([torch.from_numpy(orbit_pose([0, 0, 0], 3.0, a, 25.0)).float() for a in (0, 77)])
     with torch.no_grad():
@@ -239,7 +240,7 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
 
 
 def test_load_student_errors_are_one_line(tmp_path):
-    model = NeLFStudent(_cfg(), _camera())
+    model = MobileR2L(_cfg(), _camera())
     state = student_checkpoint(model)
     cases = {
         "missing.pt": (None, "student model not found"),
@@ -249,7 +250,7 @@ def test_load_student_errors_are_one_line(tmp_path):
         "list.pt": ([1, 2], "not a student model of this project"),
         "unknown.pt": ({**state, "kind": "grid"}, "student kind 'grid' is unknown here"),
         "foreign_arch.pt": ({**state, "arch": {"depth": 3}}, "does not fit its own settings"),
-        "other_weights.pt": ({**state, "model": NeLFStudent(_cfg(width=8), _camera()).state_dict()},
+        "other_weights.pt": ({**state, "model": MobileR2L(_cfg(width=8), _camera()).state_dict()},
                              "does not fit its own settings"),
     }
     for name, (content, message) in cases.items():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 
 import torch
 import torch.nn as nn
@@ -25,25 +24,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from pipeline.cameras import Intrinsics, camera_directions
 from pipeline.config import MobileR2LConfig
 
+from .encoding import positional_encoding
 from .kinds import StudentCamera, StudentModel, ray_layout
 
-__all__ = ["NeLFStudent", "StudentCamera", "count_params", "fold_batchnorm", "positional_encoding", "ray_layout"]
-
-
-def positional_encoding(x: Tensor, n_freqs: int) -> Tensor:
-    """[x, sin(2^l pi x), cos(2^l pi x)] for l < n_freqs, concatenated on the last axis.
-
-    The argument is reduced to [-pi, pi) before sin/cos: in cycles c = 2^(l-1) x,
-    c - floor(c + 1/2) is exact in float32, so GPU shaders whose sin/cos lose
-    precision for large arguments see only small ones.
-    x: (..., D) -> (..., D * (1 + 2 * n_freqs)).
-    """
-    out = [x]
-    for level in range(n_freqs):
-        cycles = x * (2.0 ** (level - 1))
-        arg = (cycles - torch.floor(cycles + 0.5)) * (2 * math.pi)
-        out += [torch.sin(arg), torch.cos(arg)]
-    return torch.cat(out, dim=-1)
+__all__ = ["MobileR2L", "fold_batchnorm"]
 
 
 def _activation(name: str) -> nn.Module:
@@ -96,7 +80,7 @@ class ResBlock(nn.Module):
         return self.act2(x + self.b(self.act1(self.a(x))))
 
 
-class NeLFStudent(StudentModel):
+class MobileR2L(StudentModel):
     """MobileR2L family: pose -> rays on an in_size x in_size grid -> 1x1 convs -> x2 upsamplings."""
 
     kind = "mobiler2l"
@@ -196,13 +180,13 @@ class NeLFStudent(StudentModel):
         b, h, w = ray_layout(d.shape[0], self.in_size)
         return self.decode(x.reshape(b, h * w, -1).transpose(1, 2).reshape(b, -1, h, w))
 
-    def coarser(self, factor: int = 2) -> NeLFStudent:
+    def coarser(self, factor: int = 2) -> MobileR2L:
         """Every layer is per-ray or local, so the weights carry over; only the ray grid changes."""
         if self.in_size % factor:
             raise ValueError(f"the {self.in_size}x{self.in_size} ray grid is not divisible by {factor}")
         cam = self.camera
         small_cam = dataclasses.replace(cam, output_size=cam.output_size // factor, focal=cam.focal / factor)
-        small = NeLFStudent(self.arch, small_cam).to(self.dirs.device)
+        small = MobileR2L(self.arch, small_cam).to(self.dirs.device)
         state = {k: v for k, v in self.state_dict().items() if k != "dirs"}
         missing, unexpected = small.load_state_dict(state, strict=False)
         assert missing == ["dirs"] and not unexpected, (missing, unexpected)  # only the ray grid differs
@@ -235,7 +219,3 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         else:
             fold_batchnorm(child)
     return model
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,80 @@
+"""The slow, plain twins of gridlf's fast paths: one ray, one sample or one point at a time, in
+the most direct form. The tests compare each fast path with its twin; nothing here runs in
+training or in the exported graph."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["cell_index", "first_opaque_reference", "triplane_nearest_reference", "window_points_reference"]
+
+
+def cell_index(o: Tensor, v: Tensor, t: Tensor, resolution: int) -> Tensor:
+    """Flat index x R^2 + y R + z (float) of the cells of an R^3 grid that samples t (..., n) of
+    rays o + t v (..., 3) in cell units fall in (clamped to the grid): `march.march_index`'s twin."""
+    r = resolution
+    p = o[..., None, :] + t[..., None] * v[..., None, :]  # (..., n, 3)
+    c = p.floor().clamp(0, r - 1)
+    return c[..., 0] * (r * r) + c[..., 1] * r + c[..., 2]
+
+
+def first_opaque_reference(o: Tensor, v: Tensor, start: Tensor, step: Tensor, n: int, grid: Tensor,
+                           resolution: int, opacity: float,
+                           median: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """`march.first_opaque` one ray and one sample at a time, with the transmittance itself: the
+    crossing is where T = 1 - opacity, inside the step that passes it; with `median`, where
+    T = sqrt(T_end) if that is larger (half the optical depth: a second pass)."""
+    flat = [x.reshape(-1, *x.shape[len(start.shape):]) for x in (o, v, start, step)]
+    out = torch.zeros(5, flat[2].shape[0], dtype=v.dtype)
+    r = resolution
+
+    def sample(oi: Tensor, vi: Tensor, t: float) -> float:
+        c = (oi + t * vi).floor().clamp(0, r - 1).long()
+        return float(grid[int(c[0]) * r * r + int(c[1]) * r + int(c[2])])
+
+    for i, (oi, vi, s, h) in enumerate(zip(*flat, strict=True)):
+        out[:4, i] = torch.stack([s + n * h, torch.zeros(()), s + n * h, torch.zeros(())])
+        if h <= 0:
+            continue
+        target = 1.0 - opacity
+        if median:  # the first pass: the transmittance at the march's end
+            end = 1.0
+            for k in range(n):
+                end *= math.exp(-max(sample(oi, vi, s + (k + 0.5) * h) - 1.0, 0.0) * float(h))
+            target = max(target, math.sqrt(end)) if end < 1.0 - 1e-6 else target
+        transmittance, cell_found = 1.0, False
+        for k in range(n):
+            value = sample(oi, vi, s + (k + 0.5) * h)
+            if value >= 1.0 and not cell_found:
+                out[2, i], out[3, i], cell_found = s + k * h, 1.0, True
+            sigma = max(value - 1.0, 0.0)
+            after = transmittance * math.exp(-sigma * float(h))
+            if out[1, i] == 0 and after <= target and sigma > 0:
+                # optical depth is linear in the step: T = target at this fraction of it
+                frac = math.log(transmittance / target) / (sigma * float(h))
+                out[0, i], out[1, i] = s + (k + min(max(frac, 0.0), 1.0)) * h, 1.0
+            transmittance = after
+        out[4, i] = 1.0 - transmittance
+    return tuple(x.reshape(start.shape) for x in out)
+
+
+def triplane_nearest_reference(planes: Tensor, resolutions: list[int], x: Tensor) -> Tensor:
+    """`features.triplane_nearest` with explicit per-plane indexing."""
+    out, offset = [], 0
+    for r in resolutions:
+        c = (x.clamp(0.0, 1.0) * r).floor().long().clamp(max=r - 1)
+        xy, xz, yz = planes[offset:offset + 3 * r * r].reshape(3, r, r, -1)
+        out += [xy[c[..., 0], c[..., 1]], xz[c[..., 0], c[..., 2]], yz[c[..., 1], c[..., 2]]]
+        offset += 3 * r * r
+    return torch.cat(out, dim=-1)
+
+
+def window_points_reference(origin: Tensor, d: Tensor, t0: Tensor, step: Tensor, k: int, lo: Tensor,
+                            size: Tensor) -> Tensor:
+    """`march.window_points` as the broadcast it stands for: (origin + t d - lo) / size at
+    t = t0 + (j + 1/2) step -> (..., k, 3)."""
+    t = t0[..., None] + (torch.arange(k, dtype=d.dtype) + 0.5) * step[..., None]  # (..., k)
+    return (origin[..., None, :] + t[..., None] * d[..., None, :] - lo) / size
