@@ -1,11 +1,12 @@
-# Two commands on a fresh machine (README): `make demo` and `make test`.
+# Two commands on a fresh machine (README): `make demo` and `make test` (`make test-fast` for
+# developers: the suite without its end-to-end runs).
 # Both install what they need first: a venv with the CPU build of torch, the
 # project, the viewer's npm packages, Debian's chromium for browser tests, and a
 # C compiler for the teacher's CPU kernels (built on first use).
 PY := .venv/bin/python
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: setup demo test serve chromium cc lint
+.PHONY: setup demo test test-fast serve chromium cc lint
 
 .venv/.ready: pyproject.toml
 	python3 -m venv .venv
@@ -33,6 +34,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -v tests
+
+# the suite without the end-to-end runs (marker `slow`): what a developer runs after each change
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
 
 serve:
 	$(PY) -m http.server -d site 8000

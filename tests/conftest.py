@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +31,22 @@ def run_cli(ws: Path, *args: str, check: bool = True, timeout: float = 900) -> s
         raise AssertionError(f"pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-3000:]}")
     return proc
+
+
+def main_inproc(ws: Path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
+    """`pipeline.cli.main(ARGS)` in this process, cwd `ws`: the same output and exit status as
+    `python -m pipeline ARGS`, without starting an interpreter that imports torch."""
+    from pipeline.cli import main
+
+    monkeypatch.chdir(ws)
+    monkeypatch.delenv("NELF_FAULT_INJECT", raising=False)
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        code = main(list(args))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
 @pytest.fixture(scope="session")

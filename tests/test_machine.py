@@ -19,7 +19,7 @@ from teacher import native
 from teacher.model import speed_switches
 
 ROOT = Path(__file__).resolve().parent.parent
-# the two machines of the issue: a KVM guest says "AMD EPYC" for both
+# two machine kinds the switches must tell apart: a KVM guest says "AMD EPYC" for both
 ZEN1 = CpuInfo("AMD EPYC", frozenset({"fpu", "sse4_2", "avx", "avx2", "fma"}), "AVX2")
 ZEN5 = CpuInfo("AMD EPYC", frozenset({"fpu", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16"}), "AVX512")
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import make_workspace, run_cli
+from conftest import main_inproc, make_workspace, run_cli
 
 STAGES = ("data", "teacher", "distill", "student", "export", "report")
 
@@ -108,16 +108,19 @@ def test_cache_rules(tiny_ws):
     assert _ran(forced) == {"distill"}
 
 
-def test_clear_errors(tiny_ws, tmp_path):
-    bad = run_cli(tiny_ws, "stage", "student", "configs/tiny.yaml", check=False)
+def test_clear_errors(tiny_ws, tmp_path, monkeypatch, capsys):
+    def run(ws, *args):
+        return main_inproc(ws, monkeypatch, capsys, *args)
+
+    bad = run(tiny_ws, "stage", "student", "configs/tiny.yaml")
     assert bad.returncode == 1 and "needs stage 'data' first" in bad.stderr
     assert "Traceback" not in bad.stderr
-    bad = run_cli(tiny_ws, "stage", "nosuch", "configs/tiny.yaml", check=False)
+    bad = run(tiny_ws, "stage", "nosuch", "configs/tiny.yaml")
     assert bad.returncode == 2 and "unknown stage 'nosuch'" in bad.stderr
     empty = make_workspace(tmp_path / "empty")
-    bad = run_cli(empty, "status", check=False)
+    bad = run(empty, "status")
     assert bad.returncode == 2 and "no config given" in bad.stderr and "configs/toy.yaml" in bad.stderr
-    bad = run_cli(tiny_ws, "run", "configs/tiny.yaml", "--set", "teacher.stepz=3", check=False)
+    bad = run(tiny_ws, "run", "configs/tiny.yaml", "--set", "teacher.stepz=3")
     assert bad.returncode == 2 and "did you mean 'steps'" in bad.stderr
 
 

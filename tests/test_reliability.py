@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import main_inproc
 from test_pipeline_e2e import TINY
 
-from pipeline.cli import _one_line, main
+from pipeline.cli import _one_line
 from pipeline.config import ToySceneConfig
 from pipeline.toy_scene import write_toy_scene
 
@@ -88,19 +89,6 @@ def error_line(proc: subprocess.CompletedProcess, code: int, *needles: str) -> s
     return lines[0]
 
 
-def main_inproc(ws: Path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
-    """`pipeline.cli.main(ARGS)` in this process, cwd `ws`: same output, no interpreter start-up."""
-    monkeypatch.chdir(ws)
-    monkeypatch.delenv("NELF_FAULT_INJECT", raising=False)
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        code = main(list(args))
-    finally:
-        signal.signal(signal.SIGTERM, old)
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-
 def record(ws: Path, stage: str) -> dict | None:
     path = ws / "runs" / "tiny" / stage / "record.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -133,30 +121,40 @@ def ws(base, tmp_path) -> Path:
 # 1-3: config, overrides, stages
 
 
-def test_config_file_missing_not_yaml_not_mapping(tmp_path):
+def test_config_file_missing_not_yaml_not_mapping(tmp_path, monkeypatch, capsys):
     (tmp_path / "bad.yaml").write_text("teacher: [1, 2\n")
     (tmp_path / "list.yaml").write_text("- teacher\n- student\n")
     (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00garbage")
     (tmp_path / "folder.yaml").mkdir()
+    # the real entry point once (`python -m pipeline`: exit status and one line on stderr) ...
     error_line(cli(tmp_path, "status", "nope.yaml"), 2, "config file not found: nope.yaml")
-    error_line(cli(tmp_path, "status", "bad.yaml"), 2, "bad.yaml: not valid YAML at line 2")
-    error_line(cli(tmp_path, "status", "list.yaml"), 2, "list.yaml: expected a mapping", "got list")
-    error_line(cli(tmp_path, "status", "bin.yaml"), 2, "bin.yaml: not a text file")
-    error_line(cli(tmp_path, "status", "folder.yaml"), 2, "folder.yaml is a folder")
+
+    def run(*args: str) -> subprocess.CompletedProcess:  # ... the rest in-process: the same main()
+        return main_inproc(tmp_path, monkeypatch, capsys, *args)
+
+    error_line(run("status", "bad.yaml"), 2, "bad.yaml: not valid YAML at line 2")
+    error_line(run("status", "list.yaml"), 2, "list.yaml: expected a mapping", "got list")
+    error_line(run("status", "bin.yaml"), 2, "bin.yaml: not a text file")
+    error_line(run("status", "folder.yaml"), 2, "folder.yaml is a folder")
 
 
-def test_unknown_key_wrong_type_and_bad_overrides(tmp_path):
+def test_unknown_key_wrong_type_and_bad_overrides(tmp_path, monkeypatch, capsys):
     (tmp_path / "c.yaml").write_text("teacher:\n  hash: {n_levles: 4}\nstudent: {mobiler2l: {width: wide}}\n")
     (tmp_path / "t.yaml").write_text("student: {mobiler2l: {width: wide}}\n")
     (tmp_path / "ok.yaml").write_text("name: ok\n")
-    error_line(cli(tmp_path, "status", "c.yaml"), 2, "unknown key 'teacher.hash.n_levles'", "did you mean 'n_levels'")
-    error_line(cli(tmp_path, "status", "t.yaml"), 2, "'student.mobiler2l.width' must be an integer, got 'wide'")
-    error_line(cli(tmp_path, "status", "ok.yaml", "--set", "teacher.hash.sizee=3"), 2,
-               "unknown key 'teacher.hash.sizee'")
-    error_line(cli(tmp_path, "status", "ok.yaml", "--set", "teacher.steps.x=3"), 2, "'teacher.steps' is not a section")
-    error_line(cli(tmp_path, "status", "ok.yaml", "--set", "teacher.steps=[1,"), 2, "cannot parse value '[1,'")
-    error_line(cli(tmp_path, "status", "ok.yaml", "--set", "teacher.steps"), 2, "expected KEY.PATH=VALUE")
-    error_line(cli(tmp_path, "status", "ok.yaml", "--set", "teacher.steps=many"), 2,
+    (tmp_path / "old.yaml").write_text("name: old\nstudent: {kind: gridlf, gridlf: {surface: pixel}}\n")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return main_inproc(tmp_path, monkeypatch, capsys, *args)
+
+    error_line(run("status", "c.yaml"), 2, "unknown key 'teacher.hash.n_levles'", "did you mean 'n_levels'")
+    error_line(run("status", "t.yaml"), 2, "'student.mobiler2l.width' must be an integer, got 'wide'")
+    error_line(run("status", "old.yaml"), 2, "'student.gridlf.surface' was removed", "docs/DESIGN.md")
+    error_line(run("status", "ok.yaml", "--set", "teacher.hash.sizee=3"), 2, "unknown key 'teacher.hash.sizee'")
+    error_line(run("status", "ok.yaml", "--set", "teacher.steps.x=3"), 2, "'teacher.steps' is not a section")
+    error_line(run("status", "ok.yaml", "--set", "teacher.steps=[1,"), 2, "cannot parse value '[1,'")
+    error_line(run("status", "ok.yaml", "--set", "teacher.steps"), 2, "expected KEY.PATH=VALUE")
+    error_line(run("status", "ok.yaml", "--set", "teacher.steps=many"), 2,
                "'teacher.steps' must be an integer, got 'many'")
 
 
@@ -212,7 +210,20 @@ SCENE_CASES = {
     "NaN in matrix": (lambda s: _edit_json(s / "transforms_test.json",
                                            lambda m: m["frames"][0]["transform_matrix"][0].__setitem__(3, np.nan)),
                       "frames[0].transform_matrix must be a 4x4 matrix of finite numbers, got NaN or infinity"),
+    "zero rotation": (lambda s: _edit_json(s / "transforms_train.json", lambda m: _set_rotation(m, 1, 0.0)),
+                      "frames[1].transform_matrix must be a 4x4 matrix of finite numbers, but its top-left 3x3 "
+                      "is not a rotation (determinant 0;"),
+    "scaled rotation": (lambda s: _edit_json(s / "transforms_test.json", lambda m: _set_rotation(m, 0, 2.0)),
+                        "frames[0].transform_matrix must be a 4x4 matrix of finite numbers, but its top-left 3x3 "
+                        "is not a rotation (determinant 8;"),
 }
+
+
+def _set_rotation(meta: dict, k: int, scale: float) -> None:
+    """Frame k's rotation times `scale` (0: all zero; 2: a scaled camera, determinant 8)."""
+    m = meta["frames"][k]["transform_matrix"]
+    for row in m[:3]:
+        row[:3] = [scale * v for v in row[:3]]
 
 
 def _rewrite_png(path: Path, transform) -> None:
