@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline import distributed, faults
 from pipeline.cameras import Intrinsics, camera_directions, pinhole_rays
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, png_bytes
+from pipeline.progress import progress
 from pipeline.scene import background_rgb, load_split
 from teacher.malloc_tuning import tune_malloc
 from teacher.model import load_teacher
@@ -64,7 +64,7 @@ def _render_views(ctx, field, estimator, poses, cameras: list[Intrinsics], folde
     # under torchrun, rank r renders views r, r + world, ...: disjoint, deterministic
     # slices, so any number of ranks writes the same files as one process
     mine = range(distributed.rank(), len(poses), distributed.world_size())
-    for k in tqdm(mine, desc=desc, unit="view", disable=not distributed.is_main()):
+    for k in progress(mine, desc=desc, unit="view", disable=not distributed.is_main()):
         path = folder / f"{k:05d}.png"
         if path.exists():
             continue  # complete by construction (atomic rename)
