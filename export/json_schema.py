@@ -6,6 +6,13 @@ minItems, maxItems, minLength, minimum, maximum, exclusiveMinimum, and local `$r
 A schema using any other keyword is refused (ValueError), so the schema can never ask
 for a check this module silently skips. Unlisted properties are allowed, as in JSON Schema.
 
+The viewer checks the same files against the same schemas with Ajv (draft 2020-12), and
+site/js/schema.js words Ajv's first error as SchemaViolation does here, so a broken field
+reads the same in a stage's error and on the page (tests/test_site_format.py compares them).
+As in Ajv, const and enum compare JSON values, so `true` is not 1 (Python's `True == 1` would
+say it is); stricter than Ajv, a const or enum 2 does not match 2.0 either (JavaScript cannot
+tell them apart; a version number written as 2.0 is a bug on the writing side).
+
 One deliberate difference from JSON Schema: "number" and "integer" are finite. JSON has no
 NaN or Infinity; Python writes them anyway and the browser's JSON.parse then refuses the file.
 """
@@ -19,6 +26,7 @@ from typing import Any
 ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "$defs"})
 KEYWORDS = frozenset({"type", "const", "enum", "required", "properties", "items", "minItems", "maxItems",
                       "minLength", "minimum", "maximum", "exclusiveMinimum", "$ref"})
+TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
 
 
 class SchemaViolation(ValueError):
@@ -48,6 +56,17 @@ def _is_type(value: Any, name: str) -> bool:
     }[name](value)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: equal values of the same type all the way down (True is not 1; 2.0 is not 2)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
 def _resolve(ref: str, root: dict) -> dict:
     if not ref.startswith("#/"):
         raise ValueError(f"$ref {ref!r}: only local references (#/...) are supported")
@@ -59,9 +78,15 @@ def _resolve(ref: str, root: dict) -> dict:
 
 def check_schema(schema: dict, path: str = "#") -> None:
     """Raise ValueError if `schema` (or any schema inside it) uses a keyword this module does not implement."""
+    if not isinstance(schema, dict):
+        raise ValueError(f"schema at {path}: must be an object (got {_shown(schema)})")
     unknown = set(schema) - KEYWORDS - ANNOTATIONS
     if unknown:
         raise ValueError(f"schema at {path}: unsupported keyword(s) {sorted(unknown)}")
+    types = schema.get("type", [])
+    unknown = set(types if isinstance(types, list) else [types]) - TYPES
+    if unknown:
+        raise ValueError(f"schema at {path}: unknown type(s) {sorted(unknown)}")
     for key in ("properties", "$defs"):
         for name, sub in schema.get(key, {}).items():
             check_schema(sub, f"{path}/{key}/{name}")
@@ -82,9 +107,9 @@ def _check(value: Any, schema: dict, root: dict, path: str) -> None:
         _check(value, _resolve(schema["$ref"], root), root, path)
     sub = lambda key: key if path == "(top level)" else f"{path}.{key}"  # noqa: E731
 
-    if "const" in schema and not (value == schema["const"] and type(value) is type(schema["const"])):
+    if "const" in schema and not _same(value, schema["const"]):
         raise SchemaViolation(path, f"must be {_shown(schema['const'])} (got {_shown(value)})")
-    if "enum" in schema and value not in schema["enum"]:
+    if "enum" in schema and not any(_same(value, allowed) for allowed in schema["enum"]):
         raise SchemaViolation(path, f"must be one of {_shown(schema['enum'])} (got {_shown(value)})")
     if "type" in schema:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]

@@ -1,7 +1,9 @@
 """scene.json and report.json: build them, check them against their schema, write and read them.
 
 The formats, version numbers included, are defined once, by the JSON Schemas the site serves
-(`site/schema/{scene,report}.schema.json`); the viewer reads the versions from the same files.
+(`site/schema/{scene,report}.schema.json`); the viewer checks every file it loads against the
+same files (`site/js/schema.js`, with Ajv, wording a violation as `json_schema.SchemaViolation`
+does), and `export/SCENE_FORMAT.md` is generated from them (`python -m export.format_docs`).
 Export, the report stage and the test fixture build their documents here, and nothing is
 written that the schema refuses. A library module, not a stage.
 """

@@ -1,7 +1,8 @@
 """The static viewer (`site/`) in headless Chromium, on a fake scene (tests/fake_scene.py).
 
 Needs /usr/bin/chromium and site/vendor/ (`npm ci --prefix site`); skipped without them,
-except under CI=true, where their absence is a failure.
+except under CI=true, where their absence is a failure. The same goes for the WebGPU tests
+when this Chromium offers no WebGPU adapter (SwiftShader).
 """
 
 from __future__ import annotations
@@ -35,8 +36,25 @@ SITE = Path(__file__).resolve().parents[1] / "site"
 READY_TIMEOUT_MS = 30_000
 ERROR_TIMEOUT_MS = 10_000
 MIN_PSNR_DB = 40.0
+# Skipped for this reason, except under CI=true (require_or_skip): there the WebGPU checks must run.
+NO_WEBGPU = "this Chromium offers no WebGPU adapter (SwiftShader) here"
 # up axes for the orbit-formula test; "tilted" has |up.x| > 0.9, so e1 comes from +y.
 UP_AXES = {"yup": [0, 1, 0], "tilted": [1.0, 0.3, 0.2]}
+
+# scene.json with one field broken: the viewer must name that field (test_invalid_scene_json_...)
+BROKEN_SCENES = {
+    "badwidth": lambda d: d.update(width=-3),
+    "badformat": lambda d: d.update(format=2),
+    "noinput": lambda d: d.pop("input"),
+    "badradius": lambda d: d["orbit"].update(radius="far"),  # a string for a number
+    "noimage": lambda d: d["reference"].pop("image"),  # a nested required key deleted
+    "badpose": lambda d: d["reference"]["pose"][2].pop(),  # a list item of the wrong length
+    "zeroup": lambda d: d.update(up=[0, 0, 0]),  # valid for the schema; a check across fields
+}
+BROKEN_REPORTS = {
+    "oldreport": lambda d: d.update(format=2),
+    "badreport": lambda d: d["views"][1].pop("psnr"),
+}
 
 try:
     from playwright.sync_api import sync_playwright
@@ -56,7 +74,7 @@ def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of site/ with the fake scene first in the index, plus broken variants of it."""
     require_or_skip(sync_playwright is not None, "playwright is not installed (pip install playwright)")
     require_or_skip(CHROMIUM.exists(), f"{CHROMIUM} not found")
-    vendored = (SITE / "vendor" / "ort.webgpu.min.mjs").exists()
+    vendored = all((SITE / "vendor" / f).exists() for f in ("ort.webgpu.min.mjs", "ajv2020.min.mjs"))
     require_or_skip(vendored, "site/vendor missing: run `npm ci --prefix site`")
     site = copy_site(tmp_path_factory.mktemp("site") / "site")
     fake = write_fake_scene(site, "fake")
@@ -86,16 +104,19 @@ def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, edit in {
         "badjson": lambda text: text[: len(text) // 2],
         "nomodel": lambda text: text.replace('"model.onnx"', '"missing.onnx"'),
-        "badwidth": lambda text: text.replace('"width": 32', '"width": -3'),
-        "badformat": lambda text: text.replace('"format": 1', '"format": 2'),
-        "noinput": lambda text: text.replace('"input": "pose",', ''),
     }.items():
         (variant(name) / "scene.json").write_text(edit((fake / "scene.json").read_text()))
+    for name, edit in BROKEN_SCENES.items():
+        scene = json.loads((fake / "scene.json").read_text())
+        edit(scene)
+        (variant(name) / "scene.json").write_text(json.dumps(scene))
 
-    # The results page: a report of another format version.
-    oldreport = variant("oldreport")
-    report = json.loads((oldreport / "report" / "report.json").read_text())
-    (oldreport / "report" / "report.json").write_text(json.dumps({**report, "format": 2}))
+    # The results page: a report of another format version, and one with a field missing.
+    for name, edit in BROKEN_REPORTS.items():
+        path = variant(name) / "report" / "report.json"
+        report = json.loads(path.read_text())
+        edit(report)
+        path.write_text(json.dumps(report))
     return site
 
 
@@ -171,9 +192,10 @@ def test_webgpu_matches_onnxruntime_python(webgpu_browser, base_url: str, site_d
     page, log = open_page(webgpu_browser, base_url)
     # No forced backend: the viewer picks WebGPU itself when the browser offers an adapter.
     assert wait_state(page, timeout_ms=READY_TIMEOUT_MS) == "ready", page.inner_text("body")
-    if not page.evaluate("async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())"):
+    adapter = page.evaluate("async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())")
+    if not adapter:
         page.context.close()
-        pytest.skip("this Chromium offers no WebGPU adapter (SwiftShader) here")
+    require_or_skip(adapter, NO_WEBGPU)
     sc = page.evaluate("viewer.selfCheck")
     assert page.evaluate("viewer.backend") == "webgpu", sc
     assert sc["ok"] and sc["psnr"] >= MIN_PSNR_DB
@@ -196,9 +218,11 @@ def test_gridlf_ops_match_onnxruntime_python(request, backend: str, base_url: st
     b = request.getfixturevalue("browser" if backend == "wasm" else "webgpu_browser")
     page, log = open_page(b, f"{base_url}?backend={backend}&scene=fakegrid")
     assert wait_state(page, timeout_ms=READY_TIMEOUT_MS) == "ready", page.inner_text("body")
-    if backend == "webgpu" and page.evaluate("viewer.backend") != "webgpu":
-        page.context.close()
-        pytest.skip("this Chromium offers no WebGPU adapter (SwiftShader) here")
+    if backend == "webgpu":  # with an adapter, a fall back to WASM fails the self-check assertion below
+        adapter = page.evaluate("async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())")
+        if not adapter:
+            page.context.close()
+        require_or_skip(adapter, NO_WEBGPU)
     sc = page.evaluate("viewer.selfCheck")
     assert sc["ok"] and sc["backend"] == backend and sc["psnr"] >= MIN_PSNR_DB, sc
     model = site_dir / "scenes" / "fakegrid" / "model.onnx"
@@ -318,27 +342,17 @@ def test_save_png(browser, base_url: str, shots: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("scene", "message", "schema_says"),
+    ("scene", "message"),
     [
-        ("badjson", "not valid JSON", None),
-        ("nomodel", "missing.onnx", "valid"),  # a valid document naming a missing file
-        ("badwidth", '"width" must be an integer', '"width" must be >= 1'),
-        ("badformat", '"format" must be 1 (the format this viewer reads: schema/scene.schema.json)',
-         '"format" must be 1'),
-        ("noinput", '"input" must be a non-empty string', '"input" is required'),
-        ("nosuchscene", 'Scene "nosuchscene" is not in scenes/index.json', None),
+        ("badjson", "not valid JSON"),
+        ("nomodel", "missing.onnx"),  # a valid document naming a missing file
+        ("nosuchscene", 'Scene "nosuchscene" is not in scenes/index.json'),
     ],
 )
-def test_broken_scene_shows_error(browser, base_url: str, site_dir: Path, shots: Path, scene: str, message: str,
-                                  schema_says: str | None) -> None:
-    # The viewer and the schema (export's check) agree on what is broken, and on the field.
-    if schema_says is not None:
-        doc = json.loads((site_dir / "scenes" / scene / "scene.json").read_text())
-        if schema_says == "valid":
-            site_format.check(doc, "scene", scene)
-        else:
-            with pytest.raises(StageError, match=re.escape(schema_says)):
-                site_format.check(doc, "scene", scene)
+def test_broken_scene_shows_error(browser, base_url: str, site_dir: Path, shots: Path, scene: str,
+                                  message: str) -> None:
+    if scene == "nomodel":
+        site_format.check(json.loads((site_dir / "scenes" / scene / "scene.json").read_text()), "scene", scene)
     page, _ = open_page(browser, f"{base_url}?backend=wasm&scene={scene}")
     assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
     assert page.is_visible("#error")
@@ -348,7 +362,34 @@ def test_broken_scene_shows_error(browser, base_url: str, site_dir: Path, shots:
     page.context.close()
 
 
-def test_compare_page_reads_the_report_scene_json_names(browser, base_url: str, shots: Path) -> None:
+def export_error(doc: object, kind: str, where: str) -> str:
+    """export/site_format.py's one-line error for an invalid `kind` document, as the page words it
+    (the page names the schema by its URL path on the site: schema/, not site/schema/)."""
+    with pytest.raises(StageError) as err:
+        site_format.check(doc, kind, where)
+    return str(err.value).replace("(format: site/schema/", "(format: schema/")
+
+
+@pytest.mark.parametrize("scene", BROKEN_SCENES)
+def test_invalid_scene_json_shows_one_line_naming_the_field(browser, base_url: str, site_dir: Path, shots: Path,
+                                                            scene: str) -> None:
+    # The viewer checks scene.json against the served schema (Ajv) and says what export says.
+    path = f"scenes/{scene}/scene.json"
+    expected = export_error(json.loads((site_dir / path).read_text()), "scene", path)
+    field = re.match(r'[^:]+: ("[^"]+") ', expected)[1]
+    page, _ = open_page(browser, f"{base_url}?backend=wasm&scene={scene}")
+    assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
+    text = page.inner_text("#error").strip()
+    assert "\n" not in text and text.startswith(f"{path}: {field} "), text
+    if scene != "zeroup":  # checks across fields print their numbers each in its language's way
+        assert text == expected
+    assert page.evaluate("viewer.ready.then(() => 'resolved', e => e.message)") == text
+    screenshot(page, shots, f"error_{scene}")
+    page.context.close()
+
+
+def test_compare_page_reads_the_report_scene_json_names(browser, base_url: str, site_dir: Path,
+                                                        shots: Path) -> None:
     page, log = open_page(browser, f"{base_url}compare.html?scene=fake")
     assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "ready", page.inner_text("body")
     # write_fake_report's views, worst PSNR first
@@ -360,11 +401,17 @@ def test_compare_page_reads_the_report_scene_json_names(browser, base_url: str, 
     assert log.errors == []
     page.context.close()
 
-    page, _ = open_page(browser, f"{base_url}compare.html?scene=oldreport")
-    assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
-    text = page.inner_text("#error")
-    assert 'expected "format": 1 (schema/report.schema.json)' in text and '(got "format": 2)' in text, text
-    page.context.close()
+    for scene in BROKEN_REPORTS:
+        url = f"{base_url}scenes/{scene}/report/report.json"
+        expected = export_error(json.loads((site_dir / "scenes" / scene / "report" / "report.json").read_text()),
+                                "report", url)
+        page, _ = open_page(browser, f"{base_url}compare.html?scene={scene}")
+        assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
+        text = page.inner_text("#error").strip()
+        assert "\n" not in text and text.startswith(f"{expected}; re-run the report stage"), text
+        page.context.close()
+    assert '"views[1].psnr" is required but missing' in export_error(
+        json.loads((site_dir / "scenes" / "badreport" / "report" / "report.json").read_text()), "report", "")
 
 
 def test_viewer_takes_format_versions_from_the_served_schemas(browser, tmp_path: Path) -> None:
@@ -379,14 +426,15 @@ def test_viewer_takes_format_versions_from_the_served_schemas(browser, tmp_path:
     with serve(site) as url:
         page, _ = open_page(browser, f"{url}?backend=wasm")
         assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
-        assert '"format" must be 7 (the format this viewer reads' in page.inner_text("#error")
+        assert '"format" must be 7 (got 1) (format: schema/scene.schema.json)' in page.inner_text("#error")
         page.context.close()
 
         scene_path = site / "scenes" / "fake" / "scene.json"
         scene_path.write_text(scene_path.read_text().replace('"format": 1', '"format": 7'))
         page, _ = open_page(browser, f"{url}compare.html?scene=fake")
         assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
-        assert 'expected "format": 7' in page.inner_text("#error")
+        assert 'report.json: "format" must be 7 (got 1) (format: schema/report.schema.json)' in \
+            page.inner_text("#error")
         page.context.close()
 
 

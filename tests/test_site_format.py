@@ -6,12 +6,15 @@ import copy
 import json
 import math
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from browser import require_or_skip
 from fake_scene import ORBIT, write_fake_report, write_fake_scene
 
-from export import site_format
+from export import format_docs, site_format
 from export.json_schema import SchemaViolation, check_schema, validate
 from pipeline.errors import StageError
 
@@ -27,6 +30,7 @@ SCHEMA = {
         "x": {"type": ["number", "null"], "exclusiveMinimum": 0},
         "tag": {"$ref": "#/$defs/tag"},
         "kind": {"enum": ["a", "b"]},
+        "level": {"enum": [0, 1]},
         "v": {"const": 2},
         "xs": {"type": "array", "minItems": 2, "maxItems": 3, "items": {"type": "number"}},
         "sub": {"type": "object", "required": ["y"], "properties": {"y": {"type": "boolean"}}},
@@ -51,6 +55,7 @@ GOOD = {"n": 3, "x": 0.5, "tag": "t", "kind": "a", "v": 2, "xs": [1, 2.5], "sub"
         ({"tag": ""}, "tag", "at least 1 character"),
         ({"tag": 5}, "tag", "must be string"),
         ({"kind": "c"}, "kind", 'must be one of ["a", "b"]'),
+        ({"level": False}, "level", "must be one of [0, 1] (got false)"),  # JSON: false is not 0
         ({"v": 3}, "v", "must be 2"),
         ({"v": 2.0}, "v", "must be 2"),  # a version is an integer
         ({"xs": [1]}, "xs", "must have 2 to 3 items"),
@@ -86,6 +91,11 @@ def test_unsupported_keyword_is_refused_not_ignored() -> None:
         check_schema(schema)
     with pytest.raises(ValueError, match="pattern"):
         validate({"s": "b"}, schema)
+    # what Ajv would refuse too: a type JSON Schema does not have, `items` as a list (draft 2020-12)
+    with pytest.raises(ValueError, match="unknown type"):
+        check_schema({"properties": {"x": {"type": "float"}}})
+    with pytest.raises(ValueError, match="must be an object"):
+        check_schema({"type": "array", "items": [{"type": "number"}]})
 
 
 # ------------------------------------------------------------------ the site's schemas
@@ -101,14 +111,111 @@ def test_site_schema_is_the_version_source(kind: str) -> None:
     assert "format" in schema["required"]
 
 
-def test_viewer_does_not_hard_code_a_format_version() -> None:
-    # The JS reads the versions from the schemas (scene.js: formatVersion); a literal
-    # comparison with a number would be a second source of truth.
+def test_viewer_checks_documents_against_the_schemas() -> None:
+    # The pages check scene.json and report.json against the served schemas (scene.js:
+    # checkDocument, with Ajv); a literal comparison with a version number or a limit of the
+    # schema would be a second source of truth.
     for js in (ROOT / "site" / "js").glob("*.js"):
         text = js.read_text()
         assert not re.search(r"format\s*[!=]==?\s*\d", text), js
-    assert "formatVersion('scene')" in (ROOT / "site" / "js" / "scene.js").read_text()
-    assert "formatVersion('report')" in (ROOT / "site" / "js" / "compare.js").read_text()
+        assert "4096" not in text, js  # width/height's maximum
+    assert "checkDocument('scene', scene, url)" in (ROOT / "site" / "js" / "scene.js").read_text()
+    assert "checkDocument('report', report, url" in (ROOT / "site" / "js" / "compare.js").read_text()
+
+
+# Runs site/js/schema.js (the viewer's check: Ajv and its wording) in node on a list of
+# [kind, document]; prints, for each, the first violation's message or null.
+NODE_CHECK = """
+import { readFileSync } from 'node:fs';
+const { module, schemas, cases } = JSON.parse(readFileSync(0, 'utf8'));
+const { compileSchema } = await import(module);
+const checks = {};
+for (const [kind, path] of Object.entries(schemas)) {
+  checks[kind] = await compileSchema(JSON.parse(readFileSync(path, 'utf8')));
+}
+console.log(JSON.stringify(cases.map(([kind, doc]) => checks[kind](doc)?.message ?? null)));
+"""
+
+
+def _report(**changes) -> dict:
+    views = [{"view": f"r_{k}", "gt": "gt.png", "teacher": "t.png", "student": "s.png", "psnr": 30.5 - k,
+              "ssim": 0.9, "teacher_psnr": 33.5, "psnr_vs_teacher": 31.5} for k in range(3)]
+    doc = site_format.report_document(
+        name="s", size=64, summary={"psnr": 28.5, "ssim": 0.9, "psnr_vs_teacher": 29.5, "teacher_psnr": 31.5,
+                                    "baseline_psnr": 12.5},
+        teacher_stage={"psnr": 31.5, "ssim": None, "steps": 100, "train_seconds": 12.5}, model_card={},
+        curves={"teacher": [{"step": 0, "psnr": 10.5}, {"step": 10, "psnr": 20.5}], "student": []},
+        turntable={"frames": 4, "fps": 12, "size": 64, "teacher_size": 0}, views=views)
+    doc.update(changes)
+    return doc
+
+
+def _edited(doc: dict, edit) -> dict:
+    doc = copy.deepcopy(doc)
+    edit(doc)
+    return doc
+
+
+# Values are ints or have a fraction: Python prints 2.0 as "2.0", JavaScript as "2".
+BROKEN = [
+    ("scene", lambda d: d.pop("input")),
+    ("scene", lambda d: d.pop("reference")),
+    ("scene", lambda d: d["reference"].pop("image")),
+    ("scene", lambda d: d.update(format=2)),
+    ("scene", lambda d: d.update(width=-3)),
+    ("scene", lambda d: d.update(width="64")),
+    ("scene", lambda d: d.update(height=True)),
+    ("scene", lambda d: d.update(height=4097)),
+    ("scene", lambda d: d.update(output_layout="bgr")),
+    ("scene", lambda d: d.update(camera_convention="opencv")),
+    ("scene", lambda d: d.update(name="")),
+    ("scene", lambda d: d.update(up=None)),
+    ("scene", lambda d: d.update(up=[0, 1])),
+    ("scene", lambda d: d.update(orbit=[1, 2])),
+    ("scene", lambda d: d["orbit"].update(radius="far")),
+    ("scene", lambda d: d["orbit"].update(radius_min=0)),
+    ("scene", lambda d: d["orbit"].update(elevation_max_deg=91)),
+    ("scene", lambda d: d["background"].__setitem__(1, 2)),
+    ("scene", lambda d: d["reference"]["pose"][2].append(0)),
+    ("scene", lambda d: d["reference"]["pose"][1].__setitem__(3, "x")),
+    ("scene", lambda d: d["preview"].pop("reference_image")),
+    ("scene", lambda d: d.update(model_card=[{"params": 1}])),
+    ("report", lambda d: d.update(format=2)),
+    ("report", lambda d: d.pop("views")),
+    ("report", lambda d: d["views"][1].pop("psnr")),
+    ("report", lambda d: d["views"][2].update(student="")),
+    ("report", lambda d: d["summary"].update(ssim="high")),
+    ("report", lambda d: d["teacher_stage"].update(steps=1.5)),
+    ("report", lambda d: d["curves"]["teacher"][1].update(step=-1)),
+    ("report", lambda d: d["turntable"].update(fps=0)),
+]
+
+
+def test_viewer_words_violations_as_export_does(tmp_path: Path) -> None:
+    """site/js/schema.js (Ajv, in node) finds the same first violation as export/json_schema.py,
+    worded the same, and accepts what it accepts."""
+    node = shutil.which("node")
+    require_or_skip(node is not None, "node not found")
+    vendored = ROOT / "site" / "vendor" / "ajv2020.min.mjs"
+    require_or_skip(vendored.exists(), "site/vendor missing: run `npm ci --prefix site`")
+    good = {"scene": _scene(), "report": _report()}
+    cases = [("scene", good["scene"]), ("report", good["report"]), ("scene", [good["scene"]])]
+    cases += [(kind, _edited(good[kind], edit)) for kind, edit in BROKEN]
+    expected = []
+    for kind, doc in cases:
+        try:
+            validate(doc, site_format.load_schema(kind))
+            expected.append(None)
+        except SchemaViolation as err:
+            expected.append(str(err))
+    assert expected[:2] == [None, None] and None not in expected[2:]
+    request = {"module": (ROOT / "site" / "js" / "schema.js").as_uri(),
+               "schemas": {k: str(site_format.SCHEMA_DIR / f"{k}.schema.json") for k in site_format.KINDS},
+               "cases": cases}
+    run = subprocess.run([node, "--input-type=module", "-e", NODE_CHECK], input=json.dumps(request),
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == expected
 
 
 def _scene(**changes) -> dict:
@@ -167,6 +274,18 @@ def test_report_stage_refuses_an_invalid_scene_json(tmp_path: Path) -> None:
     path.write_text("{")
     with pytest.raises(StageError, match="missing or unreadable"):
         site_format.read(path, "scene", "re-run export")
+
+
+def test_scene_format_doc_is_up_to_date() -> None:
+    """export/SCENE_FORMAT.md is `python -m export.format_docs`; regenerate it with that command."""
+    text = format_docs.reference()
+    assert (ROOT / "export" / "SCENE_FORMAT.md").read_text() == text, \
+        "export/SCENE_FORMAT.md is stale: run `python -m export.format_docs`"
+    # every field of both schemas has its row, nested ones and list items included
+    for row in ("| `orbit.radius` | number | yes | > 0 |", "| `reference.pose[i][j]` | number |",
+                "| `preview.width` | integer | yes | in [1, 4096] |", "| `views[i].psnr` | number | yes |",
+                "| `teacher_stage.steps` | integer or null | no |", "| `format` | integer | yes | = `1` |"):
+        assert row in text, row
 
 
 def test_fixture_documents_come_from_the_same_code_and_validate(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@
 // For tests: window.compare = {ready: Promise, scene, rows: [{view, psnr}] as displayed,
 // error}; document.body.dataset.state is 'loading' | 'ready' | 'error'.
 
-import { ViewerError, fetchOk, formatVersion, loadIndex, loadScene, pickScene } from './scene.js';
+import { ViewerError, checkDocument, fetchOk, loadIndex, loadScene, pickScene } from './scene.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(window.location.search);
@@ -40,7 +40,10 @@ const el = (tag, attrs = {}, ...children) => {
 };
 const fmt = (x, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : '–');
 
-/** Fetch and check the report that scene.json names; returns it and the URL its paths are relative to. */
+/**
+ * Fetch the report that scene.json names and check it against schema/report.schema.json;
+ * returns it and the URL its paths are relative to.
+ */
 async function loadReport(scene) {
   const url = scene.reportUrl;
   const rerun = 'Run `python -m pipeline stage report <config>` to write it.';
@@ -57,11 +60,7 @@ async function loadReport(scene) {
   } catch (err) {
     throw new ViewerError(`${url} is not valid JSON: ${err.message}`);
   }
-  const version = await formatVersion('report');
-  if (report?.format !== version || !Array.isArray(report.views)) {
-    throw new ViewerError(`${url}: expected "format": ${version} (schema/report.schema.json) and a "views" list ` +
-      `(got "format": ${JSON.stringify(report?.format)}); re-run the report stage`);
-  }
+  await checkDocument('report', report, url, 're-run the report stage (`python -m pipeline stage report <config>`)');
   return { report, base: new URL('.', url) };
 }
 

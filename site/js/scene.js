@@ -1,5 +1,7 @@
 // Loading and validating scenes/index.json and scene.json (export/SCENE_FORMAT.md).
-// Every failure is a ViewerError with a message that names the file and the field.
+// Every failure is a ViewerError with a one-line message that names the file and the field.
+
+import { AJV_URL, compileSchema, loadAjv } from './schema.js';
 
 export class ViewerError extends Error {}
 
@@ -27,82 +29,66 @@ async function fetchJson(url, what) {
   }
 }
 
-const formatVersions = new Map();
+const checks = new Map();
 
 /**
- * The format version this viewer reads for `kind` ('scene' | 'report'): `properties.format.const`
- * of schema/<kind>.schema.json, the single definition of the format (export/site_format.py
- * checks every file it writes against the same schema).
+ * The check of a `kind` document ('scene' | 'report'): schema/<kind>.schema.json, the one
+ * definition of the format and its version (export/site_format.py checks every file it
+ * writes against the same schema), fetched once and compiled by Ajv. Resolves to a
+ * function doc -> null or the first violation {field, message} (see schema.js).
  */
-export function formatVersion(kind) {
-  if (!formatVersions.has(kind)) {
+export function schemaCheck(kind) {
+  if (!checks.has(kind)) {
     const url = new URL(`../schema/${kind}.schema.json`, import.meta.url).href;
-    formatVersions.set(kind, fetchJson(url, `the ${kind} format`).then((schema) => {
-      const version = schema?.properties?.format?.const;
-      if (!Number.isInteger(version)) {
-        throw new ViewerError(`${url}: "properties.format.const" must be an integer (got ${JSON.stringify(version)})`);
+    checks.set(kind, fetchJson(url, `the ${kind} format`).then(async (schema) => {
+      try {
+        await loadAjv();
+      } catch (err) {
+        throw new ViewerError(`Could not load the JSON Schema validator (${AJV_URL}): ${err.message}. ` +
+          'Run `npm ci --prefix site` to fill site/vendor/.');
       }
-      return version;
+      try {
+        return await compileSchema(schema);
+      } catch (err) {
+        throw new ViewerError(`${url} is not a schema this viewer can use: ${err.message}`);
+      }
     }));
   }
-  return formatVersions.get(kind);
+  return checks.get(kind);
 }
 
-// Small checkers: each throws a ViewerError "<file>: <field> must be ... (got ...)".
-function checker(file) {
-  const fail = (field, want, got) => {
-    let shown;
-    try { shown = JSON.stringify(got); } catch { shown = String(got); }
-    if (shown === undefined) shown = 'nothing';
-    if (shown.length > 80) shown = `${shown.slice(0, 77)}...`;
-    throw new ViewerError(`${file}: "${field}" must be ${want} (got ${shown})`);
-  };
-  const isNum = (x) => typeof x === 'number' && Number.isFinite(x);
-  return {
-    object(obj, field) {
-      const v = obj?.[field];
-      if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(field, 'an object', v);
-      return v;
-    },
-    string(obj, field, path = field) {
-      const v = obj?.[field];
-      if (typeof v !== 'string' || v.length === 0) fail(path, 'a non-empty string', v);
-      return v;
-    },
-    number(obj, field, path = field, lo = -Infinity, hi = Infinity) {
-      const v = obj?.[field];
-      if (!isNum(v) || v < lo || v > hi) {
-        fail(path, lo === -Infinity && hi === Infinity ? 'a finite number' : `a number in [${lo}, ${hi}]`, v);
-      }
-      return v;
-    },
-    integer(obj, field, lo, hi) {
-      const v = obj?.[field];
-      if (!Number.isInteger(v) || v < lo || v > hi) fail(field, `an integer in [${lo}, ${hi}]`, v);
-      return v;
-    },
-    vec(obj, field, n, path = field, lo = -Infinity, hi = Infinity) {
-      const v = obj?.[field];
-      if (!Array.isArray(v) || v.length !== n || !v.every((x) => isNum(x) && x >= lo && x <= hi)) {
-        fail(path, `a list of ${n} ${lo === -Infinity ? 'finite numbers' : `numbers in [${lo}, ${hi}]`}`, v);
-      }
-      return v;
-    },
-    fail,
-  };
+/**
+ * A ViewerError "<url>: "<field>" <text> (format: schema/<kind>.schema.json)[; <redo>]", worded
+ * as export/site_format.py words the same violation.
+ */
+function formatError(url, kind, message, redo = '') {
+  return new ViewerError(`${url}: ${message} (format: schema/${kind}.schema.json)${redo ? `; ${redo}` : ''}`);
+}
+
+/**
+ * Throw a one-line ViewerError naming `url` and the field (and ending in `redo`, what to do
+ * about it) unless `doc` is a valid `kind` document.
+ */
+export async function checkDocument(kind, doc, url, redo = '') {
+  const found = (await schemaCheck(kind))(doc);
+  if (found) throw formatError(url, kind, found.message, redo);
 }
 
 /** Fetch scenes/index.json; returns [{name, path}] with at least one entry. */
 export async function loadIndex(url = 'scenes/index.json') {
   const index = await fetchJson(url, 'the scene index');
-  const c = checker(url);
+  const fail = (field, want, got) => {
+    throw new ViewerError(`${url}: "${field}" must be ${want} (got ${JSON.stringify(got) ?? 'nothing'})`);
+  };
   if (!Array.isArray(index?.scenes) || index.scenes.length === 0) {
-    c.fail('scenes', 'a non-empty list of {name, path}', index?.scenes);
+    fail('scenes', 'a non-empty list of {name, path}', index?.scenes);
   }
-  return index.scenes.map((s, i) => ({
-    name: c.string(s, 'name', `scenes[${i}].name`),
-    path: c.string(s, 'path', `scenes[${i}].path`),
-  }));
+  return index.scenes.map((s, i) => {
+    for (const k of ['name', 'path']) {
+      if (typeof s?.[k] !== 'string' || s[k].length === 0) fail(`scenes[${i}].${k}`, 'a non-empty string', s?.[k]);
+    }
+    return { name: s.name, path: s.path };
+  });
 }
 
 /**
@@ -121,81 +107,55 @@ export function pickScene(index, wanted, select, go) {
 }
 
 /**
+ * The checks across fields that JSON Schema cannot express; export/site_format.py's
+ * _scene_relations makes the same ones.
+ */
+function checkRelations(scene, url) {
+  const fail = (field, text) => { throw formatError(url, 'scene', `"${field}" ${text}`); };
+  if (Math.hypot(...scene.up) < 1e-6) fail('up', `must not be the zero vector (got ${JSON.stringify(scene.up)})`);
+  const o = scene.orbit;
+  if (!(o.radius_min <= o.radius && o.radius <= o.radius_max)) {
+    fail('orbit.radius', `must be in [radius_min, radius_max] = [${o.radius_min}, ${o.radius_max}] (got ${o.radius})`);
+  }
+  if (!(o.elevation_min_deg <= o.elevation_deg && o.elevation_deg <= o.elevation_max_deg)) {
+    fail('orbit.elevation_deg', 'must be in [elevation_min_deg, elevation_max_deg] = ' +
+      `[${o.elevation_min_deg}, ${o.elevation_max_deg}] (got ${o.elevation_deg})`);
+  }
+  for (const k of ['width', 'height']) {
+    if (scene.preview && scene.preview[k] > scene[k]) {
+      fail(`preview.${k}`, `must be at most the full ${k} ${scene[k]} (got ${scene.preview[k]})`);
+    }
+  }
+}
+
+/**
  * Fetch and validate one scene.json. Returns the parsed scene plus absolute URLs:
  * `modelUrl`, `referenceUrl`, `reportUrl` (null without a report), and `referencePose`
  * as a Float32Array(16), row-major.
  */
 export async function loadScene(url) {
-  const [scene, version] = await Promise.all([fetchJson(url, 'the scene description'), formatVersion('scene')]);
-  const c = checker(url);
-  if (scene === null || typeof scene !== 'object' || Array.isArray(scene)) c.fail('(top level)', 'an object', scene);
-  if (scene.format !== version) {
-    c.fail('format', `${version} (the format this viewer reads: schema/scene.schema.json)`, scene.format);
-  }
-  c.string(scene, 'name');
-  c.string(scene, 'model');
-  c.string(scene, 'input');
-  c.string(scene, 'output');
-  c.integer(scene, 'width', 1, 4096);
-  c.integer(scene, 'height', 1, 4096);
-  if (scene.camera_convention !== 'opengl') {
-    c.fail('camera_convention', '"opengl" (the only convention this viewer supports)', scene.camera_convention);
-  }
-  const up = c.vec(scene, 'up', 3);
-  if (Math.hypot(...up) < 1e-6) c.fail('up', 'a non-zero vector', up);
-  c.vec(scene, 'background', 3, 'background', 0, 1);
-
-  const o = c.object(scene, 'orbit');
-  c.vec(o, 'target', 3, 'orbit.target');
-  const rMin = c.number(o, 'radius_min', 'orbit.radius_min', 1e-6);
-  const rMax = c.number(o, 'radius_max', 'orbit.radius_max', rMin);
-  c.number(o, 'radius', 'orbit.radius', rMin, rMax);
-  c.number(o, 'azimuth_deg', 'orbit.azimuth_deg');
-  const elMin = c.number(o, 'elevation_min_deg', 'orbit.elevation_min_deg', -90, 90);
-  const elMax = c.number(o, 'elevation_max_deg', 'orbit.elevation_max_deg', elMin, 90);
-  c.number(o, 'elevation_deg', 'orbit.elevation_deg', elMin, elMax);
-
-  const ref = c.object(scene, 'reference');
-  c.string(ref, 'image', 'reference.image');
-  const pose = ref.pose;
-  const okRow = (row) => Array.isArray(row) && row.length === 4 && row.every((x) => typeof x === 'number' && Number.isFinite(x));
-  if (!Array.isArray(pose) || pose.length !== 4 || !pose.every(okRow)) {
-    c.fail('reference.pose', 'a 4x4 list of finite numbers (camera-to-world, row-major)', pose);
-  }
-
-  const layout = scene.output_layout ?? 'rgb';
-  if (layout !== 'rgb' && layout !== 'rgba255') {
-    c.fail('output_layout', '"rgba255" or "rgb" (or absent: "rgb")', layout);
-  }
+  const [scene] = await Promise.all([fetchJson(url, 'the scene description'), schemaCheck('scene')]); // both at once
+  await checkDocument('scene', scene, url);
+  checkRelations(scene, url);
 
   const base = new URL(url, document.baseURI);
-  let preview = null;
-  if (scene.preview !== undefined) {
-    const p = c.object(scene, 'preview');
-    c.string(p, 'model', 'preview.model');
-    c.string(p, 'reference_image', 'preview.reference_image');
-    for (const k of ['width', 'height']) {
-      const v = p[k];
-      if (!Number.isInteger(v) || v < 1 || v > scene[k]) c.fail(`preview.${k}`, `an integer in [1, ${scene[k]}]`, v);
-    }
-    preview = {
-      url: new URL(p.model, base).href, width: p.width, height: p.height,
-      referenceUrl: new URL(p.reference_image, base).href,
-    };
-  }
-  if (scene.report !== undefined) c.string(scene, 'report');
+  const href = (path) => new URL(path, base).href;
+  const p = scene.preview;
+  const preview = p === undefined ? null : {
+    url: href(p.model), width: p.width, height: p.height, referenceUrl: href(p.reference_image),
+  };
   return {
     ...scene,
     url: base.href,
-    reportUrl: scene.report === undefined ? null : new URL(scene.report, base).href,
-    outputLayout: layout,
-    modelUrl: new URL(scene.model, base).href,
-    referenceUrl: new URL(ref.image, base).href,
-    referencePose: new Float32Array(pose.flat()),
+    reportUrl: scene.report === undefined ? null : href(scene.report),
+    outputLayout: scene.output_layout ?? 'rgb',
+    modelUrl: href(scene.model),
+    referenceUrl: href(scene.reference.image),
+    referencePose: new Float32Array(scene.reference.pose.flat()),
     full: {
-      url: new URL(scene.model, base).href, width: scene.width, height: scene.height,
-      referenceUrl: new URL(ref.image, base).href,
-      fp16Url: scene.model_fp16 === undefined ? null : new URL(c.string(scene, 'model_fp16'), base).href,
+      url: href(scene.model), width: scene.width, height: scene.height,
+      referenceUrl: href(scene.reference.image),
+      fp16Url: scene.model_fp16 === undefined ? null : href(scene.model_fp16),
     },
     preview,
   };

@@ -1,5 +1,6 @@
-// Copies the runtime files the viewer loads from node_modules into vendor/.
-// Runs as the npm `postinstall` hook, so `npm ci --prefix site` rebuilds vendor/.
+// Copies the runtime files the viewer loads from node_modules into vendor/, and bundles
+// the JSON Schema validator. Runs as the npm `postinstall` hook, so `npm ci --prefix site`
+// rebuilds vendor/.
 //
 // onnxruntime-web: `ort.webgpu.min.mjs` is the ESM build with both the WebGPU and
 // the WASM (CPU) execution providers; it loads its WebAssembly companion
@@ -9,6 +10,10 @@
 // (needed for SharedArrayBuffer, i.e. multi-threaded WASM). It goes to the site
 // root, not vendor/: a service worker only controls pages at or below its own
 // folder, so one served from /vendor/ could never control /index.html.
+// ajv: validates scene.json and report.json against schema/*.schema.json (JSON Schema
+// draft 2020-12, hence its Ajv2020 class). Ajv ships CommonJS only, so esbuild (a
+// devDependency) bundles it here into one minified ES module, `ajv2020.min.mjs`, whose
+// default export is the class; the page imports it like onnxruntime-web.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,6 +48,33 @@ function copy(from, to) {
 for (const [from, to] of files) copy(from, join(vendor, to));
 for (const [from, to] of rootFiles) copy(from, join(siteDir, to));
 const version = (name) => JSON.parse(readFileSync(join(modules, name, 'package.json'), 'utf8')).version;
-const versions = { 'onnxruntime-web': version('onnxruntime-web'), 'coi-serviceworker': version('coi-serviceworker') };
+
+let esbuild;
+try {
+  esbuild = await import('esbuild');
+} catch (err) {
+  console.error(`vendor.mjs: cannot load esbuild (${err.message}); it is a devDependency: run \`npm ci --prefix site\` without --omit=dev`);
+  process.exit(1);
+}
+esbuild.buildSync({
+  stdin: { contents: "export { default } from 'ajv/dist/2020.js';", resolveDir: siteDir, sourcefile: 'ajv2020-entry.mjs' },
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: 'es2020',
+  minify: true,
+  banner: { js: `/* ajv ${version('ajv')} (Ajv2020, MIT License, https://ajv.js.org), bundled by site/tools/vendor.mjs */` },
+  outfile: join(vendor, 'ajv2020.min.mjs'),
+  logLevel: 'warning',
+});
+copy('ajv/LICENSE', join(vendor, 'ajv.LICENSE'));
+
+const versions = {
+  'onnxruntime-web': version('onnxruntime-web'),
+  'coi-serviceworker': version('coi-serviceworker'),
+  ajv: version('ajv'),
+  esbuild: version('esbuild'),
+};
 writeFileSync(join(vendor, 'versions.json'), JSON.stringify(versions, null, 2) + '\n');
-console.log(`vendor.mjs: copied ${files.length} files to vendor/ and ${rootFiles.length} to the site root (${JSON.stringify(versions)})`);
+console.log(`vendor.mjs: copied ${files.length} files to vendor/ and ${rootFiles.length} to the site root, ` +
+  `bundled ajv2020.min.mjs (${JSON.stringify(versions)})`);
