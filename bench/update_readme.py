@@ -70,6 +70,9 @@ def machine_of(recs: dict[str, dict]) -> str:
     resolved = {k: v for r in recs.values() for k, v in (r.get("resolved") or {}).items()}
     if resolved:
         text += " (" + ", ".join(f"`{k}: {str(v).lower()}`" for k, v in sorted(resolved.items())) + ")"
+    days = sorted({str(r["finished"])[:10] for r in recs.values() if r.get("finished")})
+    if days:  # when the stages finished (the measurement's date; records keep no commit)
+        text += ", " + (days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}")
     return text
 
 

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import main_inproc, make_workspace, run_cli
+from conftest import TOY_RUN_SETS, main_inproc, make_workspace, run_cli
 
 STAGES = ("data", "teacher", "distill", "student", "export", "report")
 
@@ -185,7 +185,7 @@ def test_report_turntable_video(toy_run):
     from student.kinds import load_student
 
     ws, _, _ = toy_run
-    cfg = load_config(ws / "configs" / "toy.yaml")
+    cfg = load_config(ws / "configs" / "toy.yaml", list(TOY_RUN_SETS[1::2]))  # as the fixture ran it
     report_dir = ws / "site" / "scenes" / "toy" / "report"
     frames = iio2.mimread(report_dir / "turntable_student.mp4", format="FFMPEG", memtest=False)
     size = cfg.student.output_size
