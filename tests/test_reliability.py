@@ -158,6 +158,7 @@ def test_unknown_key_wrong_type_and_bad_overrides(tmp_path, monkeypatch, capsys)
                "'teacher.steps' must be an integer, got 'many'")
 
 
+@pytest.mark.slow  # runs the pipeline (the TINY config) and breaks it
 def test_unknown_stage_and_upstream_not_done(base, tmp_path):
     error_line(cli(base, "stage", "teachr", CFG), 2, "unknown stage 'teachr'", "data, teacher, distill")
     # the teacher is stale for other teacher settings (the student reads it: its surfaces)
@@ -263,6 +264,7 @@ def test_rgb_image_when_alpha_required(toy_scene, tmp_path, monkeypatch, capsys)
 # 6: teacher checkpoints from another config or corrupt
 
 
+@pytest.mark.slow  # runs the pipeline (the TINY config) and breaks it
 def test_teacher_model_from_other_config_or_corrupt(ws):
     from pipeline.config import load_config
     from pipeline.errors import StageError
@@ -292,6 +294,7 @@ def test_teacher_model_from_other_config_or_corrupt(ws):
 # 7: output folder not writable, not enough disk
 
 
+@pytest.mark.slow  # runs the pipeline (the TINY config) and breaks it
 def test_runs_dir_not_writable(ws):
     (ws / "blocker").write_text("a file where runs_dir needs a folder")
     error_line(cli(ws, "stage", "data", CFG, "--set", "runs_dir=blocker/runs"), 1,
@@ -303,6 +306,7 @@ def test_oserror_is_one_line():
     assert code == 1 and message.startswith("/data/out.png: Permission denied")
 
 
+@pytest.mark.slow  # runs the pipeline (the TINY config) and breaks it
 def test_distill_refuses_without_disk_space(ws):
     proc = cli(ws, "stage", "distill", CFG, "--force", faults="free_bytes:5000")
     error_line(proc, 1, "not enough disk space for distill.n_views=6", "8 views of 16x16 px",
@@ -314,6 +318,7 @@ def test_distill_refuses_without_disk_space(ws):
 # 8: NaN during training; a corrupt checkpoint on resume
 
 
+@pytest.mark.slow  # runs the pipeline (the TINY config) and breaks it
 def test_teacher_nan_keeps_last_good_checkpoint_and_resumes(ws):
     out = ws / "runs" / "tiny" / "teacher"
     args = ("stage", "teacher", CFG, "--force")
@@ -332,6 +337,7 @@ def test_teacher_nan_keeps_last_good_checkpoint_and_resumes(ws):
     assert not (out / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow  # runs the pipeline (the TINY config) and breaks it
 def test_student_nan_then_corrupt_checkpoint_restarts(ws):
     out = ws / "runs" / "tiny" / "student"
     args = ("stage", "student", CFG, "--set", "student.train.checkpoint_every=5")
@@ -347,6 +353,7 @@ def test_student_nan_then_corrupt_checkpoint_restarts(ws):
     assert rec["resumed"] is True and rec["metrics"]["resumed_from_step"] == 0
 
 
+@pytest.mark.slow  # runs the pipeline (the TINY config) and breaks it
 def test_student_time_budget_stops_early_and_is_recorded(ws):
     proc = cli(ws, "stage", "student", CFG, "--force", "--set", "student.train.max_seconds=0.001")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -361,6 +368,7 @@ def test_student_time_budget_stops_early_and_is_recorded(ws):
 # Interruptions
 
 
+@pytest.mark.slow  # runs the pipeline (the TINY config) and breaks it
 def test_invalid_record_is_never_done(ws, monkeypatch, capsys):
     rec = ws / "runs" / "tiny" / "distill" / "record.json"
     for text in ("{", "[]", ""):
@@ -376,6 +384,7 @@ def _outputs(folder: Path) -> dict[str, bytes]:
     return {n: (folder / n).read_bytes() for n in names}
 
 
+@pytest.mark.slow  # runs the pipeline (the TINY config) and breaks it
 def test_distill_sigkill_resumes_with_identical_outputs(ws, tmp_path):
     out = ws / "runs" / "tiny" / "distill"
     shutil.rmtree(out)  # the 6 views of the base run must not count as progress
@@ -403,6 +412,7 @@ def test_distill_sigkill_resumes_with_identical_outputs(ws, tmp_path):
     assert [n for n in want if got[n] != want[n]] == [], "resumed views differ from an uninterrupted run"
 
 
+@pytest.mark.slow  # runs the pipeline (the TINY config) and breaks it
 def test_teacher_sigint_stops_cleanly_and_resumes(ws):
     out = ws / "runs" / "tiny" / "teacher"
     args = ("stage", "teacher", CFG, "--set", "teacher.steps=24")
@@ -425,6 +435,7 @@ def test_teacher_sigint_stops_cleanly_and_resumes(ws):
     assert rec["resumed"] is True and rec["metrics"]["steps"] == 24
 
 
+@pytest.mark.slow  # runs the pipeline (the TINY config) and breaks it
 def test_concurrent_run_refused_then_sigkill_resumes(ws):
     out = ws / "runs" / "tiny" / "student"
     args = ("stage", "student", CFG, "--set", "student.train.steps=60", "--set", "student.train.checkpoint_every=10")
