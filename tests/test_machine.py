@@ -118,7 +118,8 @@ def test_bench_machine_prints_the_machine_block():
 NOT_BENCHMARKS = ("lego_workspace.py", "update_readme.py", "update_performance.py")  # a helper, two doc writers
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "bench").glob("*.py") if p.name not in NOT_BENCHMARKS))
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "bench").glob("*.py")
+                                          if p.name not in NOT_BENCHMARKS))
 def test_every_bench_script_reports_its_machine(script):
     """Each bench script's last JSON line carries the machine block (a static check: most of
     them need lego or minutes to run; bench/machine.py is run for real above)."""
