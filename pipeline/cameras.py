@@ -36,6 +36,26 @@ class Intrinsics:
     cy: float
     width: int
     height: int
+    # lens distortion, OpenCV's radial-tangential model (COLMAP's OPENCV; nerfstudio's k1 k2 k3
+    # p1 p2), on normalised image coordinates; all 0: a pinhole camera
+    k1: float = 0.0
+    k2: float = 0.0
+    k3: float = 0.0
+    p1: float = 0.0
+    p2: float = 0.0
+
+    @property
+    def distortion(self) -> tuple[float, float, float, float, float]:
+        """(k1, k2, k3, p1, p2)."""
+        return (self.k1, self.k2, self.k3, self.p1, self.p2)
+
+    @property
+    def is_pinhole(self) -> bool:
+        return not any(self.distortion)
+
+    def pinhole(self) -> Intrinsics:
+        """The same camera without its lens distortion."""
+        return Intrinsics(self.fx, self.fy, self.cx, self.cy, self.width, self.height)
 
     @staticmethod
     def from_fov(width: int, height: int, camera_angle_x: float) -> Intrinsics:
@@ -45,8 +65,8 @@ class Intrinsics:
 
     def resized(self, width: int, height: int) -> Intrinsics:
         """The same camera imaging the same field of view onto width x height pixels."""
-        sx, sy = width / self.width, height / self.height
-        return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
+        sx, sy = width / self.width, height / self.height  # distortion acts on normalised coordinates: kept
+        return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height, *self.distortion)
 
     @property
     def camera_angle_x(self) -> float:
@@ -54,8 +74,13 @@ class Intrinsics:
         return 2 * math.atan(0.5 * self.width / self.fx)
 
     def to_json(self) -> dict:
-        """The per-frame keys of a transforms file (nerfstudio's names)."""
-        return {"fl_x": self.fx, "fl_y": self.fy, "cx": self.cx, "cy": self.cy, "w": self.width, "h": self.height}
+        """The per-frame keys of a transforms file (nerfstudio's names; the distortion's only when
+        there is some)."""
+        keys = {"fl_x": self.fx, "fl_y": self.fy, "cx": self.cx, "cy": self.cy, "w": self.width, "h": self.height}
+        if not self.is_pinhole:
+            keys |= {"camera_model": "OPENCV", "k1": self.k1, "k2": self.k2, "k3": self.k3, "p1": self.p1,
+                     "p2": self.p2}
+        return keys
 
 
 def camera_directions(intrinsics: Intrinsics, device=None) -> Tensor:
