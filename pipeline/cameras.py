@@ -1,8 +1,18 @@
-"""Camera math shared by every stage: pinhole rays, orbit poses, pose sampling.
+"""Camera math shared by every stage: rays through pinhole and distorted lenses, orbit poses,
+pose sampling.
 
 Convention (NeRF Blender scenes, OpenGL): a camera-to-world matrix `c2w`
 (4, 4) has columns (x right, y up, z backwards, eye); the camera looks down
 its -z axis. Pixel (i, j) (column, row) has its centre at (i + 0.5, j + 0.5).
+
+Lens distortion follows OpenCV's radial-tangential model (COLMAP's OPENCV) on
+normalised image coordinates in OpenCV's frame, x = (u - cx) / fx right and
+y = (v - cy) / fy *down*; the camera-frame direction of an undistorted (x, y)
+is (x, -y, -1). The teacher learns from the photos as taken (its rays go
+through the lens); every comparison with a photo (the teacher's and the
+student's test PSNR, the report's figures) is made against the photo
+undistorted to its pinhole camera (`undistort_image`), since the renders and
+the student are pinhole.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ def focal_from_fov(width: int, camera_angle_x: float) -> float:
 
 @dataclass(frozen=True)
 class Intrinsics:
-    """A pinhole camera's intrinsics, in pixels of a width x height image.
+    """A camera's intrinsics, in pixels of a width x height image, with its lens distortion.
 
     fx, fy: focal lengths; cx, cy: principal point, measured from the image's top-left
     corner (pixel (i, j) has its centre at (i + 0.5, j + 0.5)). Blender scenes fill them
@@ -83,14 +93,98 @@ class Intrinsics:
         return keys
 
 
+# (k1, k2, k3, p1, p2) of distortion tensors: OpenCV's order of the radial terms, then the tangential
+DISTORTION = ("k1", "k2", "k3", "p1", "p2")
+# Newton steps of `undistort_points`: from the distorted point as the first guess, float32 round-off
+# (1e-7) in 3 steps for |k1| = 0.1 and in 4 for |k1| = 0.3 (tangential 2e-3, r <= 1); 8 leave a margin
+UNDISTORT_STEPS = 8
+
+
+def _distortion_terms(x: Tensor, y: Tensor, dist: Tensor) -> tuple[Tensor, ...]:
+    """The forward model at (x, y) and its Jacobian: (xd, yd, dxd/dx, dxd/dy, dyd/dx, dyd/dy)."""
+    k1, k2, k3, p1, p2 = dist.unbind(-1)
+    r2 = x * x + y * y
+    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    d_radial = k1 + r2 * (2 * k2 + r2 * (3 * k3))  # d radial / d r2
+    xd = x * radial + (2 * p1 * x * y + p2 * (r2 + 2 * x * x))
+    yd = y * radial + (p1 * (r2 + 2 * y * y) + 2 * p2 * x * y)
+    xd_x = radial + 2 * x * x * d_radial + 2 * p1 * y + 6 * p2 * x
+    xd_y = 2 * x * y * d_radial + 2 * p1 * x + 2 * p2 * y
+    yd_y = radial + 2 * y * y * d_radial + 6 * p1 * y + 2 * p2 * x
+    return xd, yd, xd_x, xd_y, xd_y, yd_y  # the Jacobian is symmetric
+
+
+def _as_distortion(dist, like: Tensor) -> Tensor:
+    return torch.as_tensor(dist, dtype=like.dtype, device=like.device)
+
+
+def distort_points(xy: Tensor, dist) -> Tensor:
+    """OpenCV's forward lens model: where an ideal (pinhole) point lands in the photo.
+
+    x_d = x (1 + k1 r^2 + k2 r^4 + k3 r^6) + 2 p1 x y + p2 (r^2 + 2 x^2),
+    y_d = y (1 + k1 r^2 + k2 r^4 + k3 r^6) + p1 (r^2 + 2 y^2) + 2 p2 x y,  r^2 = x^2 + y^2.
+
+    Args:
+        xy: (..., 2) undistorted normalised coordinates (OpenCV frame: x right, y down).
+        dist: (5,) or (..., 5), broadcastable against xy's leading dims: (k1, k2, k3, p1, p2),
+            a tensor or a sequence of floats.
+    Returns:
+        (..., 2) distorted normalised coordinates.
+    """
+    xd, yd, *_ = _distortion_terms(xy[..., 0], xy[..., 1], _as_distortion(dist, xy))
+    return torch.stack([xd, yd], dim=-1)
+
+
+def undistort_points(xy: Tensor, dist, steps: int = UNDISTORT_STEPS) -> Tensor:
+    """Inverse of `distort_points`: the ideal point that the lens images at `xy`.
+
+    A fixed number of Newton steps on distort(p) - xy = 0 from p = xy (no data-dependent stopping:
+    vectorised, and the same arithmetic on every device). With all coefficients 0 every step is
+    exactly 0 (radial factor 1, identity Jacobian), so a pinhole's points come back bit for bit.
+
+    Args:
+        xy: (..., 2) distorted normalised coordinates (OpenCV frame: x right, y down).
+        dist: (5,) or (..., 5) (k1, k2, k3, p1, p2), as for `distort_points`.
+        steps: Newton steps.
+    Returns:
+        (..., 2) undistorted normalised coordinates.
+    """
+    dist = _as_distortion(dist, xy)
+    xd, yd = xy[..., 0], xy[..., 1]
+    x, y = xd, yd
+    for _ in range(steps):
+        fx, fy, fx_x, fx_y, fy_x, fy_y = _distortion_terms(x, y, dist)
+        rx, ry = fx - xd, fy - yd
+        det = fx_x * fy_y - fx_y * fy_x
+        # the model folds over far outside any real lens's field (det -> 0): stand still there
+        ok = det.abs() > 1e-12
+        det = torch.where(ok, det, torch.ones_like(det))
+        x = x - torch.where(ok, (rx * fy_y - ry * fx_y) / det, torch.zeros_like(det))
+        y = y - torch.where(ok, (ry * fx_x - rx * fy_x) / det, torch.zeros_like(det))
+    return torch.stack([x, y], dim=-1)
+
+
+def _lens_directions(i: Tensor, j: Tensor, k: Tensor) -> Tensor:
+    """Directions (z = -1) of pixel-centre coordinates i, j (...,) through cameras k (..., 9)."""
+    x = (i - k[..., 2]) / k[..., 0]
+    y = (j - k[..., 3]) / k[..., 1]  # OpenCV's y, down the image
+    xy = undistort_points(torch.stack([x, y], dim=-1), k[..., 4:9])
+    return torch.stack([xy[..., 0], -xy[..., 1], -torch.ones_like(x)], dim=-1)
+
+
 def camera_directions(intrinsics: Intrinsics, device=None) -> Tensor:
-    """Unnormalised ray directions in the camera frame, (height, width, 3), z = -1."""
+    """Unnormalised ray directions in the camera frame, (height, width, 3), z = -1, each pixel's
+    through the lens (`undistort_points` of its distorted normalised coordinates)."""
     k = intrinsics
     j, i = torch.meshgrid(
         torch.arange(k.height, dtype=torch.float32, device=device),
         torch.arange(k.width, dtype=torch.float32, device=device),
         indexing="ij",
     )
+    if not k.is_pinhole:
+        row = torch.tensor([k.fx, k.fy, k.cx, k.cy, *k.distortion], dtype=torch.float32, device=device)
+        return _lens_directions(i + 0.5, j + 0.5, row)
+    # a pinhole's arithmetic, unchanged: Blender scenes' rays stay bit for bit what they were
     x = (i + 0.5 - k.cx) / k.fx
     y = -(j + 0.5 - k.cy) / k.fy
     return torch.stack([x, y, -torch.ones_like(x)], dim=-1)
@@ -98,17 +192,22 @@ def camera_directions(intrinsics: Intrinsics, device=None) -> Tensor:
 
 def pixel_directions(pixel: Tensor, k: Tensor, width: int) -> Tensor:
     """Camera-frame directions (unnormalised, z = -1) of flat pixel indices, each through its
-    own view's intrinsics: the teacher's ray batches draw pixels from every view.
+    own view's intrinsics and lens: the teacher's ray batches draw pixels from every view.
 
     Args:
         pixel: (N,) row-major pixel index j * width + i.
-        k: (N, 4) each pixel's view's (fx, fy, cx, cy).
+        k: (N, 9) each pixel's view's (fx, fy, cx, cy, k1, k2, k3, p1, p2) (`Views.k`), or (N, 4)
+            (fx, fy, cx, cy) for pinhole views. A batch whose distortion is all 0 takes the pinhole
+            arithmetic; a mixed batch undistorts every ray, which for a pinhole row is exact.
         width: image width in pixels (one size per split).
     Returns:
         (N, 3), equal to `camera_directions(...)[j, i]` of the pixel's view.
     """
     i = (pixel % width).float() + 0.5
     j = torch.div(pixel, width, rounding_mode="floor").float() + 0.5
+    # one check per batch (a device sync on CUDA): callers with only pinhole views pass (N, 4)
+    if k.shape[-1] > 4 and bool(k[:, 4:].any()):
+        return _lens_directions(i, j, k)
     x = (i - k[:, 2]) / k[:, 0]
     y = -(j - k[:, 3]) / k[:, 1]
     return torch.stack([x, y, -torch.ones_like(x)], dim=-1)
