@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -157,10 +158,9 @@ def undistort_points(xy: Tensor, dist, steps: int = UNDISTORT_STEPS) -> Tensor:
         rx, ry = fx - xd, fy - yd
         det = fx_x * fy_y - fx_y * fy_x
         # the model folds over far outside any real lens's field (det -> 0): stand still there
-        ok = det.abs() > 1e-12
-        det = torch.where(ok, det, torch.ones_like(det))
-        x = x - torch.where(ok, (rx * fy_y - ry * fx_y) / det, torch.zeros_like(det))
-        y = y - torch.where(ok, (ry * fx_x - rx * fy_x) / det, torch.zeros_like(det))
+        det = torch.where(det.abs() > 1e-12, det, math.inf)
+        x = x - (rx * fy_y - ry * fx_y) / det
+        y = y - (ry * fx_x - rx * fy_x) / det
     return torch.stack([x, y], dim=-1)
 
 
@@ -211,6 +211,41 @@ def pixel_directions(pixel: Tensor, k: Tensor, width: int) -> Tensor:
     x = (i - k[:, 2]) / k[:, 0]
     y = -(j - k[:, 3]) / k[:, 1]
     return torch.stack([x, y, -torch.ones_like(x)], dim=-1)
+
+
+def undistort_image(image: Tensor, intrinsics: Intrinsics) -> tuple[Tensor, Intrinsics]:
+    """A photo resampled into its pinhole camera (same fx, fy, cx, cy and size, no distortion).
+
+    The project's rule: the teacher and the student are compared with each test photo undistorted
+    to its pinhole camera by this function, everywhere (their renders are pinhole). Each pinhole
+    pixel's normalised coordinate is distorted (`distort_points`, the closed-form forward model)
+    and the photo is sampled there bilinearly; where that falls outside the photo (the corners of
+    a pincushion lens) the nearest edge pixel is repeated. A pinhole photo comes back as is.
+
+    Args:
+        image: (H, W, C) float, H x W the camera's height x width.
+        intrinsics: the photo's camera.
+    Returns:
+        (H, W, C) the undistorted photo, and `intrinsics.pinhole()`.
+    """
+    k = intrinsics
+    if image.shape[:2] != (k.height, k.width):
+        raise ValueError(f"image of {image.shape[1]}x{image.shape[0]} pixels for a {k.width}x{k.height} camera")
+    if k.is_pinhole:
+        return image, k
+    j, i = torch.meshgrid(
+        torch.arange(k.height, dtype=torch.float32, device=image.device),
+        torch.arange(k.width, dtype=torch.float32, device=image.device),
+        indexing="ij",
+    )
+    xy = torch.stack([(i + 0.5 - k.cx) / k.fx, (j + 0.5 - k.cy) / k.fy], dim=-1)
+    xy = distort_points(xy, k.distortion)
+    # pixel coordinates (centres at +0.5) to grid_sample's [-1, 1] over the image's outer edges
+    grid = torch.stack([(xy[..., 0] * k.fx + k.cx) * (2 / k.width) - 1,
+                        (xy[..., 1] * k.fy + k.cy) * (2 / k.height) - 1], dim=-1)
+    out = F.grid_sample(image.permute(2, 0, 1)[None].float(), grid[None], mode="bilinear",
+                        padding_mode="border", align_corners=False)
+    return out[0].permute(1, 2, 0).to(image.dtype), k.pinhole()
 
 
 def pinhole_rays(c2w: Tensor, dirs_cam: Tensor) -> tuple[Tensor, Tensor]:

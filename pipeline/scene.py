@@ -42,8 +42,8 @@ class Views:
 
     @property
     def k(self) -> Tensor:
-        """(N, 4) float32 (fx, fy, cx, cy) per view, for batched ray generation."""
-        return torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in self.intrinsics], dtype=torch.float32)
+        """(N, 9) float32 (fx, fy, cx, cy, k1, k2, k3, p1, p2) per view, for batched ray generation."""
+        return torch.tensor([[c.fx, c.fy, c.cx, c.cy, *c.distortion] for c in self.intrinsics], dtype=torch.float32)
 
     def rgb_on(self, background: Tensor) -> Tensor:
         """(N, H, W, 3) colours composited on `background` (3,)."""
