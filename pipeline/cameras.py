@@ -94,15 +94,14 @@ class Intrinsics:
         return keys
 
 
-# (k1, k2, k3, p1, p2) of distortion tensors: OpenCV's order of the radial terms, then the tangential
-DISTORTION = ("k1", "k2", "k3", "p1", "p2")
 # Newton steps of `undistort_points`: from the distorted point as the first guess, float32 round-off
 # (1e-7) in 3 steps for |k1| = 0.1 and in 4 for |k1| = 0.3 (tangential 2e-3, r <= 1); 8 leave a margin
 UNDISTORT_STEPS = 8
 
 
 def _distortion_terms(x: Tensor, y: Tensor, dist: Tensor) -> tuple[Tensor, ...]:
-    """The forward model at (x, y) and its Jacobian: (xd, yd, dxd/dx, dxd/dy, dyd/dx, dyd/dy)."""
+    """The forward model at (x, y) (...,) and its Jacobian: (xd, yd, dxd/dx, dxd/dy, dyd/dx, dyd/dy);
+    dist (..., 5) or (5,)."""
     k1, k2, k3, p1, p2 = dist.unbind(-1)
     r2 = x * x + y * y
     radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
@@ -154,13 +153,13 @@ def undistort_points(xy: Tensor, dist, steps: int = UNDISTORT_STEPS) -> Tensor:
     xd, yd = xy[..., 0], xy[..., 1]
     x, y = xd, yd
     for _ in range(steps):
-        fx, fy, fx_x, fx_y, fy_x, fy_y = _distortion_terms(x, y, dist)
-        rx, ry = fx - xd, fy - yd
-        det = fx_x * fy_y - fx_y * fy_x
+        px, py, j_xx, j_xy, j_yx, j_yy = _distortion_terms(x, y, dist)
+        rx, ry = px - xd, py - yd
+        det = j_xx * j_yy - j_xy * j_yx
         # the model folds over far outside any real lens's field (det -> 0): stand still there
         det = torch.where(det.abs() > 1e-12, det, math.inf)
-        x = x - (rx * fy_y - ry * fx_y) / det
-        y = y - (ry * fx_x - rx * fy_x) / det
+        x = x - (rx * j_yy - ry * j_xy) / det
+        y = y - (ry * j_xx - rx * j_yx) / det
     return torch.stack([x, y], dim=-1)
 
 
