@@ -1,0 +1,129 @@
+"""nerfstudio's data format: one `transforms.json` beside the images (docs.nerf.studio, "Data
+conventions").
+
+Poses (`transform_matrix`) are camera-to-world in the OpenGL convention already. Intrinsics
+(`fl_x`, `fl_y`, `cx`, `cy`, `w`, `h`) and lens distortion (`k1`, `k2`, `k3`, `p1`, `p2`) are
+given once at the top level or per frame (a frame's own win); `camera_model` names the lens
+(PINHOLE, SIMPLE_PINHOLE, SIMPLE_RADIAL, RADIAL and OPENCV are perspective lenses whose
+distortion these keys hold; fisheye and panoramic models are refused). `mask_path` per frame
+names a foreground mask. Frames are ordered by file name, as nerfstudio orders them; the splits
+come from `train_filenames` / `val_filenames` / `test_filenames` or, without them, every 8th
+frame is a test view.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..cameras import Intrinsics
+from ..errors import DataError
+from ..scene import CAMERA_MODELS, DISTORTION_KEYS, matrix_problem
+from . import Capture, Frame, build_splits, holdout_splits, image_size, number, read_json
+
+
+def read(root: Path) -> Capture:
+    path = root / "transforms.json"
+    meta = read_json(path)
+    entries = frame_entries(path, meta, sort_key=lambda fr: normalised(fr["file_path"]))
+    check_camera_model(path, meta)
+    by_split = split_entries(path, meta, entries)
+    splits, missing = build_splits(by_split, lambda e: resolve(root, e[1]["file_path"]),
+                                   lambda e, image: make_frame(path, meta, e, image, intrinsics))
+    return Capture("nerfstudio", root, splits, files=[path], missing=missing)
+
+
+def frame_entries(path: Path, meta: dict, sort_key) -> list[tuple[int, dict]]:
+    """(index in the file, frame) of every frame, validated and sorted by `sort_key(frame)`."""
+    frames = meta.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise DataError(f"{path}: 'frames' must be a non-empty list")
+    for k, fr in enumerate(frames):
+        if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
+            raise DataError(f"{path}: frames[{k}] needs a string 'file_path'")
+        problem = matrix_problem(fr.get("transform_matrix"))
+        if problem:
+            raise DataError(f"{path}: frames[{k}].transform_matrix must be a 4x4 matrix of finite numbers, "
+                            f"{problem}")
+        if "mask_path" in fr and not isinstance(fr["mask_path"], str):
+            raise DataError(f"{path}: frames[{k}].mask_path must be a string, got {fr['mask_path']!r}")
+    return sorted(enumerate(frames), key=lambda e: sort_key(e[1]))
+
+
+def check_camera_model(path: Path, meta: dict) -> None:
+    """Refuse, in one line, a lens these readers cannot model (top level or in any frame)."""
+    for where, node in [("camera_model", meta)] + [(f"frames[{k}].camera_model", fr)
+                                                  for k, fr in enumerate(meta["frames"])]:
+        model = node.get("camera_model")
+        if model is not None and model not in CAMERA_MODELS:
+            raise DataError(f"{path}: '{where}' is {model!r}, which is not supported; expected one of "
+                            f"{', '.join(CAMERA_MODELS)} (perspective lenses with k1 k2 k3 p1 p2 distortion)")
+
+
+def normalised(file_path: str) -> str:
+    return os.path.normpath(file_path.replace("\\", "/"))
+
+
+def resolve(root: Path, file_path: str) -> Path:
+    return root / normalised(file_path)
+
+
+def split_entries(path: Path, meta: dict, entries: list[tuple[int, dict]]) -> dict[str, list]:
+    """The entries of each split: from the file's `<split>_filenames` lists (train and test needed,
+    val optional) or, without any, every 8th entry for test."""
+    lists = {s: meta.get(f"{s}_filenames") for s in ("train", "val", "test")}
+    if all(v is None for v in lists.values()):
+        return holdout_splits(entries)
+    by_name = {normalised(fr["file_path"]): (k, fr) for k, fr in entries}
+    out = {}
+    for split, names in lists.items():
+        if names is None:
+            if split == "val":
+                continue
+            raise DataError(f"{path}: has split lists but no '{split}_filenames' (train_filenames and "
+                            "test_filenames are needed; val_filenames is optional)")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise DataError(f"{path}: '{split}_filenames' must be a list of file paths")
+        unknown = [n for n in names if normalised(n) not in by_name]
+        if unknown:
+            raise DataError(f"{path}: '{split}_filenames' names {unknown[0]!r}, which no frame's file_path is")
+        chosen = {normalised(n) for n in names}
+        out[split] = [e for e in entries if normalised(e[1]["file_path"]) in chosen]  # in the frames' order
+    return out
+
+
+def make_frame(path: Path, meta: dict, entry: tuple[int, dict], image: Path, intrinsics_of) -> Frame:
+    k, fr = entry
+    where = f"{path}: frames[{k}]"
+    size = image_size(image)
+    mask = None
+    if fr.get("mask_path"):
+        mask = resolve(path.parent, fr["mask_path"])
+        if not mask.is_file():
+            raise DataError(f"{where}: mask not found: {mask}")
+        if image_size(mask) != size:
+            (mw, mh), (w, h) = image_size(mask), size
+            raise DataError(f"{mask}: mask is {mw}x{mh} but its image {image} is {w}x{h}; a mask must have its "
+                            "image's size")
+    camera = intrinsics_of(path, meta, fr, where, size)
+    return Frame(image, np.asarray(fr["transform_matrix"], dtype=np.float64), camera, mask)
+
+
+def intrinsics(path: Path, meta: dict, fr: dict, where: str, size: tuple[int, int]) -> Intrinsics:
+    """A nerfstudio frame's camera, in pixels of its image file (`size`: width, height)."""
+    def get(key: str, kind: str = "positive", default=None):
+        return number(fr, key, where, kind, number(meta, key, str(path), kind, default))
+
+    w, h = get("w", "whole", size[0]), get("h", "whole", size[1])
+    fx = get("fl_x")
+    if fx is None:
+        raise DataError(f"{where}: no focal length: give 'fl_x' (pixels) in the frame or at the top level")
+    fy = get("fl_y", default=fx)
+    cx, cy = get("cx", "finite", 0.5 * w), get("cy", "finite", 0.5 * h)
+    dist = [float(get(key, "finite", 0.0)) for key in DISTORTION_KEYS]
+    if get("k4", "finite", 0.0):
+        raise DataError(f"{where}: 'k4' is not 0; OpenCV's radial-tangential lens (k1 k2 k3 p1 p2) has no k4 term "
+                        "(fisheye lenses are not supported)")
+    return Intrinsics(float(fx), float(fy), float(cx), float(cy), int(w), int(h), *dist).resized(*size)
