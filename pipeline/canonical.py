@@ -30,7 +30,7 @@ from .placement import Placement
 from .progress import progress
 from .scene import read_image
 
-CACHE_VERSION = b"rgba-area-v1"  # part of every cache key: change it when the conversion changes
+CACHE_VERSION = b"rgba-area-v2"  # part of every cache key: change it when the conversion changes
 
 
 def target_size(width: int, height: int, max_size: int) -> tuple[int, int]:
@@ -50,18 +50,24 @@ def file_sha256(path: Path) -> str:
 def rgba_png(frame: Frame, size: tuple[int, int]) -> bytes:
     """The frame's photo as an 8-bit RGBA PNG of `size` (width, height): alpha from the photo's own
     alpha times the mask's first channel, area-resampled on premultiplied colour (no dark fringes)."""
-    img = read_image(frame.image).astype(np.float64)  # (H, W, 4) in [0, 1]
+    if frame.mask is None:
+        with Image.open(frame.image) as im:
+            if im.mode == "RGB":  # a plain photo (most captures): PIL's area filter on 8 bits, in place
+                rgb = np.asarray(im.resize(size, Image.BOX) if im.size != size else im)
+                rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], -1)
+                return iio.imwrite("<bytes>", rgba, extension=".png")
+    img = read_image(frame.image)  # (H, W, 4) float32 in [0, 1]
     if frame.mask is not None:
         mask = iio.imread(frame.mask)
         if mask.shape[:2] != img.shape[:2]:
             raise DataError(f"{frame.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {frame.image} is "
                             f"{img.shape[1]}x{img.shape[0]}; a mask must have its image's size")
         scale = 65535.0 if mask.dtype == np.uint16 else 1.0 if mask.dtype == bool else 255.0
-        img[..., 3] *= (mask[..., 0] if mask.ndim == 3 else mask).astype(np.float64) / scale
+        img[..., 3] *= (mask[..., 0] if mask.ndim == 3 else mask).astype(np.float32) / scale
     if (img.shape[1], img.shape[0]) != size:
         img[..., :3] *= img[..., 3:]
-        img = np.stack([np.asarray(Image.fromarray(img[..., c].astype(np.float32)).resize(size, Image.BOX))
-                        for c in range(4)], -1).astype(np.float64)
+        img = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(img[..., c])).resize(size, Image.BOX))
+                        for c in range(4)], -1)
         a = img[..., 3:]
         img[..., :3] = np.where(a > 1e-6, img[..., :3] / np.maximum(a, 1e-6), 0.0)
     return iio.imwrite("<bytes>", np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), extension=".png")

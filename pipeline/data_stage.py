@@ -41,9 +41,10 @@ def run(ctx) -> dict:
         write_scene(capture, placement, root, cfg.data.max_size, ctx.out_dir / "cache",
                     [previous_dir(ctx.out_dir) / "cache"], log=ctx.log)
         files = capture.input_files()
+        rel = capture.relative
         source |= {"root": str(capture.root), **({"format": capture.source} if capture.source else {}),
-                   "frames": {s: [str(f.image) for f in fr] for s, fr in capture.splits.items()},
-                   "skipped": [str(p) for lost in capture.missing.values() for p in lost]}
+                   "frames": {s: [rel(f.image) for f in fr] for s, fr in capture.splits.items()},
+                   "skipped": [rel(p) for lost in capture.missing.values() for p in lost]}
     atomic_write_text(ctx.out_dir / "placement.json", json.dumps(
         {"source": source, "box": list(cfg.teacher.aabb), **placement.to_json()}, indent=1))
     # Load every split once so that unreadable images or size mismatches fail here, early.

@@ -205,6 +205,15 @@ def test_max_size_resizes_and_a_rerun_takes_the_cache(tmp_path, monkeypatch, cap
     a = block[..., 3:]
     want = np.concatenate([np.where(a > 0, block[..., :3] / np.maximum(a, 1e-9), 0), a], -1)
     assert np.abs(views.images[0].numpy() - want).max() <= 0.5 / 255 + 1e-6
+    # a photo without a mask (8-bit RGB) takes PIL's area filter directly: within a level of the mean
+    write_toy_capture(cfg, tmp_path / "rgb", "nerfstudio")
+    rgb_ws = tmp_path / "rgb_ws"
+    cfg_path = _config(rgb_ws, tmp_path / "rgb", ", max_size: 16")
+    proc = main_inproc(rgb_ws, monkeypatch, capsys, "stage", "data", cfg_path)
+    assert proc.returncode == 0, proc.stderr
+    img = iio.imread(rgb_ws / "runs" / "cap" / "data" / "scene" / "train" / f"{name}.png").astype(np.float64)
+    block = iio.imread(tmp_path / "rgb" / "images" / f"{name}.png").astype(np.float64).reshape(16, 2, 16, 2, 3)
+    assert np.abs(img[..., :3] - block.mean((1, 3))).max() <= 1.0 and (img[..., 3] == 255).all()
     # a re-run with other settings (another teacher box) converts nothing again
     again = main_inproc(ws, monkeypatch, capsys, *args, "--set", "teacher.aabb=[-1, -1, -1, 1, 1, 1]")
     assert again.returncode == 0 and "10 from the cache" in again.stdout, again.stdout

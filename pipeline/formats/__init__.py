@@ -80,6 +80,10 @@ class Capture:
         """Every frame of every split, train first."""
         return [f for s in SPLITS for f in self.splits.get(s, [])]
 
+    def relative(self, path: Path) -> str:
+        """`path` as named from the capture folder."""
+        return _rel(path, self.root)
+
     def input_files(self) -> list[Path]:
         """The layout's files plus every image and mask its frames use (the data stage's inputs)."""
         media = {p for f in self.frames for p in (f.image, f.mask) if p is not None}
