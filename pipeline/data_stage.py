@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .cache import previous_dir
 from .canonical import write_scene
 from .errors import DataError
 from .formats import PLACED_ALREADY, image_size, read_capture, resolve_kind
@@ -39,7 +38,7 @@ def run(ctx) -> dict:
                     f"{placement.radius:.4g} (from the {placement.radius_from}) -> scale {placement.scale:.4g}")
         root = ctx.out_dir / "scene"
         write_scene(capture, placement, root, cfg.data.max_size, ctx.out_dir / "cache",
-                    [previous_dir(ctx.out_dir) / "cache"], log=ctx.log)
+                    [ctx.previous_dir / "cache"], log=ctx.log)
         files = capture.input_files()
         rel = capture.relative
         source |= {"root": str(capture.root), **({"format": capture.source} if capture.source else {}),

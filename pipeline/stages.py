@@ -149,6 +149,12 @@ class StageContext:
         if distributed.is_main():
             print(f"[{self.stage.name}] {msg}", flush=True)
 
+    @property
+    def previous_dir(self) -> Path:
+        """Where this stage's last finished outputs wait while it runs again with another key
+        (`cache.prepare_output`): a stage may reuse pieces of them (the data stage's converted images)."""
+        return cache.previous_dir(self.out_dir)
+
     def input(self, stage: str, name: str) -> Path:
         """The path of upstream `stage`'s declared output `name`."""
         if stage not in self.upstream:

@@ -12,7 +12,6 @@ job; writing the canonical Blender-layout scene is the data stage's.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -26,8 +25,6 @@ from ..errors import DataError
 
 # data.kind values a reader exists for ("toy" is generated, "auto" detected)
 KINDS = ("blender", "nerfstudio", "instant-ngp", "colmap", "llff")
-MODULES = {"blender": "blender", "nerfstudio": "nerfstudio", "instant-ngp": "instant_ngp", "colmap": "colmap",
-           "llff": "llff"}
 SPLITS = ("train", "val", "test")
 HOLDOUT_EVERY = 8  # without split lists, frames 0, 8, 16, ... are the test views (the LLFF / mip-NeRF rule)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -155,8 +152,7 @@ def read_capture(root: Path, kind: str = "auto") -> Capture:
         kind = detect(root)
     elif not root.is_dir():
         raise DataError(f"scene folder not found: {root} (set data.root to a capture folder)")
-    module = importlib.import_module(f"{__name__}.{MODULES[kind]}")
-    capture = module.read(root)
+    capture = READERS[kind](root)
     report_missing(capture)
     for split in ("train", "test"):
         if not capture.splits.get(split):
@@ -273,3 +269,10 @@ def _rel(path: Path, root: Path) -> str:
         return os.path.relpath(path, root)
     except ValueError:
         return str(path)
+
+
+# the readers, imported here (not by name) so that the data stage's key covers their code
+from . import blender, colmap, instant_ngp, llff, nerfstudio  # noqa: E402
+
+READERS = {"blender": blender.read, "nerfstudio": nerfstudio.read, "instant-ngp": instant_ngp.read,
+           "colmap": colmap.read, "llff": llff.read}
