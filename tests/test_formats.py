@@ -314,3 +314,40 @@ def test_missing_images_are_skipped_with_one_warning(scenes, tmp_path, monkeypat
     assert len(views.names) == 10 - 4 and "train_001" not in views.names
     skipped = json.loads((ws / "runs" / "cap" / "data" / "placement.json").read_text())["source"]["skipped"]
     assert len(skipped) == 4
+
+
+def test_instant_ngp_keys(scenes, tmp_path):
+    """instant-ngp's scale, offset and box are recorded (its cube in the file's coordinates), a field of
+    view in degrees wins over fl_x and radians, and file paths may leave the extension out."""
+    root = _copy(scenes, "instant-ngp", tmp_path)
+
+    def edit(m):
+        m.update(x_fov=90.0, fl_x=123.0)
+        for fr in m["frames"]:
+            fr["file_path"] = fr["file_path"].removesuffix(".png")
+
+    _edit_json(root / "transforms.json", edit)
+    cap = read_capture(root)
+    assert len(cap.frames) == len(scenes[2]["instant-ngp"])
+    assert cap.source == {"scale": 0.5, "offset": [0.1, 0.2, 0.3], "aabb_scale": 1,
+                          "ngp_box": pytest.approx([-0.2, -0.4, -0.6, 1.8, 1.6, 1.4])}
+    k = cap.frames[0].intrinsics
+    assert k.fx == pytest.approx(8.0) and k.fy == pytest.approx(8.0)  # 16 px across 90 degrees
+
+
+def test_splits_from_lists_or_every_8th(scenes, tmp_path):
+    _, roots, truths = scenes
+    names = sorted(truths["llff"])
+    for name in ("llff", "colmap"):  # no split lists: frames 0, 8, ... by name are the test views
+        cap = read_capture(roots[name])
+        assert [f.name for f in cap.splits["test"]] == names[::8]
+        assert [f.name for f in cap.splits["train"]] == [n for k, n in enumerate(names) if k % 8]
+    cap = read_capture(roots["nerfstudio"])  # nerfstudio's train/val/test_filenames: the toy's own splits
+    for split in ("train", "val", "test"):
+        assert [f.name for f in cap.splits[split]] == [n for n in names if truths["nerfstudio"][n][0] == split]
+    root = _copy(scenes, "nerfstudio", tmp_path)
+    _edit_json(root / "transforms.json", lambda m: m.pop("test_filenames"))
+    with pytest.raises(DataError, match="has split lists but no 'test_filenames'"):
+        read_capture(root)
+    _edit_json(root / "transforms.json", lambda m: [m.pop(f"{s}_filenames") for s in ("train", "val")])
+    assert [f.name for f in read_capture(root).splits["test"]] == names[::8]

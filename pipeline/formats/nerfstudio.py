@@ -21,7 +21,7 @@ import numpy as np
 from ..cameras import Intrinsics
 from ..errors import DataError
 from ..scene import CAMERA_MODELS, DISTORTION_KEYS, matrix_problem
-from . import Capture, Frame, build_splits, holdout_splits, image_size, number, read_json
+from . import IMAGE_SUFFIXES, Capture, Frame, build_splits, holdout_splits, image_size, number, read_json
 
 
 def read(root: Path) -> Capture:
@@ -67,7 +67,14 @@ def normalised(file_path: str) -> str:
 
 
 def resolve(root: Path, file_path: str) -> Path:
-    return root / normalised(file_path)
+    """The file a frame names; without an extension, the first of .png, .jpg, .jpeg that exists
+    (instant-ngp's rule; Blender-style paths such as ./train/r_0 have none)."""
+    path = root / normalised(file_path)
+    if not path.suffix and not path.exists():
+        for suffix in IMAGE_SUFFIXES:
+            if path.with_suffix(suffix).is_file():
+                return path.with_suffix(suffix)
+    return path
 
 
 def split_entries(path: Path, meta: dict, entries: list[tuple[int, dict]]) -> dict[str, list]:
