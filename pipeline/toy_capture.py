@@ -58,12 +58,15 @@ def surface_points(n: int = 400, seed: int = 0) -> np.ndarray:
 
 
 def write_toy_capture(cfg: ToySceneConfig, root: Path, layout: str, camera: Intrinsics | None = None,
-                      masks: bool = False, ngp_scale: float = 0.5, ngp_offset=(0.1, 0.2, 0.3)) -> dict:
+                      masks: bool = False, sparse_points: bool = False, ngp_scale: float = 0.5,
+                      ngp_offset=(0.1, 0.2, 0.3)) -> dict:
     """Render the toy scene into `root` as a capture in `layout` (one of LAYOUTS).
 
     camera: every frame's camera (default: the toy's own); LLFF keeps a square-pixel, centred
     camera only, COLMAP and nerfstudio any (OPENCV when it has distortion).
     masks: write the toy's alpha as foreground masks (nerfstudio: mask_path; others: masks/).
+    sparse_points: nerfstudio: also write points on the toy's surfaces as ns-process-data's
+    `ply_file_path` (COLMAP models always have the same points).
     ngp_scale, ngp_offset: the `scale` and `offset` an instant-ngp file states (its poses are
     written in the toy's world, which instant-ngp itself maps by p * scale + offset).
     Returns {name: (split, c2w (4, 4) in the toy's world, Intrinsics)}, the truth the images show.
@@ -90,6 +93,14 @@ def write_toy_capture(cfg: ToySceneConfig, root: Path, layout: str, camera: Intr
             meta = {**camera.to_json(), "camera_model": "PINHOLE" if camera.is_pinhole else "OPENCV"}
             for split in ("train", "val", "test"):
                 meta[f"{split}_filenames"] = [f"images/{n}.png" for n in names if truth[n][0] == split]
+            if sparse_points:  # as ns-process-data writes them (ASCII PLY), the COLMAP model's points
+                pts = surface_points()
+                header = (f"ply\nformat ascii 1.0\nelement vertex {len(pts)}\nproperty float x\nproperty float y\n"
+                          "property float z\nproperty uint8 red\nproperty uint8 green\nproperty uint8 blue\n"
+                          "end_header\n")
+                (root / "sparse_pc.ply").write_text(header + "".join(
+                    f"{' '.join(repr(float(v)) for v in p)} 128 128 128\n" for p in pts))
+                meta["ply_file_path"] = "sparse_pc.ply"
         else:
             # instant-ngp's own keys: a field of view, its scene placement
             meta = {"camera_angle_x": camera.camera_angle_x, "w": camera.width, "h": camera.height,

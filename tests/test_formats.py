@@ -29,14 +29,14 @@ BOX = [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]  # the teacher's default box
 # non-square, off-centre principal point, fx != fy, OpenCV distortion with every term (a phone's lens)
 PHONE = Intrinsics(20.0, 21.0, 9.3, 7.1, 20, 15, k1=-0.08, k2=0.02, k3=0.004, p1=0.002, p2=-0.001)
 PHONE_COLMAP = Intrinsics(20.0, 21.0, 9.3, 7.1, 20, 15, k1=-0.08, k2=0.02, p1=0.002, p2=-0.001)  # OPENCV: no k3
-# name -> (layout, camera (None: the toy's own), masks)
+# name -> (layout, camera (None: the toy's own), masks, nerfstudio's sparse points)
 CAPTURES = {
-    "nerfstudio": ("nerfstudio", None, True),
-    "nerfstudio_phone": ("nerfstudio", PHONE, False),
-    "instant-ngp": ("instant-ngp", None, False),
-    "colmap": ("colmap", None, False),
-    "colmap_phone": ("colmap", PHONE_COLMAP, True),
-    "llff": ("llff", None, True),
+    "nerfstudio": ("nerfstudio", None, True, True),
+    "nerfstudio_phone": ("nerfstudio", PHONE, False, False),
+    "instant-ngp": ("instant-ngp", None, False, False),
+    "colmap": ("colmap", None, False, False),
+    "colmap_phone": ("colmap", PHONE_COLMAP, True, False),
+    "llff": ("llff", None, True, False),
 }
 
 
@@ -46,9 +46,9 @@ def scenes(tmp_path_factory) -> tuple[Path, dict[str, Path], dict[str, dict]]:
     base = tmp_path_factory.mktemp("captures")
     write_toy_scene(CFG, base / "blender")
     roots, truths = {}, {}
-    for name, (layout, camera, masks) in CAPTURES.items():
+    for name, (layout, camera, masks, points) in CAPTURES.items():
         roots[name] = base / name
-        truths[name] = write_toy_capture(CFG, roots[name], layout, camera=camera, masks=masks)
+        truths[name] = write_toy_capture(CFG, roots[name], layout, camera=camera, masks=masks, sparse_points=points)
     return base / "blender", roots, truths
 
 
@@ -74,7 +74,7 @@ def blender_frames(root: Path) -> dict[str, tuple[np.ndarray, Intrinsics]]:
 def test_detect_names_each_layout(scenes, tmp_path):
     blender, roots, _ = scenes
     assert detect(blender) == "blender"
-    for name, (layout, _, _) in CAPTURES.items():
+    for name, (layout, *_) in CAPTURES.items():
         assert detect(roots[name]) == layout
     with pytest.raises(DataError, match=r"no capture found; looked for transforms_train.json \(blender\), "
                                         r"transforms.json \(nerfstudio, instant-ngp\), sparse/0/ or sparse/"):
@@ -105,16 +105,21 @@ def test_each_layout_reads_back_the_rays_of_its_images(scenes, name):
         assert np.allclose(got_o, want_o, atol=1e-5) and np.allclose(got_d, want_d, atol=1e-5), f.name
 
 
-def test_the_same_cameras_in_two_layouts_get_the_same_transform(scenes):
+def test_the_same_scene_in_two_layouts_gets_the_same_transform(scenes):
     blender, roots, _ = scenes
-    ngp = place_capture(read_capture(roots["instant-ngp"]), BOX)
-    ns = place_capture(read_capture(roots["nerfstudio"]), BOX)
+    transform = {name: place_capture(read_capture(roots[name]), BOX) for name in ("instant-ngp", "nerfstudio",
+                                                                                   "colmap", "llff")}
     original = place_capture(read_capture(blender, "blender"), BOX)
-    assert np.allclose(ngp.matrix, ns.matrix, atol=1e-9) and np.allclose(ns.matrix, original.matrix, atol=1e-9)
-    # with other facts about the scene, the scale differs but the centre and the turn do not
-    colmap = place_capture(read_capture(roots["colmap"]), BOX)
-    assert colmap.radius_from == "points" and np.allclose(colmap.centre, ns.centre, atol=1e-9)
-    assert np.allclose(colmap.rotation, ns.rotation, atol=1e-9)
+    # from the cameras alone (instant-ngp, and the Blender original read as a capture)
+    assert transform["instant-ngp"].radius_from == "cameras"
+    assert np.allclose(transform["instant-ngp"].matrix, original.matrix, atol=1e-9)
+    # from the same sparse points (nerfstudio's ply_file_path, the COLMAP model's points3D)
+    assert transform["nerfstudio"].radius_from == transform["colmap"].radius_from == "points"
+    assert np.allclose(transform["nerfstudio"].matrix, transform["colmap"].matrix, atol=1e-9)
+    # with other facts about the scene's reach, the scale differs but the centre and the turn do not
+    for name in ("nerfstudio", "colmap", "llff"):
+        assert np.allclose(transform[name].centre, original.centre, atol=1e-9)
+        assert np.allclose(transform[name].rotation, original.rotation, atol=1e-9)
 
 
 def _distort(xy: np.ndarray, k: Intrinsics) -> np.ndarray:
@@ -351,3 +356,21 @@ def test_splits_from_lists_or_every_8th(scenes, tmp_path):
         read_capture(root)
     _edit_json(root / "transforms.json", lambda m: [m.pop(f"{s}_filenames") for s in ("train", "val")])
     assert [f.name for f in read_capture(root).splits["test"]] == names[::8]
+
+
+def test_ply_points_ascii_and_binary(tmp_path):
+    from pipeline.formats.nerfstudio import read_ply_points
+
+    pts = np.random.default_rng(0).normal(size=(5, 3))
+    head = "ply\nformat {}\nelement vertex 5\nproperty double x\nproperty double y\nproperty double z\n" \
+           "property uchar red\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n"
+    rows = np.zeros(5, dtype=[("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("red", "u1")])
+    rows["x"], rows["y"], rows["z"] = pts.T
+    (tmp_path / "b.ply").write_bytes(head.format("binary_little_endian 1.0").encode() + rows.tobytes())
+    (tmp_path / "a.ply").write_text(head.format("ascii 1.0") + "".join(
+        f"{p[0]!r} {p[1]!r} {p[2]!r} 7\n" for p in pts.tolist()))
+    assert np.array_equal(read_ply_points(tmp_path / "b.ply"), pts)
+    assert np.array_equal(read_ply_points(tmp_path / "a.ply"), pts)
+    (tmp_path / "c.ply").write_text(head.format("binary_big_endian 1.0"))
+    with pytest.raises(DataError, match="PLY format 'binary_big_endian' is not supported"):
+        read_ply_points(tmp_path / "c.ply")

@@ -8,7 +8,8 @@ given once at the top level or per frame (a frame's own win); `camera_model` nam
 distortion these keys hold; fisheye and panoramic models are refused). `mask_path` per frame
 names a foreground mask. Frames are ordered by file name, as nerfstudio orders them; the splits
 come from `train_filenames` / `val_filenames` / `test_filenames` or, without them, every 8th
-frame is a test view.
+frame is a test view. `ply_file_path` (ns-process-data's sparse points from COLMAP, in the
+poses' world) bounds the scene, as a COLMAP model's points do.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ def read(root: Path) -> Capture:
     by_split = split_entries(path, meta, entries)
     splits, missing = build_splits(by_split, lambda e: resolve(root, e[1]["file_path"]),
                                    lambda e, image: make_frame(path, meta, e, image, intrinsics))
-    return Capture("nerfstudio", root, splits, files=[path], missing=missing)
+    files, points = [path], None
+    if isinstance(meta.get("ply_file_path"), str):  # ns-process-data's sparse points, in the poses' world
+        ply = resolve(root, meta["ply_file_path"])
+        if not ply.is_file():
+            raise DataError(f"{path}: 'ply_file_path' names {ply}, which is not there")
+        files, points = [path, ply], read_ply_points(ply)
+    return Capture("nerfstudio", root, splits, files=files, points=points, missing=missing)
 
 
 def frame_entries(path: Path, meta: dict, sort_key) -> list[tuple[int, dict]]:
@@ -134,3 +141,42 @@ def intrinsics(path: Path, meta: dict, fr: dict, where: str, size: tuple[int, in
         raise DataError(f"{where}: 'k4' is not 0; OpenCV's radial-tangential lens (k1 k2 k3 p1 p2) has no k4 term "
                         "(fisheye lenses are not supported)")
     return Intrinsics(float(fx), float(fy), float(cx), float(cy), int(w), int(h), *dist).resized(*size)
+
+
+PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2", "ushort": "u2",
+             "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4", "float": "f4", "float32": "f4",
+             "double": "f8", "float64": "f8"}
+
+
+def read_ply_points(path: Path) -> np.ndarray:
+    """(M, 3) float64 x, y, z of a point cloud's PLY file (ascii or binary little-endian; vertices first)."""
+    data = path.read_bytes()
+    end = data.find(b"end_header")
+    if not data.startswith(b"ply") or end < 0:
+        raise DataError(f"{path}: not a PLY file (no 'ply' ... 'end_header' header)")
+    header = data[:end].decode("ascii", "replace").splitlines()
+    body = data[data.index(b"\n", end) + 1:]
+    fmt = next((ln.split()[1] for ln in header if ln.startswith("format ")), "")
+    elements = [ln.split() for ln in header if ln.startswith(("element ", "property "))]
+    if not elements or elements[0][:2] != ["element", "vertex"]:
+        raise DataError(f"{path}: expected the vertices as the first element of the PLY file")
+    count, props = int(elements[0][2]), []
+    for words in elements[1:]:
+        if words[0] == "element":
+            break
+        if words[1] == "list" or words[1] not in PLY_TYPES:
+            raise DataError(f"{path}: vertex property {' '.join(words[1:])!r} is not supported")
+        props.append((words[2], PLY_TYPES[words[1]]))
+    names = [n for n, _ in props]
+    if not {"x", "y", "z"} <= set(names):
+        raise DataError(f"{path}: the vertices have no x, y, z properties")
+    if fmt == "ascii":
+        rows = np.array(body.split(None, count * len(props))[:count * len(props)], dtype=np.float64)
+        table = rows.reshape(count, len(props))
+        xyz = table[:, [names.index(a) for a in "xyz"]]
+    elif fmt == "binary_little_endian":
+        table = np.frombuffer(body, dtype=np.dtype([(n, "<" + t) for n, t in props]), count=count)
+        xyz = np.stack([table[a] for a in "xyz"], -1).astype(np.float64)
+    else:
+        raise DataError(f"{path}: PLY format {fmt!r} is not supported (ascii or binary_little_endian)")
+    return xyz
