@@ -57,7 +57,8 @@ class Capture:
 
     splits: "train", "test" and optionally "val" -> frames.
     files: the layout's own files (poses, calibration), for the data stage's input hash.
-    points: optional (M, 3) float64 sparse points in the capture's world (COLMAP).
+    points: optional (M, 3) float64 sparse points in the capture's world (COLMAP; nerfstudio's
+        ply_file_path).
     source: layout-specific facts recorded with the placement (e.g. instant-ngp's scale and offset).
     missing: split -> images the layout names that are not there (their frames are left out).
     warnings: one line each, for the data stage to print.
@@ -241,8 +242,9 @@ def number(node: dict, key: str, where: str, kind: str = "positive", default=Non
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
     if kind == "positive":
         ok = ok and value > 0
-    elif kind == "whole":
-        ok = ok and isinstance(value, int) and value > 0
+    elif kind == "whole":  # 1920 or 1920.0: some writers give image sizes as floats
+        ok = ok and value > 0 and float(value).is_integer()
+        value = int(value) if ok else value
     if not ok:
         what = {"positive": "a positive number", "finite": "a finite number", "whole": "a positive integer"}[kind]
         raise DataError(f"{where}: '{key}' must be {what}, got {value!r}")
