@@ -37,7 +37,7 @@ def render(c2w: np.ndarray, camera: Intrinsics) -> np.ndarray:
 
 
 def toy_frames(cfg: ToySceneConfig) -> list[tuple[str, str, np.ndarray]]:
-    """(split, name, c2w) of every toy frame; names sort in split order, then by index."""
+    """(split, name, c2w) of every toy frame, named `<split>_<index>` (000, 001, ...)."""
     return [(split, f"{split}_{k:03d}", c2w) for split, poses in split_poses(cfg).items()
             for k, c2w in enumerate(poses)]
 
