@@ -374,3 +374,18 @@ def test_ply_points_ascii_and_binary(tmp_path):
     (tmp_path / "c.ply").write_text(head.format("binary_big_endian 1.0"))
     with pytest.raises(DataError, match="PLY format 'binary_big_endian' is not supported"):
         read_ply_points(tmp_path / "c.ply")
+
+
+def test_colmap_binary_model_reads_as_its_text(scenes, tmp_path):
+    import pycolmap
+
+    root = _copy(scenes, "colmap", tmp_path)
+    model = root / "sparse" / "0"
+    pycolmap.Reconstruction(str(model)).write_binary(str(model))
+    for txt in model.glob("*.txt"):
+        txt.unlink()
+    assert (model / "cameras.bin").is_file() and detect(root) == "colmap"
+    text, binary = read_capture(scenes[1]["colmap"]), read_capture(root)
+    assert [f.name for f in binary.frames] == [f.name for f in text.frames]
+    assert np.allclose(np.stack([f.c2w for f in binary.frames]), np.stack([f.c2w for f in text.frames]), atol=1e-12)
+    assert np.array_equal(binary.points, text.points)
