@@ -38,8 +38,14 @@ class ToySceneConfig:
 class DataConfig:
     """The scene: where the training and test views come from."""
 
-    kind: Literal["toy", "blender"] = "toy"  # toy: generated (data.toy); blender: a NeRF-synthetic folder
-    root: str | None = None  # a Blender-layout folder, for kind == "blender"
+    # the layout of data.root: auto recognises it from the files there (the toy scene when data.root
+    # is null); toy: generated (data.toy); blender: a NeRF-synthetic folder; nerfstudio, instant-ngp:
+    # a transforms.json; colmap: sparse/0/ + images/; llff: poses_bounds.npy + images/
+    kind: Literal["auto", "toy", "blender", "nerfstudio", "instant-ngp", "colmap", "llff"] = "auto"
+    root: str | None = None  # the scene or capture folder (every kind but toy)
+    # captures are written as RGBA PNGs with the long side at most this many pixels (>= 8); Blender
+    # scenes within it are read in place
+    max_size: int = 800
     downscale: int = 1  # integer factor applied to every image at load time (>= 1)
     require_alpha: bool = False  # refuse RGB images (else they load as fully opaque)
     toy: ToySceneConfig = field(default_factory=ToySceneConfig)
@@ -394,8 +400,9 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device",
          "'auto', 'cpu', 'cuda' or 'cuda:N'")
     at_least("data.downscale", 1)
-    need(cfg.data.kind != "blender" or bool(cfg.data.root), "data.root",
-         "a scene folder when data.kind is 'blender'")
+    need(cfg.data.kind in ("toy", "auto") or bool(cfg.data.root), "data.root",
+         f"a scene folder when data.kind is '{cfg.data.kind}'")
+    at_least("data.max_size", 8)
     at_least("data.toy.size", 8)
     for key in ("n_train", "n_val", "n_test"):
         at_least(f"data.toy.{key}", 1)

@@ -1,22 +1,51 @@
-"""Stage 1, data: generate the toy scene, or validate a real Blender scene folder."""
+"""Stage 1, data: generate the toy scene, validate a Blender scene folder, or read a capture
+(nerfstudio, instant-ngp, COLMAP, LLFF; pipeline/formats/), place it in the teacher's box
+(pipeline/placement.py) and write it in the Blender layout (pipeline/canonical.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from .canonical import write_scene
 from .errors import DataError
+from .formats import PLACED_ALREADY, image_size, read_capture, resolve_kind
+from .io import atomic_write_text
+from .placement import identity, place_capture
 from .scene import load_split, scene_files
 from .toy_scene import write_toy_scene
 
 
 def run(ctx) -> dict:
     cfg = ctx.cfg
-    if cfg.data.kind == "toy":
+    kind = resolve_kind(cfg.data.kind, cfg.data.root)
+    placement, source = identity(), {"kind": kind}
+    if kind == "toy":
         root = ctx.out_dir / "scene"
         write_toy_scene(cfg.data.toy, root)
+        files = scene_files(root)
+    elif kind == "blender" and not _oversized(scene_files(Path(cfg.data.root).resolve()), cfg.data.max_size):
+        root = Path(cfg.data.root).resolve()  # read in place, as it is
+        files = scene_files(root)
+        source["root"] = str(root)
     else:
-        root = Path(cfg.data.root).resolve()
-    files = scene_files(root)
+        capture = read_capture(Path(cfg.data.root).resolve(), kind)
+        for line in capture.warnings:
+            ctx.log(line)
+        if kind not in PLACED_ALREADY:
+            placement = place_capture(capture, cfg.teacher.aabb)
+            ctx.log(f"placed {kind} capture: centre {_fmt(placement.centre)}, up {_fmt(placement.up)}, radius "
+                    f"{placement.radius:.4g} (from the {placement.radius_from}) -> scale {placement.scale:.4g}")
+        root = ctx.out_dir / "scene"
+        write_scene(capture, placement, root, cfg.data.max_size, ctx.out_dir / "cache",
+                    [ctx.previous_dir / "cache"], log=ctx.log)
+        files = capture.input_files()
+        rel = capture.relative
+        source |= {"root": str(capture.root), **({"format": capture.source} if capture.source else {}),
+                   "frames": {s: [rel(f.image) for f in fr] for s, fr in capture.splits.items()},
+                   "skipped": [rel(p) for lost in capture.missing.values() for p in lost]}
+    atomic_write_text(ctx.out_dir / "placement.json", json.dumps(
+        {"source": source, "box": list(cfg.teacher.aabb), **placement.to_json()}, indent=1))
     # Load every split once so that unreadable images or size mismatches fail here, early.
     counts, size = {}, None
     for split in ("train", "val", "test"):
@@ -30,8 +59,18 @@ def run(ctx) -> dict:
                             f"train images are {size[0]}x{size[1]}; all images of a scene must have one size")
         size = [views.width, views.height]
     ctx.log(f"scene {root}: {counts}, {size[0]}x{size[1]} after downscale {cfg.data.downscale}")
+    in_place = root != ctx.out_dir / "scene"
     return {
         "metrics": {"n_files": len(files), **{f"n_{k}": v for k, v in counts.items()}},
-        # the toy scene lives in this stage's folder (relative: the runs folder may move)
-        "outputs": {"scene": "scene" if cfg.data.kind == "toy" else str(root)},
+        # a scene written here is named relative to the stage folder (the runs folder may move)
+        "outputs": {"scene": str(root) if in_place else "scene", "placement": "placement.json"},
     }
+
+
+def _oversized(files: list[Path], max_size: int) -> bool:
+    """Whether any image among a Blender scene's files is larger than data.max_size on its long side."""
+    return any(max(image_size(p)) > max_size for p in files if p.suffix.lower() != ".json")
+
+
+def _fmt(v) -> str:
+    return "(" + ", ".join(f"{x:.3g}" for x in v) + ")"

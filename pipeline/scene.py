@@ -42,8 +42,8 @@ class Views:
 
     @property
     def k(self) -> Tensor:
-        """(N, 4) float32 (fx, fy, cx, cy) per view, for batched ray generation."""
-        return torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in self.intrinsics], dtype=torch.float32)
+        """(N, 9) float32 (fx, fy, cx, cy, k1, k2, k3, p1, p2) per view, for batched ray generation."""
+        return torch.tensor([[c.fx, c.fy, c.cx, c.cy, *c.distortion] for c in self.intrinsics], dtype=torch.float32)
 
     def rgb_on(self, background: Tensor) -> Tensor:
         """(N, H, W, 3) colours composited on `background` (3,)."""
@@ -73,7 +73,7 @@ def read_transforms(root: Path, split: str) -> dict:
     for k, fr in enumerate(frames):
         if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
             raise DataError(f"{path}: frames[{k}] needs a string 'file_path'")
-        problem = _matrix_problem(fr.get("transform_matrix"))
+        problem = matrix_problem(fr.get("transform_matrix"))
         if problem:
             raise DataError(f"{path}: frames[{k}].transform_matrix must be a 4x4 matrix of finite numbers, "
                             f"{problem}")
@@ -84,7 +84,25 @@ def read_transforms(root: Path, split: str) -> dict:
                 if value is not None and (not _number(value) or (key not in ("cx", "cy") and value <= 0) or not whole):
                     kind = "finite" if key in ("cx", "cy") else "positive whole" if key in ("w", "h") else "positive"
                     raise DataError(f"{path}: '{where}' must be a {kind} number of pixels, got {value!r}")
+        for where, node in ((f"frames[{k}].", fr), ("", meta)):
+            model = node.get("camera_model")
+            if model is not None and model not in CAMERA_MODELS:
+                raise DataError(f"{path}: '{where}camera_model' is {model!r}, which is not supported; expected one of "
+                                f"{', '.join(CAMERA_MODELS)} (a perspective lens with k1 k2 k3 p1 p2 distortion)")
+            for key in (*DISTORTION_KEYS, "k4"):
+                value = node.get(key)
+                if value is not None and not _number(value):
+                    raise DataError(f"{path}: '{where}{key}' must be a finite number, got {value!r}")
+            if node.get("k4"):
+                raise DataError(f"{path}: '{where}k4' is not 0; OpenCV's radial-tangential lens (k1 k2 k3 p1 p2) "
+                                "has no k4 term (fisheye lenses are not supported)")
     return meta
+
+
+# camera_model values a transforms file may name (COLMAP's and nerfstudio's names of perspective
+# lenses); the distortion of each is in the keys k1 k2 k3 p1 p2 (absent: 0)
+CAMERA_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
+DISTORTION_KEYS = ("k1", "k2", "k3", "p1", "p2")
 
 
 # per-frame camera keys (nerfstudio's names), each also allowed once at the top level for every frame
@@ -102,7 +120,9 @@ def frame_intrinsics(meta: dict, frame: dict, width: int, height: int) -> Intrin
     without `fl_x`, Blender's `camera_angle_x` gives fx; fy defaults to fx (square
     pixels) and the principal point to the image centre. Values are in pixels of
     a `w` x `h` image (default: the image file's size) and are rescaled to the
-    image file's size if those differ.
+    image file's size if those differ. The lens distortion `k1 k2 k3 p1 p2` (a
+    frame's own or the file's; absent: 0) acts on normalised coordinates and is
+    kept as is.
     """
     def get(key: str):
         return frame.get(key, meta.get(key))
@@ -112,10 +132,11 @@ def frame_intrinsics(meta: dict, frame: dict, width: int, height: int) -> Intrin
     fy = get("fl_y") if get("fl_y") is not None else fx
     cx = get("cx") if get("cx") is not None else 0.5 * w
     cy = get("cy") if get("cy") is not None else 0.5 * h
-    return Intrinsics(float(fx), float(fy), float(cx), float(cy), int(w), int(h)).resized(width, height)
+    dist = [float(get(key) or 0.0) for key in DISTORTION_KEYS]
+    return Intrinsics(float(fx), float(fy), float(cx), float(cy), int(w), int(h), *dist).resized(width, height)
 
 
-def _matrix_problem(m: object) -> str:
+def matrix_problem(m: object) -> str:
     """'' if `m` is a 4x4 nested list of finite numbers whose top-left 3x3 is a rotation, else what is
     wrong with it."""
     if m is None:
@@ -163,7 +184,7 @@ def scene_files(root: Path) -> list[Path]:
     return files
 
 
-def _read_image(path: Path, require_alpha: bool = False) -> np.ndarray:
+def read_image(path: Path, require_alpha: bool = False) -> np.ndarray:
     try:
         img = iio.imread(path)
     except Exception as err:  # imageio raises many types for corrupt files
@@ -207,7 +228,7 @@ def load_split(root: Path, split: str, downscale: int = 1, max_views: int | None
         p = image_path(root, fr["file_path"])
         if not p.is_file():
             raise DataError(f"{root / f'transforms_{split}.json'}: image not found: {p}")
-        img = _read_image(p, require_alpha)
+        img = read_image(p, require_alpha)
         if size is None:
             size = img.shape[:2]
         elif img.shape[:2] != size:

@@ -51,19 +51,34 @@ class Stage:
     distributed: bool = False  # runs on every torchrun rank (else on rank 0 only)
 
 
+def _data_settings(cfg: Config) -> dict:
+    from .formats import PLACED_ALREADY, resolve_kind
+
+    settings = {"data": dataclasses.asdict(cfg.data) | {"root": None}}
+    if resolve_kind(cfg.data.kind, cfg.data.root) not in PLACED_ALREADY:
+        settings["box"] = list(cfg.teacher.aabb)  # a capture is placed into the teacher's box
+    return settings
+
+
 def _data_external(cfg: Config) -> str:
-    if cfg.data.kind == "toy":
-        return "toy"
+    from .formats import input_hash, read_capture, resolve_kind
     from .scene import scene_files
 
+    kind = resolve_kind(cfg.data.kind, cfg.data.root)
+    if kind == "toy":
+        return "toy"
     root = Path(cfg.data.root)
-    return hash_files(scene_files(root), root)
+    if kind == "blender":
+        return hash_files(scene_files(root), root)
+    return input_hash(read_capture(root, kind))
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("data", (), "pipeline.data_stage:run",
-          lambda c: {"data": dataclasses.asdict(c.data) | {"root": None}},
-          outputs={"scene": "the scene folder (Blender layout): the toy scene rendered here, or data.root"},
+    Stage("data", (), "pipeline.data_stage:run", _data_settings,
+          outputs={"scene": "the scene folder (Blender layout): the toy scene rendered here, a capture written "
+                            "here (placed, resized), or data.root",
+                   "placement": "placement.json: the transform from the capture's world into the teacher's box, "
+                                "and where the scene came from"},
           external=_data_external),
     Stage("teacher", ("data",), "teacher.stage:run",
           lambda c: {"teacher": dataclasses.asdict(c.teacher), "background": c.background,
@@ -133,6 +148,12 @@ class StageContext:
     def log(self, msg: str) -> None:
         if distributed.is_main():
             print(f"[{self.stage.name}] {msg}", flush=True)
+
+    @property
+    def previous_dir(self) -> Path:
+        """Where this stage's last finished outputs wait while it runs again with another key
+        (`cache.prepare_output`): a stage may reuse pieces of them (the data stage's converted images)."""
+        return cache.previous_dir(self.out_dir)
 
     def input(self, stage: str, name: str) -> Path:
         """The path of upstream `stage`'s declared output `name`."""

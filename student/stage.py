@@ -250,6 +250,22 @@ def ray_inputs_table(model: StudentModel, poses: torch.Tensor, dev: torch.device
     return torch.cat(rows)
 
 
+def camera_mismatch(cameras: list[Intrinsics], camera: StudentCamera, tolerance: float = 5e-3) -> str | None:
+    """What differs between the test photos' cameras, scaled to the student's frame, and the
+    student's own (None when every one matches within `tolerance` of the frame): a photo of
+    another shape, focal length or principal point is resampled to the student's square frame."""
+    s = camera.output_size
+    for c in cameras:
+        if c.width != c.height:
+            return f"test photo camera {c.width}x{c.height} is not square"
+        k = c.resized(s, s)
+        worst = max(abs(k.fx - camera.focal), abs(k.fy - camera.focal), abs(k.cx - s / 2), abs(k.cy - s / 2))
+        if worst > tolerance * s:
+            return (f"a test photo's camera (fx {k.fx:.1f}, fy {k.fy:.1f}, cx {k.cx:.1f}, cy {k.cy:.1f} at {s} px) "
+                    f"differs from the student's (focal {camera.focal:.1f}, centred)")
+    return None
+
+
 @torch.no_grad()
 def evaluate(ctx, model: StudentModel, train_images: torch.Tensor, n_saved: int = 4) -> dict:
     """Student vs the real test views and vs the teacher's renders of the same cameras."""
@@ -258,6 +274,10 @@ def evaluate(ctx, model: StudentModel, train_images: torch.Tensor, n_saved: int 
     cfg = ctx.cfg
     test, gt = split_on_background(ctx.input("data", "scene"), "test", cfg.data.downscale, cfg.background,
                                    cfg.student.output_size)
+    off = camera_mismatch(test.intrinsics, model.camera)
+    if off:
+        ctx.log(f"warning: {off}; the student renders its own centred square camera, so its PSNR against "
+                "these photos is approximate")
     teacher_imgs, _, _ = load_rendered_views(ctx.input("distill", "test_views"))
     teacher_imgs = teacher_imgs.float() / 255.0
     mean_colour = train_images.float().mean(dim=(0, 1, 2)) / 255.0

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.cameras import camera_directions, pinhole_rays, pixel_directions, rays_for_pixels
+from pipeline.cameras import camera_directions, pinhole_rays, pixel_directions, rays_for_pixels, undistort_image
 from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, png_bytes
 from pipeline.metrics import psnr, ssim
 from pipeline.progress import progress
@@ -60,7 +60,9 @@ def run(ctx) -> dict:
 
     # every training pixel as one flat table; rays are built per batch
     pixels = views.images.reshape(-1, 4).to(dev)
-    c2w, k_views = views.c2w.to(dev), views.k.to(dev)  # each view's pose and intrinsics
+    c2w, k_views = views.c2w.to(dev), views.k.to(dev)  # each view's pose, intrinsics and lens distortion
+    if all(c.is_pinhole for c in views.intrinsics):
+        k_views = k_views[:, :4]  # pinhole rays without a per-batch look at the distortion (a sync on CUDA)
     n_pix = H * W
 
     switches = speed_switches(tcfg, dev)
@@ -143,13 +145,15 @@ def evaluate(ctx, field, estimator, root: Path, march: MarchSettings, n_saved: i
     gt_all = test.rgb_on(bg.cpu())
     psnrs, ssims, t0 = [], [], time.time()
     for k in progress(range(len(test.names)), desc="teacher eval", unit="view"):
-        rays_o, rays_d = pinhole_rays(test.c2w[k].to(dev), camera_directions(test.intrinsics[k], dev))
+        # the project's rule: compare in the photo's pinhole camera, against the photo undistorted to it
+        gt, camera = undistort_image(gt_all[k], test.intrinsics[k])
+        rays_o, rays_d = pinhole_rays(test.c2w[k].to(dev), camera_directions(camera, dev))
         img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=cfg.teacher.eval_chunk_rays)
         img = img.cpu()
-        psnrs.append(psnr(img, gt_all[k]))
-        ssims.append(ssim(img, gt_all[k]))
+        psnrs.append(psnr(img, gt))
+        ssims.append(ssim(img, gt))
         if k < n_saved:
-            side = png_bytes(torch.cat([gt_all[k], img], 1))
+            side = png_bytes(torch.cat([gt, img], 1))
             atomic_write_bytes(ctx.out_dir / "renders" / f"{test.names[k]}.png", side)
     return {
         "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "n_views": len(psnrs),

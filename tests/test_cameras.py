@@ -6,6 +6,7 @@ import torch
 from pipeline.cameras import (
     Intrinsics,
     camera_directions,
+    distort_points,
     focal_from_fov,
     orbit_pose,
     pinhole_rays,
@@ -14,6 +15,8 @@ from pipeline.cameras import (
     sample_orbit_poses,
     scene_up,
     spherical_coords,
+    undistort_image,
+    undistort_points,
 )
 
 
@@ -114,7 +117,7 @@ def test_scene_loader_gives_per_view_intrinsics(tmp_path):
     a, b = views.intrinsics
     assert np.allclose((a.fx, a.fy, a.cx, a.cy), (5.0, 4.5, 3.25, 2.0))  # top-level fl_y, halved with the image
     assert np.allclose((b.fx, b.fy, b.cx, b.cy), (5.5, 6.0, 2.5, 1.5))
-    assert views.k.shape == (2, 4) and np.allclose(views.k[1].numpy(), (5.5, 6.0, 2.5, 1.5))
+    assert views.k.shape == (2, 9) and np.allclose(views.k[1].numpy(), (5.5, 6.0, 2.5, 1.5, 0, 0, 0, 0, 0))
     # Blender: one field of view for all, centred; data.downscale halves everything
     _scene(tmp_path / "blender", {"camera_angle_x": math.pi / 2, "frames": [
         {"file_path": "c", "transform_matrix": eye}]}, size=(8, 8))
@@ -135,3 +138,134 @@ def test_scene_loader_names_a_bad_intrinsic(tmp_path):
     _scene(tmp_path / "t", {"frames": [{"file_path": "a", "transform_matrix": eye}]})
     with pytest.raises(DataError, match="'camera_angle_x' must be a number in \\(0, pi\\) radians"):
         load_split(tmp_path / "t", "train")
+
+
+# lenses of phones as COLMAP calibrates them (k1 k2 k3 p1 p2), barrel and pincushion
+PHONE_LENSES = [(-0.1, 0.02, 0.0, 1e-3, -1e-3), (0.1, -0.02, 0.002, -1e-3, 1e-3), (-0.05, -0.01, 0.0, 5e-4, 1e-3),
+                (0.04, 0.01, -0.001, -1e-3, -5e-4)]
+
+
+def _phone(dist=PHONE_LENSES[0], width=160, height=120) -> Intrinsics:
+    # a phone's 4:3 main camera: ~70 degrees across, principal point a little off centre
+    return Intrinsics(0.8 * width, 0.81 * width, 0.5 * width + 1.3, 0.5 * height - 0.9, width, height, *dist)
+
+
+def test_undistort_points_inverts_distort_points_over_a_phone_image():
+    gen = torch.Generator().manual_seed(0)
+    # the image of a 70-degree 4:3 camera (|x| <= 0.63, |y| <= 0.47), a margin beyond it
+    xy = (torch.rand(20000, 2, generator=gen) * 2 - 1) * torch.tensor([0.7, 0.55])
+    for dist in PHONE_LENSES:
+        back = undistort_points(distort_points(xy, dist), dist)
+        assert (back - xy).abs().max() < 1e-6, dist
+        assert not torch.equal(distort_points(xy, dist), xy)  # the lens does move the points
+    # per-point coefficients broadcast like the points
+    dists = torch.tensor(PHONE_LENSES)[torch.arange(len(xy)) % len(PHONE_LENSES)]
+    assert (undistort_points(distort_points(xy, dists), dists) - xy).abs().max() < 1e-6
+
+
+def test_distortion_sign_conventions():
+    # OpenCV's: a positive k1 pushes points outwards (pincushion), a negative one inwards (barrel)
+    p = torch.tensor([[0.5, 0.0], [0.0, -0.4]])
+    assert torch.allclose(distort_points(p, (0.1, 0, 0, 0, 0)), p * torch.tensor([[1 + 0.1 * 0.25], [1 + 0.1 * 0.16]]))
+    assert (distort_points(p, (-0.1, 0, 0, 0, 0)).norm(dim=-1) < p.norm(dim=-1)).all()
+    # tangential: p2 > 0 moves every point right (x_d - x = p2 (r^2 + 2 x^2)), p1 > 0 down (OpenCV's y)
+    q = torch.tensor([[0.3, 0.2], [-0.3, -0.2]])
+    shift = distort_points(q, (0, 0, 0, 0, 1e-2)) - q
+    assert torch.allclose(shift, 1e-2 * torch.tensor([0.13 + 2 * 0.09, 2 * 0.06]).expand(2, 2))
+    shift = distort_points(q, (0, 0, 0, 1e-2, 0)) - q  # y_d - y = p1 (r^2 + 2 y^2), x_d - x = 2 p1 x y
+    assert torch.allclose(shift, 1e-2 * torch.tensor([2 * 0.06, 0.13 + 2 * 0.04]).expand(2, 2))
+    # in the (OpenGL, y up) camera frame: the pixel imaging the ideal point (0.5, 0) of a k1 = 0.1 lens
+    # lies at x_d = 0.5 (1 + 0.1 * 0.25) = 0.5125, here pixel (61, 5): fx * 0.5125 = 41 = 61.5 - cx
+    cam = Intrinsics(80.0, 80.0, 20.5, 5.5, 64, 12, k1=0.1)
+    assert torch.allclose(camera_directions(cam)[5, 61], torch.tensor([0.5, 0.0, -1.0]), atol=1e-6)
+    # pincushion: a corner pixel sees a point nearer the axis than a pinhole's, same quadrant (top-left:
+    # x < 0, y > 0)
+    lens, pin = camera_directions(_phone((0.1, 0, 0, 0, 0))), camera_directions(_phone((0.1, 0, 0, 0, 0)).pinhole())
+    assert (lens[0, 0, :2].abs() < pin[0, 0, :2].abs()).all() and lens[0, 0, 0] < 0 < lens[0, 0, 1]
+    # p1 > 0 images ideal points lower down, so a pixel of the principal row (right of centre) looks up
+    row = camera_directions(Intrinsics(80.0, 80.0, 20.5, 5.5, 64, 12, p1=1e-2))[5]
+    assert (row[30:, 1] > 0).all()
+
+
+def _project(dirs: torch.Tensor, cam: Intrinsics) -> torch.Tensor:
+    """(..., 3) OpenGL camera-frame directions -> (..., 2) pixel coordinates through the lens."""
+    x, y = dirs[..., 0] / -dirs[..., 2], dirs[..., 1] / dirs[..., 2]  # OpenCV's frame: y down, z forward
+    xy = distort_points(torch.stack([x, y], dim=-1), cam.distortion)
+    return torch.stack([xy[..., 0] * cam.fx + cam.cx, xy[..., 1] * cam.fy + cam.cy], dim=-1)
+
+
+def test_a_pixels_direction_reprojects_onto_the_pixel():
+    for dist in PHONE_LENSES:
+        cam = _phone(dist, 400, 300)
+        dirs = camera_directions(cam)
+        j, i = torch.meshgrid(torch.arange(300.0), torch.arange(400.0), indexing="ij")
+        err = (_project(dirs.double(), cam) - torch.stack([i + 0.5, j + 0.5], dim=-1).double()).abs().max()
+        assert err < 1e-3, (dist, err)
+        assert not torch.allclose(dirs, camera_directions(cam.pinhole()), atol=1e-3)
+
+
+def test_pinhole_directions_are_the_pinhole_formula_bit_for_bit():
+    # lego's camera (a focal length float32 cannot hold), off-centre: the arithmetic the benchmark ran
+    cam = Intrinsics(1111.1110311937682, 1111.1110311937682, 33.3, 17.7, 60, 40)
+    j, i = torch.meshgrid(torch.arange(40, dtype=torch.float32), torch.arange(60, dtype=torch.float32), indexing="ij")
+    x = (i + 0.5 - cam.cx) / cam.fx
+    y = -(j + 0.5 - cam.cy) / cam.fy
+    assert torch.equal(camera_directions(cam), torch.stack([x, y, -torch.ones_like(x)], dim=-1))
+    pix = torch.arange(60 * 40)
+    k9 = torch.tensor([[cam.fx, cam.fy, cam.cx, cam.cy, 0, 0, 0, 0, 0]]).expand(len(pix), 9)
+    i, j = (pix % 60).float() + 0.5, torch.div(pix, 60, rounding_mode="floor").float() + 0.5
+    today = torch.stack([(i - k9[:, 2]) / k9[:, 0], -(j - k9[:, 3]) / k9[:, 1], -torch.ones(len(pix))], dim=-1)
+    assert torch.equal(pixel_directions(pix, k9, 60), today)
+    assert torch.equal(pixel_directions(pix, k9[:, :4], 60), today)
+    # the lens path with a zero lens reduces to the same numbers (a batch mixing views takes it)
+    k9_lens = k9.clone()
+    k9_lens[0, 4] = 1e-3
+    assert torch.equal(pixel_directions(pix, k9_lens, 60)[1:], today[1:])
+    # a pinhole photo is its own undistorted photo
+    img = torch.rand(40, 60, 3)
+    out, pinhole = undistort_image(img, cam)
+    assert out is img and pinhole == cam
+
+
+def test_pixel_directions_mixes_distorted_and_pinhole_views():
+    cams = [_phone(PHONE_LENSES[0], 40, 30), _phone(PHONE_LENSES[1], 40, 30).resized(40, 30),
+            Intrinsics(37.3, 35.1, 19.2, 15.6, 40, 30), _phone((0.08, 0, 0, 0, 0), 40, 30)]
+    k = torch.tensor([[c.fx, c.fy, c.cx, c.cy, *c.distortion] for c in cams])
+    gen = torch.Generator().manual_seed(1)
+    view = torch.randint(0, len(cams), (5000,), generator=gen)
+    pix = torch.randint(0, 40 * 30, (5000,), generator=gen)
+    tables = torch.stack([camera_directions(c).reshape(-1, 3) for c in cams])
+    assert torch.equal(pixel_directions(pix, k[view], 40), tables[view, pix])
+
+
+def _pattern(xy: torch.Tensor) -> torch.Tensor:
+    """(..., 2) normalised coordinates -> (..., 3) a smooth colour pattern (a few cycles across the image)."""
+    x, y = xy[..., 0], xy[..., 1]
+    return 0.5 + 0.4 * torch.stack([torch.sin(9 * x + 1), torch.cos(7 * y - 2 * x), torch.sin(5 * (x + y))], dim=-1)
+
+
+def test_undistort_image_recovers_a_distorted_pattern():
+    from pipeline.metrics import psnr
+
+    for dist in PHONE_LENSES:
+        cam = _phone(dist, 160, 120)
+        j, i = torch.meshgrid(torch.arange(120.0), torch.arange(160.0), indexing="ij")
+        xy = torch.stack([(i + 0.5 - cam.cx) / cam.fx, (j + 0.5 - cam.cy) / cam.fy], dim=-1)
+        # the photo: each pixel shows the pattern at the ideal point its lens images there
+        photo = _pattern(undistort_points(xy, dist))
+        out, pinhole = undistort_image(photo, cam)
+        assert pinhole == cam.pinhole() and out.shape == photo.shape
+        inner = (slice(8, -8), slice(8, -8))
+        truth = _pattern(xy)
+        recovered, as_taken = psnr(out[inner], truth[inner]), psnr(photo[inner], truth[inner])
+        # 80 dB here; the photo as taken is 35 to 43 dB off the pattern, which a wrong model would leave
+        assert recovered > 35 and recovered > as_taken + 20, (dist, recovered, as_taken)
+
+
+def test_views_k_carries_each_views_lens():
+    from pipeline.scene import Views
+
+    cams = [_phone(PHONE_LENSES[0], 4, 3), Intrinsics(3.0, 3.0, 2.0, 1.5, 4, 3)]
+    views = Views(torch.zeros(2, 3, 4, 4), torch.eye(4).expand(2, 4, 4), cams, 3, 4, ["a", "b"])
+    assert views.k.shape == (2, 9) and views.k.dtype == torch.float32
+    assert torch.allclose(views.k[0, 4:], torch.tensor(PHONE_LENSES[0])) and not views.k[1, 4:].any()

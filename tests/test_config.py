@@ -37,8 +37,9 @@ def test_wrong_type_names_full_path(tmp_path):
         load_config(write(tmp_path, "student: {kind: grid}\n"))
     with pytest.raises(ConfigError, match=r"'teacher.hash.n_levels' must be an integer"):
         load_config(write(tmp_path, "teacher:\n  hash: {n_levels: 1.5}\n"))
-    with pytest.raises(ConfigError, match=r"'data.kind' must be one of 'toy' \| 'blender'"):
-        load_config(write(tmp_path, "data: {kind: colmap}\n"))
+    with pytest.raises(ConfigError, match=r"'data.kind' must be one of 'auto' \| 'toy' \| 'blender' \| 'nerfstudio' "
+                                          r"\| 'instant-ngp' \| 'colmap' \| 'llff', got 'photos'"):
+        load_config(write(tmp_path, "data: {kind: photos}\n"))
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -69,6 +70,10 @@ def test_range_checks(tmp_path):
         load_config(write(tmp_path, "student: {mobiler2l: {sr_factor: 4, sr_channels: [8]}}\n"))
     with pytest.raises(ConfigError, match="'data.root' must be a scene folder"):
         load_config(write(tmp_path, "data: {kind: blender}\n"))
+    with pytest.raises(ConfigError, match="'data.root' must be a scene folder when data.kind is 'colmap'"):
+        load_config(write(tmp_path, "data: {kind: colmap}\n"))
+    with pytest.raises(ConfigError, match="'data.max_size' must be >= 8, got 4"):
+        load_config(write(tmp_path, "data: {max_size: 4}\n"))
 
 
 @pytest.mark.parametrize("override, message", [

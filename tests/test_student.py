@@ -274,3 +274,15 @@ def test_batches_draw_real_views_at_the_end_of_the_pool_and_only_them_in_the_fin
     assert bool((draw_views(4000, 30, 30, 0, finetune=False) < 30).all())
     tuned = draw_views(4000, 30, 40, 500, finetune=True)
     assert tuned.shape == (4000,) and set(tuned.tolist()) == set(range(30, 40))
+
+
+def test_a_test_photo_of_another_camera_is_named():
+    from pipeline.cameras import Intrinsics
+    from student.stage import camera_mismatch
+
+    cam = _camera(32)
+    same = Intrinsics(cam.focal * 4, cam.focal * 4, 64.0, 64.0, 128, 128)  # the student's camera at 128 px
+    assert camera_mismatch([same, same], cam) is None
+    assert "not square" in camera_mismatch([same, Intrinsics(100.0, 100.0, 64.0, 48.0, 128, 96)], cam)
+    assert "differs from the student's" in camera_mismatch([Intrinsics(cam.focal * 4, cam.focal * 4, 70.0, 64.0,
+                                                                       128, 128)], cam)
