@@ -71,12 +71,7 @@ def read_transforms(root: Path, split: str) -> dict:
         raise DataError(f"{path}: 'camera_angle_x' must be a number in (0, pi) radians (or give each frame's "
                         f"focal length in pixels as 'fl_x'), got {angle!r}")
     for k, fr in enumerate(frames):
-        if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
-            raise DataError(f"{path}: frames[{k}] needs a string 'file_path'")
-        problem = matrix_problem(fr.get("transform_matrix"))
-        if problem:
-            raise DataError(f"{path}: frames[{k}].transform_matrix must be a 4x4 matrix of finite numbers, "
-                            f"{problem}")
+        check_frame(path, k, fr)
         for key in INTRINSIC_KEYS:
             for where, node in ((f"frames[{k}].{key}", fr), (key, meta)):
                 value = node.get(key)
@@ -134,6 +129,16 @@ def frame_intrinsics(meta: dict, frame: dict, width: int, height: int) -> Intrin
     cy = get("cy") if get("cy") is not None else 0.5 * h
     dist = [float(get(key) or 0.0) for key in DISTORTION_KEYS]
     return Intrinsics(float(fx), float(fy), float(cx), float(cy), int(w), int(h), *dist).resized(width, height)
+
+
+def check_frame(path: Path, k: int, fr: object) -> None:
+    """Frame k of a transforms file `path` names its image and holds a camera-to-world pose
+    (DataError of one line otherwise)."""
+    if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
+        raise DataError(f"{path}: frames[{k}] needs a string 'file_path'")
+    problem = matrix_problem(fr.get("transform_matrix"))
+    if problem:
+        raise DataError(f"{path}: frames[{k}].transform_matrix must be a 4x4 matrix of finite numbers, {problem}")
 
 
 def matrix_problem(m: object) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..cameras import Intrinsics
 from ..errors import DataError
-from ..scene import CAMERA_MODELS, DISTORTION_KEYS, matrix_problem
+from ..scene import CAMERA_MODELS, DISTORTION_KEYS, check_frame
 from . import IMAGE_SUFFIXES, Capture, Frame, build_splits, holdout_splits, image_size, number, read_json
 
 
@@ -48,12 +48,7 @@ def frame_entries(path: Path, meta: dict, sort_key) -> list[tuple[int, dict]]:
     if not isinstance(frames, list) or not frames:
         raise DataError(f"{path}: 'frames' must be a non-empty list")
     for k, fr in enumerate(frames):
-        if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
-            raise DataError(f"{path}: frames[{k}] needs a string 'file_path'")
-        problem = matrix_problem(fr.get("transform_matrix"))
-        if problem:
-            raise DataError(f"{path}: frames[{k}].transform_matrix must be a 4x4 matrix of finite numbers, "
-                            f"{problem}")
+        check_frame(path, k, fr)
         if "mask_path" in fr and not isinstance(fr["mask_path"], str):
             raise DataError(f"{path}: frames[{k}].mask_path must be a string, got {fr['mask_path']!r}")
     return sorted(enumerate(frames), key=lambda e: sort_key(e[1]))

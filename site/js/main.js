@@ -114,7 +114,7 @@ async function selfCheck(renderer, scene, reference) {
 }
 
 /**
- * Create a session on the first backend that works and passes the self-check (the
+ * Create an onnxruntime InferenceSession on the first backend that works and passes the self-check (the
  * reference pose rendered here vs reference.png from onnxruntime-python), and the
  * preview model's session on the same backend (dropped, with a warning, if its own
  * self-check fails). A forced backend is kept even if its self-check fails (with a warning).
@@ -268,7 +268,7 @@ function createCanvas(scene, renderer, preview) {
 }
 
 /**
- * The render loop: only when the view changed, at most one session.run in flight, and at
+ * The render loop: only when the view changed, at most one call of session.run in flight, and at
  * most one frame pending (the latest view wins). While the user drags and full frames
  * are slower than the budget, frames come from the preview model; once the camera
  * rests for REST_MS, one full frame refines the image.
