@@ -5,13 +5,10 @@ any run, so both scripts reuse each other's finished stages."""
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from profile_run import ROOT, run_config
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -22,17 +19,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run_pipeline(args: argparse.Namespace, commands: list[list[str]], sets: list[str]) -> Path | None:
     """Run each `python -m pipeline <command> configs/lego.yaml --set ...` in the workspace;
-    the workspace, or None (after a one-line error) when the scene is missing."""
+    the workspace, or None (after a one-line error) when the scene is missing or a command failed."""
     scene = Path(args.scene).resolve()
     if not (scene / "transforms_train.json").is_file():
         print(f"error: lego scene not found at {scene} (--scene PATH)", file=sys.stderr)
         return None
-    ws = Path(args.workspace)
-    (ws / "configs").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "configs" / "lego.yaml", ws / "configs" / "lego.yaml")
-    flags = [f for s in [f"data.root={scene}", *sets, *args.overrides] for f in ("--set", s)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for command in commands:
-        subprocess.run([sys.executable, "-m", "pipeline", *command, "configs/lego.yaml", *flags],
-                       cwd=ws, check=True, env=env)
-    return ws
+    return run_config("lego.yaml", Path(args.workspace), commands, [f"data.root={scene}", *sets, *args.overrides])

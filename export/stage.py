@@ -126,7 +126,7 @@ def run(ctx) -> dict:
     site_format.write(scene_dir / "scene.json", scene, "scene")  # checked, and written after the files it names
     update_index(site_dir, cfg.name)
     metrics = {**report, "onnx_bytes": len(onnx_bytes), "params": params, "flops_per_frame": flops,
-               "ort_python_ms_1thread": round(ort_ms, 2),
+               "ort_python_ms_1thread": round(ort_ms, 2), "frame": {"width": size, "height": size},
                **{k: v for k, v in model_card.items() if k.startswith("fp16")}}
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
     ctx.log(f"{scene_dir / 'model.onnx'}: {len(onnx_bytes) / 1e6:.2f} MB, max |onnx - torch| "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -533,6 +534,18 @@ def _apply_override(data: dict, key: str, value: Any) -> None:
             raise ConfigError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is not a mapping in the config")
 
 
+def default_name(path: Path, data: dict) -> str:
+    """A config without `name`: a capture's folder name (a user's scene is named after itself, e.g.
+    configs/capture.yaml with data.root=~/scans/teapot is `teapot`), else the config file's name."""
+    section = data.get("data") if isinstance(data.get("data"), dict) else {}
+    root = section.get("root")
+    if isinstance(root, str) and root and section.get("kind", DataConfig.kind) != "toy":
+        name = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(root).expanduser().resolve().name).strip("-")
+        if name:
+            return name
+    return path.stem
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config, apply `--set` overrides, validate; raise ConfigError."""
     path = Path(path)
@@ -552,10 +565,10 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
-    data.setdefault("name", path.stem)
     for item in overrides:
         key, value = parse_override(item)
         _apply_override(data, key, value)
+    data.setdefault("name", default_name(path, data))
     cfg = _build(Config, data, "", str(path))
     _check_ranges(cfg, str(path))
     return cfg

@@ -61,7 +61,7 @@ def run(ctx) -> dict:
     ctx.log(f"scene {root}: {counts}, {size[0]}x{size[1]} after downscale {cfg.data.downscale}")
     in_place = root != ctx.out_dir / "scene"
     return {
-        "metrics": {"n_files": len(files), **{f"n_{k}": v for k, v in counts.items()}},
+        "metrics": {"n_files": len(files), **{f"n_{k}": v for k, v in counts.items()}, "size": size},
         # a scene written here is named relative to the stage folder (the runs folder may move)
         "outputs": {"scene": str(root) if in_place else "scene", "placement": "placement.json"},
     }
