@@ -26,8 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from distill.poses import pose_distribution, sample_poses  # noqa: E402
-from distill.stage import pseudo_camera  # noqa: E402
-from pipeline.cameras import camera_directions, pinhole_rays  # noqa: E402
+from pipeline.cameras import camera_directions, pinhole_rays, student_frame  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.machine import describe  # noqa: E402
 from pipeline.scene import background_rgb, load_split  # noqa: E402
@@ -64,13 +63,12 @@ def main() -> int:
     c2w = train.c2w.numpy().astype(np.float64)
     dist = pose_distribution(c2w, (aabb[:3] + aabb[3:]) / 2)
     poses = sample_poses(args.views + 1, 0, c2w, dist, 0.0, 0.0)
-    camera = pseudo_camera(train.intrinsics, 1)
     march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=cfg.distill.alpha_thre,
                           early_stop_eps=cfg.distill.early_stop_eps)
     bg = background_rgb(cfg.background)
     rows = {}
     for size in (100, 200):
-        dirs = camera_directions(camera.resized(size, size))
+        dirs = camera_directions(student_frame(train.intrinsics, size, 1))
         times, samples = [], []
         for k, pose in enumerate(poses):
             rays_o, rays_d = pinhole_rays(torch.as_tensor(pose, dtype=torch.float32), dirs)

@@ -58,7 +58,7 @@ def copy_bandwidth_gbs(n_bytes: int, repeats: int) -> float:
 def student_ort_ms(repeats: int) -> float:
     """The toy config's student (64x64 output) as ONNX, ms a frame on 1 onnxruntime thread."""
     cfg = load_config(ROOT / "configs" / "toy.yaml")
-    camera = StudentCamera(output_size=cfg.student.output_size, focal=cfg.student.output_size * 1.1, near=2.0,
+    camera = StudentCamera.square(cfg.student.output_size, cfg.student.output_size * 1.1, near=2.0,
                            far=6.0, center=(0.0, 0.0, 0.0), scale=1.5)
     torch.manual_seed(0)
     model = build_student(cfg.student.kind, cfg.student.arch, camera).eval()

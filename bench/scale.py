@@ -60,8 +60,8 @@ def main() -> int:
     one = _run(ws, 1, args.views, cores)
     two = _run(ws, 2, args.views, max(cores // 2, 1))
     v1, v2 = one["views_per_s"], two["views_per_s"]
-    size = one["size"]
-    print(f"\ndistill, toy teacher, {args.views} views at {size}x{size}, {cores} cores, "
+    width, height = one["size"]
+    print(f"\ndistill, toy teacher, {args.views} views at {width}x{height}, {cores} cores, "
           f"{'CUDA' if torch.cuda.is_available() else 'CPU'}")
     print(f"{'ranks':>6}{'threads/rank':>14}{'views/s':>10}{'speed-up':>10}")
     print(f"{1:>6}{cores:>14}{v1:>10.2f}{1.0:>10.2f}")

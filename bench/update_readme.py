@@ -1,12 +1,14 @@
 """Regenerate README.md's results block from finished runs (never edit it by hand).
 
-Reads the stages' `record.json` of the toy run (`make demo`, in the repository) and of the
-lego CPU-profile run (`python bench/lego_cpu.py`, in bench_runs/), plus
-`bench_runs/viewer.json` from `python bench/viewer.py` if present; copies the pictures
-into bench/results/ (the toy turntable GIF, lego's side-by-side and turntable) and rewrites
-the text between `<!-- results:begin -->` and `<!-- results:end -->` in README.md.
+Reads the stages' `record.json` of the toy run (`make demo`, in the repository), of the
+lego CPU-profile run (`python bench/lego_cpu.py`, in bench_runs/) and of the capture
+CPU-profile run (`python bench/capture.py`, in bench_runs/capture/), plus each workspace's
+`viewer.json` from `python bench/viewer.py` if present; copies the pictures into
+bench/results/ (the toy turntable GIF, a side-by-side test view of lego and of the capture)
+and rewrites the text between `<!-- results:begin -->` and `<!-- results:end -->` in README.md.
 
     python bench/update_readme.py [--toy-workspace .] [--lego-workspace bench_runs]
+                                  [--capture-workspace bench_runs/capture]
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def stage_rows(recs: dict[str, dict]) -> list[str]:
             note = f"{m.get('steps')} steps; test PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f} ({m['n_views']} views)"
         elif s == "distill":
             vps = m.get("views_per_s")
-            note = f"{m['n_views']} pseudo-views at {m['size']}x{m['size']}" + (f", {vps:.2f} views/s" if vps else "")
+            w, h = m["size"] if isinstance(m["size"], list) else (m["size"], m["size"])
+            note = f"{m['n_views']} pseudo-views at {w}x{h}" + (f", {vps:.2f} views/s" if vps else "")
         elif s == "student":
             note = (f"PSNR {m['psnr']:.2f} dB vs ground truth (teacher on the same views {m['teacher_psnr']:.2f} dB), "
                     f"{m['psnr_vs_teacher']:.2f} dB vs teacher; SSIM {m['ssim']:.3f}")
@@ -76,10 +79,43 @@ def machine_of(recs: dict[str, dict]) -> str:
     return text
 
 
+# whose photos a capture's picture shows (a derived picture keeps its source's credit and licence)
+CREDITS = {"cape": "photos of the Mold Gold Cape by Daniel Pett and Tom Flynn, (c) the Trustees of the British "
+                   "Museum, CC BY-NC-SA 4.0, from github.com/vork/moldGoldCape (not in this repository); this "
+                   "picture is under the same licence"}
+
+
+def profile_block(ws: Path, name: str, picture: str, title: str, results: Path, credit: str = "") -> list[str]:
+    """README lines for one profile's run `name` in workspace `ws`: its machine, a side-by-side test
+    view (copied to bench/results/<picture>_side_by_side.png), the stage table and the browser's speed."""
+    recs = records(ws, name)
+    if "student" not in recs:
+        return []
+    lines = [f"{title}, on {machine_of(recs)}:", ""]
+    side = sorted((ws / "runs" / name / "student" / "side_by_side").glob("*.png"))
+    if side:
+        shutil.copy(side[0], results / f"{picture}_side_by_side.png")
+        lines += [f"![{name}: ground truth | teacher | student](bench/results/{picture}_side_by_side.png)", "",
+                  f"*ground truth | teacher | student, test view {side[0].stem}" + (f"; {credit}" if credit else "")
+                  + "*", ""]
+    lines += stage_rows(recs) + [""]
+    viewer = ws / "viewer.json"
+    s = json.loads(viewer.read_text()) if viewer.exists() else {}
+    v = s.get("scenes", {}).get(name)
+    if v:
+        where = short(s["machine"]) if "machine" in s else "2 cores"
+        lines += [f"In the browser (`python bench/viewer.py`, headless Chromium, {where}): {name} renders at "
+                  f"**{v['fps_wasm2']:.1f} fps** on WASM with 2 threads ({v['wasm2_page_ms']:.1f} ms a frame, "
+                  f"{v['wasm1_page_ms']:.1f} ms on 1 thread; onnxruntime-python {v['ort2_ms']:.1f} ms on 2 "
+                  f"threads); the page's frame time is {v['page_overhead_ratio']:.2f}x the bare session.run.", ""]
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--toy-workspace", default=str(ROOT))
     ap.add_argument("--lego-workspace", default=str(ROOT / "bench_runs"))
+    ap.add_argument("--capture-workspace", default=str(ROOT / "bench_runs" / "capture"))
     args = ap.parse_args()
     toy_ws, lego_ws = Path(args.toy_workspace), Path(args.lego_workspace)
     results = ROOT / "bench" / "results"
@@ -94,27 +130,13 @@ def main() -> int:
             shutil.copy(gif, results / "toy_turntable.gif")
             lines += ["![toy student turntable](bench/results/toy_turntable.gif)", ""]
         lines += stage_rows(toy) + [""]
-    lego = records(lego_ws, "lego")
-    if "student" in lego:
-        lines += ["Lego at 200x200, CPU profile (`python bench/lego_cpu.py`, `configs/lego.yaml`), on "
-                  + machine_of(lego) + ":", ""]
-        side = sorted((lego_ws / "runs" / "lego" / "student" / "side_by_side").glob("*.png"))
-        if side:
-            shutil.copy(side[0], results / "lego_side_by_side.png")
-            lines += ["![lego: ground truth | teacher | student](bench/results/lego_side_by_side.png)",
-                      "", "*ground truth | teacher | student, test view " + side[0].stem + "*", ""]
-        lines += stage_rows(lego) + [""]
-        viewer = lego_ws / "viewer.json"
-        if viewer.exists():
-            v = json.loads(viewer.read_text())
-            s = v.get("scenes", {}).get("lego")
-            if s:
-                where = short(v["machine"]) if "machine" in v else "2 cores"
-                lines += [f"In the browser (`python bench/viewer.py`, headless Chromium, {where}): lego renders at "
-                          f"**{s['fps_wasm2']:.1f} fps** on WASM with 2 threads ({s['wasm2_page_ms']:.1f} ms a frame, "
-                          f"{s['wasm1_page_ms']:.1f} ms on 1 thread; onnxruntime-python {s['ort2_ms']:.1f} ms on 2 "
-                          f"threads); the page's frame time is {s['page_overhead_ratio']:.2f}x the bare session.run.",
-                          ""]
+    lines += profile_block(lego_ws, "lego", "lego", "Lego at 200x200, CPU profile (`python bench/lego_cpu.py`, "
+                           "`configs/lego.yaml`)", results)
+    cap_ws = Path(args.capture_workspace)
+    for name in sorted(p.name for p in (cap_ws / "runs").glob("*") if (p / "student" / "record.json").exists()):
+        lines += profile_block(cap_ws, name, "capture", f"The capture `{name}`, capture CPU profile (`python "
+                               f"bench/capture.py --scene PATH`, `configs/capture.yaml`, nothing else set)", results,
+                               CREDITS.get(name, ""))
     if not lines:
         print("error: no finished toy or lego run found (make demo; python bench/lego_cpu.py)", file=sys.stderr)
         return 2

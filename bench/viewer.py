@@ -88,7 +88,7 @@ def fullsize_model(path: Path) -> None:
 
     arch = MobileR2LConfig(sr_factor=8, n_points=16, pe_freqs=10, width=256, n_blocks=28,
                            sr_channels=[64, 64, 16], activation="gelu_tanh")
-    cam = StudentCamera(output_size=800, focal=1111.0, near=2.0, far=6.0, center=(0, 0, 0), scale=2.6)
+    cam = StudentCamera.square(800, 1111.0, near=2.0, far=6.0, center=(0, 0, 0), scale=2.6)
     torch.manual_seed(0)
     raw = to_onnx_bytes(MobileR2L(arch, cam).eval(), ExportConfig().opset)
     path.write_bytes(simplify(raw))

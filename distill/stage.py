@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipeline import distributed, faults
-from pipeline.cameras import Intrinsics, camera_directions, pinhole_rays
+from pipeline.cameras import Intrinsics, camera_directions, pinhole_rays, student_frame
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, png_bytes
 from pipeline.progress import progress
@@ -29,21 +29,21 @@ from teacher.render import MarchSettings, render_image
 from .poses import pose_distribution, sample_poses
 
 
-def png_bytes_upper_bound(size: int) -> int:
-    """Most bytes an 8-bit RGB PNG of size x size can take: raw rows (a filter byte each),
+def png_bytes_upper_bound(width: int, height: int) -> int:
+    """Most bytes an 8-bit RGB PNG of width x height can take: raw rows (a filter byte each),
     deflate's stored-block overhead (5 bytes per 64 KiB) and the chunk headers."""
-    raw = size * (3 * size + 1)
+    raw = height * (3 * width + 1)
     return raw + 5 * (raw // 65535 + 1) + 1024
 
 
-def check_disk_space(ctx, n_missing: int, size: int) -> None:
+def check_disk_space(ctx, n_missing: int, width: int, height: int) -> None:
     """Refuse up front rather than fill the disk half-way through distilling."""
-    need = n_missing * png_bytes_upper_bound(size)
+    need = n_missing * png_bytes_upper_bound(width, height)
     free = faults.free_bytes(ctx.out_dir)
     if need > free:
         raise StageError(
             f"not enough disk space for distill.n_views={ctx.cfg.distill.n_views}: {n_missing} views of "
-            f"{size}x{size} px need up to {_mb(need)} in {ctx.out_dir}, but only {_mb(free)} are free; "
+            f"{width}x{height} px need up to {_mb(need)} in {ctx.out_dir}, but only {_mb(free)} are free; "
             "free some space, lower distill.n_views, or set runs_dir to a larger disk")
 
 
@@ -85,15 +85,6 @@ def _transforms(poses: np.ndarray, cameras: list[Intrinsics], folder: str) -> di
                        for k, (p, cam) in enumerate(zip(poses, cameras, strict=True))]}
 
 
-def pseudo_camera(train: list[Intrinsics], size: int) -> Intrinsics:
-    """The pseudo-views' camera, one for all (the student bakes one into its graph): centred,
-    square pixels, size x size, with the training cameras' median horizontal field of view.
-    For a Blender scene that is its own camera resized; a capture with per-frame calibration,
-    off-centre principal points or non-square images gets the nearest such camera."""
-    fx = float(np.median([c.fx * (size / c.width) for c in train]))
-    return Intrinsics(fx, fx, 0.5 * size, 0.5 * size, size, size)
-
-
 def run(ctx) -> dict:
     tune_malloc()
     cfg, dcfg = ctx.cfg, ctx.cfg.distill
@@ -104,8 +95,11 @@ def run(ctx) -> dict:
     field, estimator, switches = load_teacher(ctx.input("teacher", "model"), cfg.teacher, ctx.device)
     for key, choice in switches.items():
         ctx.log(f"{key}: {choice.value} ({choice.reason})")
-    size = cfg.student.output_size
-    camera = pseudo_camera(train.intrinsics, size)
+    # one pinhole camera for every pseudo-view, which the student bakes into its graph: the photos'
+    # median one, at student.output_size on the long side (for a Blender scene, its own camera)
+    camera = student_frame(train.intrinsics, cfg.student.output_size, cfg.student.arch.frame_multiple)
+    ctx.log(f"pseudo-view camera: {camera.width}x{camera.height} px, fx {camera.fx:.1f} fy {camera.fy:.1f}, "
+            f"principal point ({camera.cx:.1f}, {camera.cy:.1f})")
     # the teacher at the test poses through the student's camera: student and teacher compare
     # like for like (for a Blender scene this is each test view's own camera)
     test_cameras = [camera] * len(test.c2w)
@@ -118,7 +112,7 @@ def run(ctx) -> dict:
                           early_stop_eps=dcfg.early_stop_eps)
     test_poses = test.c2w.numpy().astype(np.float64)
     missing = _missing(ctx.out_dir / "pseudo", len(poses))
-    check_disk_space(ctx, missing + _missing(ctx.out_dir / "test", len(test_poses)), size)
+    check_disk_space(ctx, missing + _missing(ctx.out_dir / "test", len(test_poses)), camera.width, camera.height)
     if missing < len(poses):
         ctx.log(f"resuming: {len(poses) - missing} of {len(poses)} views already written")
     t0 = time.time()
@@ -134,7 +128,8 @@ def run(ctx) -> dict:
         atomic_write_json(ctx.out_dir / "transforms_test.json", _transforms(test_poses, test_cameras, "test"))
         atomic_write_json(ctx.out_dir / "cameras.json", scene_geometry)
         atomic_write_json(ctx.out_dir / "transforms.json", _transforms(poses, cameras_all, "pseudo"))
-    metrics = {"n_views": len(poses), "rendered_now": rendered, "size": size, "world_size": distributed.world_size(),
+    metrics = {"n_views": len(poses), "rendered_now": rendered, "size": [camera.width, camera.height],
+               "world_size": distributed.world_size(),
                "render_seconds": round(seconds, 2),
                "views_per_s": round(rendered / seconds, 3) if rendered and seconds > 0 else None,
                "pose_distribution": dist}

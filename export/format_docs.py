@@ -148,14 +148,18 @@ def field_table(kind: str) -> str:
 
 
 def example_scene() -> dict:
-    """A complete, valid scene.json (every optional part present, model_card aside)."""
+    """A complete, valid scene.json (every optional part present, model_card aside): a capture's,
+    placed by the data stage."""
     orbit = {"target": [0.0, 0.0, 0.0], "radius": 4.0, "radius_min": 3.0, "radius_max": 5.0,
              "azimuth_deg": 30.0, "elevation_deg": 30.0, "elevation_min_deg": 5.0, "elevation_max_deg": 80.0}
     pose = orbit_pose(orbit["target"], orbit["radius"], orbit["azimuth_deg"], orbit["elevation_deg"], [0, 0, 1])
     doc = site_format.scene_document(
-        name="toy", width=64, height=64, up=[0, 0, 1], background=[1, 1, 1], orbit=orbit,
+        name="toy", width=64, height=48, camera={"fx": 76.8, "fy": 76.8, "cx": 32.0, "cy": 24.0},
+        up=[0, 0, 1], background=[1, 1, 1], orbit=orbit,
         reference_pose=[[round(float(x), 4) + 0.0 for x in row] for row in pose], model_fp16="model_fp16.onnx",
-        preview={"model": "preview.onnx", "width": 32, "height": 32, "reference_image": "preview_reference.png"})
+        preview={"model": "preview.onnx", "width": 32, "height": 24, "reference_image": "preview_reference.png"},
+        placement={"matrix": [[0.8, 0.0, 0.0, -0.2], [0.0, 0.0, -0.8, 0.5], [0.0, 0.8, 0.0, 0.1], [0.0, 0.0, 0.0, 1.0]],
+                   "scale": 0.8, "source": "colmap"})
     site_format.check(doc, "scene", "the example")
     return doc
 

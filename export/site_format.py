@@ -46,16 +46,17 @@ def format_version(kind: str) -> int:
     return load_schema(kind)["properties"]["format"]["const"]
 
 
-def scene_document(*, name: str, width: int, height: int, up: Sequence[float], background: Sequence[float],
+def scene_document(*, name: str, width: int, height: int, camera: dict, up: Sequence[float],
+                   background: Sequence[float],
                    orbit: dict, reference_pose: Sequence[Sequence[float]], output: str = "rgba",
                    output_layout: str = "rgba255", model: str = "model.onnx", reference_image: str = "reference.png",
                    model_fp16: str | None = None, preview: dict | None = None, model_card: dict | None = None,
-                   report: str | None = REPORT_FILE) -> dict:
+                   report: str | None = REPORT_FILE, placement: dict | None = None) -> dict:
     """A scene.json document (export/SCENE_FORMAT.md). File names are relative to scene.json.
 
     orbit: target [3], radius, radius_min, radius_max (world units), azimuth_deg, elevation_deg,
     elevation_min_deg, elevation_max_deg (degrees). reference_pose: (4, 4) camera-to-world,
-    row-major, OpenGL camera. Optional parts are left out when None.
+    row-major, OpenGL camera. camera: fx, fy, cx, cy (pixels). Optional parts are left out when None.
     """
     doc: dict[str, Any] = {
         "format": format_version("scene"),
@@ -66,21 +67,24 @@ def scene_document(*, name: str, width: int, height: int, up: Sequence[float], b
         "output_layout": output_layout,
         "width": int(width),
         "height": int(height),
+        "camera": {k: float(camera[k]) for k in ("fx", "fy", "cx", "cy")},
         "camera_convention": "opengl",
         "up": [float(v) for v in up],
         "background": [float(v) for v in background],
         "orbit": {k: [float(x) for x in v] if k == "target" else float(v) for k, v in orbit.items()},
         "reference": {"pose": [[float(x) for x in row] for row in reference_pose], "image": reference_image},
     }
-    optional = {"model_fp16": model_fp16, "preview": preview, "report": report, "model_card": model_card}
+    optional = {"model_fp16": model_fp16, "preview": preview, "report": report, "model_card": model_card,
+                "placement": placement}
     doc.update({k: v for k, v in optional.items() if v is not None})
     return doc
 
 
-def report_document(*, name: str, size: int, summary: dict, teacher_stage: dict, model_card: dict, curves: dict,
-                    turntable: dict, views: list[dict]) -> dict:
+def report_document(*, name: str, width: int, height: int, summary: dict, teacher_stage: dict, model_card: dict,
+                    curves: dict, turntable: dict, views: list[dict]) -> dict:
     """A report.json document (site/schema/report.schema.json). File names are relative to report.json."""
-    return {"format": format_version("report"), "name": name, "size": int(size), "summary": summary,
+    return {"format": format_version("report"), "name": name, "width": int(width), "height": int(height),
+            "summary": summary,
             "teacher_stage": teacher_stage, "model_card": model_card, "curves": curves, "turntable": turntable,
             "views": views}
 

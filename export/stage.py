@@ -15,7 +15,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from pipeline.cameras import orbit_pose
+from pipeline.cameras import orbit_pose, spherical_coords
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, read_json
 from student.kinds import count_params, load_student
@@ -49,6 +49,21 @@ def update_index(site_dir: Path, name: str) -> None:
     atomic_write_json(index_path, {"scenes": sorted(scenes, key=lambda s: s["name"])})
 
 
+def halved(model):
+    """The preview: the same student on a 2x coarser frame, or None where the frame does not halve."""
+    try:
+        return model.coarser(2)
+    except ValueError:
+        return None
+
+
+def placement_entry(placement: dict) -> dict | None:
+    """scene.json's `placement` from the data stage's placement.json (None: the scene was not moved)."""
+    if placement.get("radius_from") == "identity":
+        return None
+    return {"matrix": placement["matrix"], "scale": placement["scale"], "source": placement["source"]["kind"]}
+
+
 def run(ctx) -> dict:
     cfg, ecfg = ctx.cfg, ctx.cfg.export
     site_dir = Path(ecfg.site_dir)
@@ -60,10 +75,16 @@ def run(ctx) -> dict:
     params, flops = count_params(model), model.flops_per_frame()
     dist = read_json(ctx.input("distill", "cameras"))
 
+    # the viewer starts where the first training photo was taken, looking at the scene's centre
+    first = np.asarray(read_json(ctx.input("data", "scene") / "transforms_train.json")["frames"][0]["transform_matrix"],
+                       dtype=np.float64)
+    radius, azimuth, elevation = (float(v[0]) for v in spherical_coords(first[None], np.asarray(dist["target"]),
+                                                                         np.asarray(dist["up"])))
     orbit = {
         "target": dist["target"],
-        "radius": float(np.mean(dist["radius"])), "radius_min": dist["radius"][0], "radius_max": dist["radius"][1],
-        "azimuth_deg": 30.0, "elevation_deg": float(np.clip(30.0, *dist["elevation_deg"])),
+        "radius": float(np.clip(radius, *dist["radius"])), "radius_min": dist["radius"][0],
+        "radius_max": dist["radius"][1], "azimuth_deg": azimuth,
+        "elevation_deg": float(np.clip(elevation, *dist["elevation_deg"])),
         "elevation_min_deg": dist["elevation_deg"][0], "elevation_max_deg": dist["elevation_deg"][1],
     }
     ref_pose = orbit_pose(orbit["target"], orbit["radius"], orbit["azimuth_deg"], orbit["elevation_deg"], dist["up"])
@@ -72,7 +93,7 @@ def run(ctx) -> dict:
 
     try:
         onnx_bytes, report = export_onnx(model, ecfg, check_poses, ctx.out_dir)
-        preview = model.coarser(2) if ecfg.preview and model.in_size % 2 == 0 else None
+        preview = halved(model) if ecfg.preview else None
         preview_bytes, preview_report = (export_onnx(preview, ecfg, check_poses, ctx.out_dir / "preview")
                                          if preview else (None, {"max_abs_diff": 0.0, "mismatch_fraction": 0.0}))
     except OSError:
@@ -88,10 +109,10 @@ def run(ctx) -> dict:
                              f"{rep['max_abs_diff']:.2e}; limit export.max_mismatch_fraction="
                              f"{ecfg.max_mismatch_fraction})")
     if ecfg.preview and preview is None:
-        ctx.log(f"no preview model: the {model.in_size}x{model.in_size} ray grid cannot be halved")
+        ctx.log(f"no preview model: the {model.ray_grid[1]}x{model.ray_grid[0]} ray grid cannot be halved")
     ref_png, ort_ms = reference_image(onnx_bytes, ref_pose)
 
-    size = model.camera.output_size
+    cam = model.camera
     model_card = {"params": params, "onnx_bytes": len(onnx_bytes), "flops_per_frame": flops,
                   "ort_python_ms_1thread": round(ort_ms, 2), "simplified": ecfg.simplify}
     model_fp16 = preview_entry = None
@@ -111,7 +132,7 @@ def run(ctx) -> dict:
         preview_png, preview_ms = reference_image(preview_bytes, ref_pose)
         atomic_write_bytes(scene_dir / "preview.onnx", preview_bytes)
         atomic_write_bytes(scene_dir / "preview_reference.png", preview_png)
-        preview_entry = {"model": "preview.onnx", "width": size // 2, "height": size // 2,
+        preview_entry = {"model": "preview.onnx", "width": preview.camera.width, "height": preview.camera.height,
                          "reference_image": "preview_reference.png",
                          "flops_per_frame": preview.flops_per_frame(),
                          "ort_python_ms_1thread": round(preview_ms, 2)}
@@ -119,14 +140,16 @@ def run(ctx) -> dict:
         for stale in ("preview.onnx", "preview_reference.png"):
             (scene_dir / stale).unlink(missing_ok=True)
     scene = site_format.scene_document(
-        name=cfg.name, width=size, height=size, up=dist["up"],
+        name=cfg.name, width=cam.width, height=cam.height,
+        camera={"fx": cam.fx, "fy": cam.fy, "cx": cam.cx, "cy": cam.cy},
+        placement=placement_entry(read_json(ctx.input("data", "placement"))), up=dist["up"],
         background=[1.0, 1.0, 1.0] if cfg.background == "white" else [0.0, 0.0, 0.0],
         orbit=orbit, reference_pose=ref_pose.tolist(), output="rgba", output_layout="rgba255",
         model_fp16=model_fp16, preview=preview_entry, model_card=model_card)
     site_format.write(scene_dir / "scene.json", scene, "scene")  # checked, and written after the files it names
     update_index(site_dir, cfg.name)
     metrics = {**report, "onnx_bytes": len(onnx_bytes), "params": params, "flops_per_frame": flops,
-               "ort_python_ms_1thread": round(ort_ms, 2), "frame": {"width": size, "height": size},
+               "ort_python_ms_1thread": round(ort_ms, 2), "frame": {"width": cam.width, "height": cam.height},
                **{k: v for k, v in model_card.items() if k.startswith("fp16")}}
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
     ctx.log(f"{scene_dir / 'model.onnx'}: {len(onnx_bytes) / 1e6:.2f} MB, max |onnx - torch| "

@@ -94,6 +94,23 @@ class Intrinsics:
         return keys
 
 
+def student_frame(cameras: list[Intrinsics], long_side: int, multiple: int) -> Intrinsics:
+    """The one pinhole camera the pseudo-views and the student use, from the training photos'
+    cameras: their median field of view, aspect ratio and principal point (each relative to its
+    image), on a frame whose long side is `long_side` pixels and whose short side is rounded to a
+    multiple of `multiple` (the student's block of pixels; `long_side` is one already). A Blender
+    scene gets its own camera resized; a phone capture its lens without the distortion."""
+    aspect = float(np.median([c.height / c.width for c in cameras]))
+    if aspect <= 1:
+        width, height = long_side, max(multiple, round(long_side * aspect / multiple) * multiple)
+    else:
+        width, height = max(multiple, round(long_side / aspect / multiple) * multiple), long_side
+    return Intrinsics(float(np.median([c.fx * (width / c.width) for c in cameras])),
+                      float(np.median([c.fy * (height / c.height) for c in cameras])),
+                      float(np.median([c.cx * (width / c.width) for c in cameras])),
+                      float(np.median([c.cy * (height / c.height) for c in cameras])), width, height)
+
+
 # Newton steps of `undistort_points`: from the distorted point as the first guess, float32 round-off
 # (1e-7) in 3 steps for |k1| = 0.1 and in 4 for |k1| = 0.3 (tangential 2e-3, r <= 1); 8 leave a margin
 UNDISTORT_STEPS = 8

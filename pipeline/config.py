@@ -122,7 +122,7 @@ class MobileR2LConfig:
     """Architecture of the MobileR2L-family student (student.kind: mobiler2l): rays on a
     coarse grid, K encoded points per ray, 1x1 convs, then super-resolution."""
 
-    sr_factor: int = 4  # ray grid = output_size / sr_factor per side; a power of two
+    sr_factor: int = 4  # the ray grid is the frame / sr_factor a side; a power of two
     n_points: int = 8  # K points per ray, one per equal depth bin between near and far (>= 1)
     pe_freqs: int = 6  # L frequencies of the positional encoding (>= 0)
     width: int = 64  # body channels (>= 1)
@@ -133,6 +133,11 @@ class MobileR2LConfig:
     # FLOPs; ConvTranspose dominated a small student's time in the browser's WASM backend)
     upsample: Literal["transpose", "pixelshuffle"] = "transpose"
     activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"  # of every layer; gelu_tanh: GELU's tanh approximation
+
+    @property
+    def frame_multiple(self) -> int:
+        """Both sides of the frame are a multiple of this (a ray's block of pixels)."""
+        return self.sr_factor
 
 
 @dataclass
@@ -148,7 +153,7 @@ class GridLFConfig:
 
     occupancy_resolution: int = 128  # cells per side of the grid of the teacher's density the rays march (>= 1)
     dilate: int = 1  # grow occupied cells by this many cells (>= 0) so that thin parts are not stepped over
-    march_stride: int = 4  # one coarse march ray per this many pixels a side (>= 1; output_size a multiple)
+    march_stride: int = 4  # one coarse march ray per this many pixels a side (>= 1; both frame sides a multiple)
     pixel_samples: int = 32  # samples of each pixel's own march between its neighbourhood's hits (>= 1)
     surface_opacity: float = 0.5  # the ray's opacity where its surface is (in (0, 1))
     n_points: int = 4  # K feature points per ray (>= 1)
@@ -159,6 +164,11 @@ class GridLFConfig:
     dir_freqs: int = 4  # frequencies of the view direction's encoding (>= 0)
     width: int = 64  # MLP hidden width (>= 1)
     depth: int = 2  # hidden layers (>= 1)
+
+    @property
+    def frame_multiple(self) -> int:
+        """Both sides of the frame are a multiple of this (the march's block of pixels)."""
+        return self.march_stride
 
 
 # gridlf options that lost in the rankings of docs/DESIGN.md, with the design gridlf always has now:
@@ -222,7 +232,9 @@ class StudentConfig:
     section of that name is read (and is part of the stage's cache key)."""
 
     kind: StudentKind = "mobiler2l"  # the registered student (student/kinds.py), one of the sections below
-    output_size: int = 64  # square output image, pixels (>= 1; distill renders at this size)
+    # the frame's long side, pixels (>= 1); the short side keeps the training photos' aspect ratio,
+    # rounded to the kind's multiple (distill renders at this frame)
+    output_size: int = 64
     near: float | None = None  # nearest depth of the encoded points, world units (> 0); null: from the cameras and box
     far: float | None = None  # farthest depth, world units (> near); null: from the cameras and the scene box
     mobiler2l: MobileR2LConfig = field(default_factory=MobileR2LConfig)

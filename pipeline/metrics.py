@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def psnr(a: Tensor, b: Tensor) -> float:
-    """Peak signal-to-noise ratio in dB for peak 1.0 (inf for identical images)."""
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
+def psnr(a: Tensor, b: Tensor, mask: Tensor | None = None) -> float:
+    """Peak signal-to-noise ratio in dB for peak 1.0 (inf for identical images); with `mask`
+    ((..., H, W) bool), over the pixels it marks only."""
+    err = (a.double() - b.double()) ** 2
+    mse = (err[mask].mean() if mask is not None and not bool(mask.all()) else err.mean()).item()
     return math.inf if mse == 0 else -10.0 * math.log10(mse)
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from .cameras import Intrinsics, focal_from_fov
+from .cameras import Intrinsics, focal_from_fov, undistort_image
 from .errors import DataError
 from .progress import progress
 
@@ -255,14 +256,58 @@ def load_split(root: Path, split: str, downscale: int = 1, max_views: int | None
     )
 
 
-def split_on_background(root: Path, split: str, downscale: int, background: str, size: int) -> tuple[Views, Tensor]:
-    """A split and its images composited on `background` ('white' | 'black'), area-resized
-    to size x size if they are not: (N, size, size, 3) float in [0, 1]."""
+def resample_to(image: Tensor, src: Intrinsics, dst: Intrinsics) -> tuple[Tensor, Tensor]:
+    """A pinhole photo (H, W, C) of camera `src` as pinhole camera `dst` at the same pose sees it:
+    (h, w, C) and which of its pixels the photo covers, (h, w) bool.
+
+    Both are pinhole cameras at one pose, so a pixel maps to a pixel by a scale and a shift:
+    x_src = (x_dst - dst.cx) * src.fx / dst.fx + src.cx (the same in y). Where that is a whole
+    factor k with aligned pixels (a photo k times the frame's size, the usual case), each pixel is
+    the mean of its k x k block (area resampling); otherwise the photo is first averaged over the
+    largest whole factor below the scale (no aliasing) and then sampled bilinearly. Pixels whose
+    centre falls outside the photo repeat its edge and are not covered.
+    """
+    if src.pinhole() == dst.pinhole():
+        return image, torch.ones(image.shape[:2], dtype=torch.bool)
+    sx, sy = src.fx / dst.fx, src.fy / dst.fy
+    ox, oy = src.cx - sx * dst.cx, src.cy - sy * dst.cy  # x_src = sx * x_dst + ox
+    k = round(sx)
+    x = image.permute(2, 0, 1)[None].float()
+    if k >= 1 and abs(sx - k) < 1e-9 and abs(sy - k) < 1e-9 and min(ox, oy) >= 0 and \
+            abs(ox - round(ox)) < 1e-6 and abs(oy - round(oy)) < 1e-6 and \
+            round(ox) + k * dst.width <= src.width and round(oy) + k * dst.height <= src.height:
+        x0, y0 = round(ox), round(oy)
+        crop = x[..., y0:y0 + k * dst.height, x0:x0 + k * dst.width]
+        out = F.interpolate(crop, size=(dst.height, dst.width), mode="area") if k > 1 else crop
+        return out[0].permute(1, 2, 0).to(image.dtype), torch.ones(dst.height, dst.width, dtype=torch.bool)
+    p = max(1, int(min(sx, sy)))  # the whole factor averaged first
+    pooled = F.avg_pool2d(x, p) if p > 1 else x
+    u = (torch.arange(dst.width, dtype=torch.float64) + 0.5) * sx + ox  # source pixel coordinates
+    v = (torch.arange(dst.height, dtype=torch.float64) + 0.5) * sy + oy
+    covered = ((v >= 0) & (v <= src.height))[:, None] & ((u >= 0) & (u <= src.width))[None, :]
+    gx = u / p * (2 / pooled.shape[-1]) - 1  # grid_sample's [-1, 1] over the pooled image's edges
+    gy = v / p * (2 / pooled.shape[-2]) - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).float()[None]
+    out = F.grid_sample(pooled, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0].permute(1, 2, 0).to(image.dtype), covered
+
+
+def photos_at(root: Path, split: str, downscale: int, background: str,
+              camera: Intrinsics) -> tuple[Views, Tensor, Tensor]:
+    """A split's photos as the pinhole `camera` (the student's frame) sees them from each photo's
+    pose: composited on `background` ('white' | 'black'), undistorted to the photo's own pinhole
+    camera (`undistort_image`, the project's rule for every comparison with a photo) and resampled
+    (`resample_to`), never squashed. Returns the views, rgb (N, H, W, 3) float in [0, 1] and the
+    pixels each photo covers (N, H, W) bool (all, when the photos' cameras are the frame's scaled)."""
     views = load_split(root, split, downscale)
-    rgb = views.rgb_on(background_rgb(background)).permute(0, 3, 1, 2)
-    if rgb.shape[-2:] != (size, size):
-        rgb = torch.nn.functional.interpolate(rgb, size=(size, size), mode="area")
-    return views, rgb.permute(0, 2, 3, 1)
+    rgb = views.rgb_on(background_rgb(background))
+    out, covered = [], []
+    for k, intrinsics in enumerate(views.intrinsics):
+        photo, pinhole = undistort_image(rgb[k], intrinsics)
+        img, cov = resample_to(photo, pinhole, camera)
+        out.append(img)
+        covered.append(cov)
+    return views, torch.stack(out), torch.stack(covered)
 
 
 def load_rendered_views(transforms: Path) -> tuple[Tensor, Tensor, list[Intrinsics]]:

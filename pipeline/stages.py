@@ -87,8 +87,10 @@ STAGES: tuple[Stage, ...] = (
                    "metrics": "metrics.json: test PSNR/SSIM", "curve": "curve.json: loss and PSNR per step",
                    "renders": "renders/: ground truth | teacher for the first test views"}),
     Stage("distill", ("data", "teacher"), "distill.stage:run",
-          lambda c: {"distill": dataclasses.asdict(c.distill), "student": {"output_size": c.student.output_size},
-                     "background": c.background},
+          lambda c: {"distill": dataclasses.asdict(c.distill), "background": c.background,
+                     # the frame the pseudo-views are rendered at (pipeline/cameras.py: student_frame)
+                     "student": {"output_size": c.student.output_size,
+                                 "frame_multiple": c.student.arch.frame_multiple}},
           outputs={"views": "transforms.json: the pseudo-views (Blender layout, PNGs in pseudo/)",
                    "test_views": "transforms_test.json: the teacher at the test cameras (PNGs in test/)",
                    "cameras": "cameras.json: the scene box and the band of camera positions around it",

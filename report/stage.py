@@ -28,7 +28,7 @@ from pipeline.cameras import Intrinsics, camera_directions, orbit_pose, pinhole_
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, png_bytes, read_json, to_uint8
 from pipeline.progress import progress
-from pipeline.scene import background_rgb, frame_intrinsics, split_on_background
+from pipeline.scene import background_rgb, photos_at
 from student.kinds import load_student
 from teacher.model import load_teacher
 from teacher.render import MarchSettings, render_image
@@ -55,8 +55,10 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
 
 
 def write_gif(path: Path, frames: list[np.ndarray], fps: int, size: int) -> None:
-    """A looping GIF of `frames` downscaled to `size` px (area filter)."""
-    small = [F.interpolate(torch.from_numpy(f).permute(2, 0, 1)[None].float(), size=(size, size), mode="area")[0]
+    """A looping GIF of `frames` downscaled to `size` px on the long side (area filter)."""
+    h, w = frames[0].shape[:2]
+    out = (max(1, round(h * size / max(h, w))), max(1, round(w * size / max(h, w))))
+    small = [F.interpolate(torch.from_numpy(f).permute(2, 0, 1)[None].float(), size=out, mode="area")[0]
              .permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy() for f in frames]
     atomic_write_bytes(path, iio.imwrite("<bytes>", np.stack(small), extension=".gif",
                                          duration=1000 / fps, loop=0))
@@ -100,7 +102,8 @@ def run(ctx) -> dict:
     report_json = scene_dir / scene.get("report", site_format.REPORT_FILE)  # where the viewer looks for it
     report_dir = report_json.parent
     model = load_student(ctx.input("student", "model"), torch.device("cpu"))
-    size = model.camera.output_size
+    cam = model.camera
+    size = max(cam.width, cam.height)
 
     # Turntables
     poses = turntable_poses(scene["orbit"], scene["up"], rcfg.turntable_frames)
@@ -109,10 +112,10 @@ def run(ctx) -> dict:
     write_video(report_dir / files["student_mp4"], frames, rcfg.fps)
     write_gif(report_dir / files["student_gif"], frames, rcfg.fps, min(rcfg.gif_size, size))
     if rcfg.teacher_turntable_size > 0:
-        meta = read_json(ctx.input("distill", "views"))  # the pseudo-views' camera, as the student's
-        first = meta["frames"][0]
-        camera = frame_intrinsics(meta, first, first.get("w", size), first.get("h", size))
-        t_frames = teacher_frames(ctx, poses, camera.resized(rcfg.teacher_turntable_size, rcfg.teacher_turntable_size))
+        # the student's camera with teacher_turntable_size pixels on the long side
+        scale = rcfg.teacher_turntable_size / size
+        t_frames = teacher_frames(ctx, poses, cam.intrinsics.resized(max(1, round(cam.width * scale)),
+                                                                     max(1, round(cam.height * scale))))
         files["teacher_mp4"] = "turntable_teacher.mp4"
         write_video(report_dir / files["teacher_mp4"], t_frames, rcfg.fps)
     for name in files.values():  # the run folder keeps its own copy of the videos
@@ -121,7 +124,7 @@ def run(ctx) -> dict:
     # Test views: ground truth | teacher | student, with the student stage's own figures
     metrics = read_json(ctx.input("student", "metrics"))
     per_view = metrics["per_view"]
-    test, gt = split_on_background(ctx.input("data", "scene"), "test", cfg.data.downscale, cfg.background, size)
+    test, gt, _ = photos_at(ctx.input("data", "scene"), "test", cfg.data.downscale, cfg.background, cam.intrinsics)
     names = {r["view"]: k for k, r in enumerate(per_view)}
     if len(per_view) != len(test.names) or any(n not in names for n in test.names):
         raise StageError(f"{ctx.input('student', 'metrics')}: its test views differ from the scene's; "
@@ -145,7 +148,7 @@ def run(ctx) -> dict:
 
     report = site_format.report_document(
         name=cfg.name,
-        size=size,
+        width=cam.width, height=cam.height,
         summary={k: metrics[k] for k in ("psnr", "ssim", "psnr_vs_teacher", "teacher_psnr", "baseline_psnr")},
         teacher_stage={k: read_json(ctx.input("teacher", "metrics")).get(k)
                        for k in ("psnr", "ssim", "steps", "train_seconds")},

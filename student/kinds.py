@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pipeline.cameras import Intrinsics
 from pipeline.config import KINDS, REMOVED
 from pipeline.errors import StageError
 
@@ -33,18 +34,49 @@ __all__ = ["KINDS", "StudentCamera", "StudentModel", "TeacherGrids", "build_stud
 
 @dataclass(frozen=True)
 class StudentCamera:
-    """Everything about the camera and scene a student bakes in (the viewer supplies only the pose)."""
+    """Everything about the camera and scene a student bakes in (the viewer supplies only the pose).
 
-    output_size: int  # pixels, square
-    focal: float  # pixels, at output_size
+    The frame is a pinhole camera of width x height pixels, focal lengths fx, fy and principal
+    point cx, cy (pixels from the top-left corner; `Intrinsics`' conventions): the pseudo-views'
+    camera, which keeps the photos' aspect ratio and principal point.
+    """
+
+    width: int  # pixels
+    height: int
+    fx: float  # pixels
+    fy: float
+    cx: float
+    cy: float
     near: float  # world units along each ray
     far: float
     center: tuple[float, float, float]  # points are encoded as (p - center) / scale
     scale: float
     aabb: tuple[float, ...] | None = None  # the scene box (xmin, ymin, zmin, xmax, ymax, zmax): the teacher's
 
+    @property
+    def intrinsics(self) -> Intrinsics:
+        return Intrinsics(self.fx, self.fy, self.cx, self.cy, self.width, self.height)
+
+    def coarser(self, factor: int) -> StudentCamera:
+        """The same view on a frame `factor` times smaller a side (ValueError if a side does not divide)."""
+        if self.width % factor or self.height % factor:
+            raise ValueError(f"a {self.width}x{self.height} frame cannot be made {factor}x coarser")
+        return dataclasses.replace(self, width=self.width // factor, height=self.height // factor,
+                                   fx=self.fx / factor, fy=self.fy / factor, cx=self.cx / factor,
+                                   cy=self.cy / factor)
+
+    @classmethod
+    def square(cls, size: int, focal: float, **scene) -> StudentCamera:
+        """A centred frame of size x size pixels with square pixels (a Blender scene's); `scene`: the
+        remaining fields (near, far, center, scale, aabb)."""
+        return cls(width=size, height=size, fx=focal, fy=focal, cx=0.5 * size, cy=0.5 * size, **scene)
+
     @classmethod
     def from_dict(cls, d: dict) -> StudentCamera:
+        d = dict(d)
+        if "output_size" in d and "focal" in d:  # a checkpoint of the square, centred frames of old
+            size, f = d.pop("output_size"), d.pop("focal")
+            d.update(width=size, height=size, fx=f, fy=f, cx=0.5 * size, cy=0.5 * size)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -61,15 +93,16 @@ class TeacherGrids:
 class StudentModel(nn.Module, abc.ABC):
     """What every student kind provides.
 
-    Rendering is on a square grid of `in_size` x `in_size` rays; each ray gives a
-    `ray_block` x `ray_block` block of the output image (output_size = in_size * ray_block).
+    Rendering is on a grid of `ray_grid` = (rows, columns) rays; each ray gives a `ray_block` x
+    `ray_block` block of the frame (camera.height = rows * ray_block, camera.width = columns *
+    ray_block).
     """
 
     kind: ClassVar[str]  # its key in KINDS
     arch_type: ClassVar[type]  # its architecture settings dataclass (pipeline/config.py)
     arch: Any  # an arch_type: the settings it was built from
     camera: StudentCamera
-    in_size: int  # rays per side of the ray grid (set by each kind)
+    ray_grid: tuple[int, int]  # (rows, columns) of the ray grid (set by each kind)
 
     def __init__(self, arch: Any, camera: StudentCamera):
         super().__init__()
@@ -81,12 +114,12 @@ class StudentModel(nn.Module, abc.ABC):
     @property
     def n_rays(self) -> int:
         """Rays per frame."""
-        return self.in_size * self.in_size
+        return self.ray_grid[0] * self.ray_grid[1]
 
     @property
     def ray_block(self) -> int:
         """Pixels per side of the block of the image each ray gives."""
-        return self.camera.output_size // self.in_size
+        return self.camera.width // self.ray_grid[1]
 
     @property
     def n_points(self) -> int:
@@ -123,7 +156,7 @@ class StudentModel(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None,
                 cached: Tensor | None = None) -> Tensor:
-        """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1], S = output_size.
+        """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, H, W) in [0, 1], the camera's frame.
 
         jitter: False (deterministic), True (random depth jitter), or the noise itself,
         (B, n_rays, n_points) in [0, 1). With `ray`: `forward_rays(pose, ray, jitter, cached)`
@@ -154,7 +187,7 @@ class StudentModel(nn.Module, abc.ABC):
         pose: (N, 4, 4) each ray's camera; ray: (N,) row-major index into the ray grid;
         noise: optional (N, n_points) depth jitter in [0, 1); cached: optional (N, C), the
         rays' rows of `ray_inputs` (None: computed here). Returns (B, 3, h * r, w * r),
-        r = ray_block, (B, h, w) = `ray_layout(N, in_size)`: ray n at row-major position n of
+        r = ray_block, (B, h, w) = `ray_layout(N, ray_grid)`: ray n at row-major position n of
         a (B, h, w) grid, its block laid out as in a whole image.
         """
         raise ValueError(f"student kind '{self.kind}' with these settings is not per-ray: train it on images "
@@ -175,11 +208,12 @@ class StudentModel(nn.Module, abc.ABC):
         return copy.deepcopy(self).eval()
 
 
-def ray_layout(n: int, grid: int) -> tuple[int, int, int]:
-    """How forward_rays lays out n rays: as n / grid^2 images of grid x grid rays when that
-    divides (convolutions then run exactly as on whole images; a 1 x n strip was 2-3x
-    slower in mkldnn's conv here), else as one 1 x n strip."""
-    return (n // (grid * grid), grid, grid) if n % (grid * grid) == 0 else (1, 1, n)
+def ray_layout(n: int, grid: tuple[int, int]) -> tuple[int, int, int]:
+    """How forward_rays lays out n rays: as n / (rows x columns) frames of the `grid` when that
+    divides (convolutions then run exactly as on whole images; a 1 x n strip was 2-3x slower in
+    mkldnn's conv here), else as one 1 x n strip."""
+    rows, cols = grid
+    return (n // (rows * cols), rows, cols) if n % (rows * cols) == 0 else (1, 1, n)
 
 
 def count_params(model: nn.Module) -> int:

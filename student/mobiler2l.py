@@ -14,7 +14,6 @@ Kind `mobiler2l` of the student interface (student/kinds.py), built from
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import torch
 import torch.nn as nn
@@ -81,21 +80,25 @@ class ResBlock(nn.Module):
 
 
 class MobileR2L(StudentModel):
-    """MobileR2L family: pose -> rays on an in_size x in_size grid -> 1x1 convs -> x2 upsamplings."""
+    """MobileR2L family: pose -> rays on a grid sr_factor times coarser than the frame -> 1x1 convs
+    -> x2 upsamplings."""
 
     kind = "mobiler2l"
     arch_type = MobileR2LConfig
 
     def __init__(self, arch: MobileR2LConfig, camera: StudentCamera):
         super().__init__(arch, camera)
-        if camera.output_size % arch.sr_factor:
-            raise ValueError(f"output_size {camera.output_size} is not a multiple of sr_factor {arch.sr_factor}")
+        if camera.width % arch.sr_factor or camera.height % arch.sr_factor:
+            raise ValueError(f"a {camera.width}x{camera.height} frame is not a multiple of sr_factor "
+                             f"{arch.sr_factor} a side")
         if len(arch.sr_channels) != arch.sr_factor.bit_length() - 1 or arch.sr_factor & (arch.sr_factor - 1):
             raise ValueError(f"sr_channels {arch.sr_channels} must list one channel count per x2 upsampling "
                              f"of sr_factor {arch.sr_factor} (a power of two)")
-        self.in_size = camera.output_size // arch.sr_factor
-        n, f = self.in_size, camera.focal / arch.sr_factor
-        dirs = camera_directions(Intrinsics(f, f, 0.5 * n, 0.5 * n, n, n)).reshape(-1, 3)
+        sr, c = arch.sr_factor, camera
+        self.ray_grid = (c.height // sr, c.width // sr)
+        # one ray at the centre of each sr x sr block of the frame
+        dirs = camera_directions(Intrinsics(c.fx / sr, c.fy / sr, c.cx / sr, c.cy / sr, c.width // sr,
+                                            c.height // sr)).reshape(-1, 3)
         self.register_buffer("dirs", dirs / dirs.norm(dim=-1, keepdim=True))  # (P, 3) unit, camera frame
         self.register_buffer("center", torch.tensor(camera.center, dtype=torch.float32))
         k = arch.n_points
@@ -139,7 +142,7 @@ class MobileR2L(StudentModel):
             u = jitter if isinstance(jitter, Tensor) else torch.rand(b, d.shape[1], self.arch.n_points,
                                                                      device=pose.device)
         x = self.ray_features(origin[:, None, :], d, u)  # (B, P, C)
-        return x.transpose(1, 2).reshape(b, -1, self.in_size, self.in_size)
+        return x.transpose(1, 2).reshape(b, -1, *self.ray_grid)
 
     def ray_features(self, origin: Tensor, d: Tensor, u: Tensor | None = None) -> Tensor:
         """Encoded K points along rays: origin, d (..., 3) (broadcastable), u (..., K)
@@ -153,7 +156,7 @@ class MobileR2L(StudentModel):
 
     def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None,
                 cached: Tensor | None = None) -> Tensor:
-        """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, S, S) in [0, 1].
+        """pose (B, 4, 4) or (4, 4) camera-to-world -> rgb (B, 3, H, W) in [0, 1].
 
         With `ray` (training on ray batches): `forward_rays(pose, ray, jitter)`; it goes
         through here so that DistributedDataParallel sees the call. No `ray_inputs`: cached is None.
@@ -177,16 +180,15 @@ class MobileR2L(StudentModel):
                              "(ConvTranspose mixes neighbours)")
         d = torch.matmul(pose[:, :3, :3], self.dirs[ray][:, :, None])[:, :, 0]  # (N, 3)
         x = self.ray_features(pose[:, :3, 3], d, noise)  # (N, C)
-        b, h, w = ray_layout(d.shape[0], self.in_size)
+        b, h, w = ray_layout(d.shape[0], self.ray_grid)
         return self.decode(x.reshape(b, h * w, -1).transpose(1, 2).reshape(b, -1, h, w))
 
     def coarser(self, factor: int = 2) -> MobileR2L:
         """Every layer is per-ray or local, so the weights carry over; only the ray grid changes."""
-        if self.in_size % factor:
-            raise ValueError(f"the {self.in_size}x{self.in_size} ray grid is not divisible by {factor}")
-        cam = self.camera
-        small_cam = dataclasses.replace(cam, output_size=cam.output_size // factor, focal=cam.focal / factor)
-        small = MobileR2L(self.arch, small_cam).to(self.dirs.device)
+        rows, cols = self.ray_grid
+        if rows % factor or cols % factor:
+            raise ValueError(f"the {cols}x{rows} ray grid is not divisible by {factor}")
+        small = MobileR2L(self.arch, self.camera.coarser(factor)).to(self.dirs.device)
         state = {k: v for k, v in self.state_dict().items() if k != "dirs"}
         missing, unexpected = small.load_state_dict(state, strict=False)
         assert missing == ["dirs"] and not unexpected, (missing, unexpected)  # only the ray grid differs
@@ -194,15 +196,16 @@ class MobileR2L(StudentModel):
 
     def flops_per_frame(self) -> int:
         """2 x multiply-adds of the conv layers (the encoding and activations are not counted)."""
-        total, size = 0, self.in_size
+        total, (rows, cols) = 0, self.ray_grid
+        size = 1
         for m in self.modules():
             if isinstance(m, nn.PixelShuffle):
                 size *= m.upscale_factor
             elif isinstance(m, nn.Conv2d):
-                total += 2 * m.in_channels * m.out_channels * size * size
+                total += 2 * m.in_channels * m.out_channels * rows * cols * size * size
             elif isinstance(m, nn.ConvTranspose2d):
                 size *= 2
-                total += 2 * m.in_channels * m.out_channels * 4 * size * size  # k4 s2: 4 taps per output pixel
+                total += 2 * m.in_channels * m.out_channels * 4 * rows * cols * size * size  # k4 s2: 4 taps
         # modules() yields layers in forward order, so `size` is each layer's resolution
         return total
 

@@ -14,7 +14,7 @@ from pipeline.cameras import Intrinsics
 from pipeline.errors import StageError
 from pipeline.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, png_bytes, read_json
 from pipeline.metrics import psnr, ssim
-from pipeline.scene import load_rendered_views, split_on_background
+from pipeline.scene import load_rendered_views, photos_at
 from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 from teacher.model import load_teacher
 from teacher.occupancy import surface_grids
@@ -25,16 +25,17 @@ from .mining import HardRayPool, ray_errors
 MODEL = "model.pt"
 
 
-def ray_blocks(images: torch.Tensor, view: torch.Tensor, ray: torch.Tensor, grid: int, sr: int) -> torch.Tensor:
+def ray_blocks(images: torch.Tensor, view: torch.Tensor, ray: torch.Tensor, grid: tuple[int, int],
+               sr: int) -> torch.Tensor:
     """The sr x sr pixel block of each ray, laid out like `StudentModel.forward_rays`.
 
-    images: (V, S, S, 3) uint8; view, ray: (N,) view index and row-major ray index on the
-    grid x grid ray grid. Returns (B, 3, h * sr, w * sr) float in [0, 1], (B, h, w) =
-    `ray_layout(N, grid)`.
+    images: (V, H, W, 3) uint8; view, ray: (N,) view index and row-major ray index on the
+    `grid` = (rows, columns) ray grid. Returns (B, 3, h * sr, w * sr) float in [0, 1],
+    (B, h, w) = `ray_layout(N, grid)`.
     """
-    offs = torch.arange(sr)
-    rows = (ray // grid * sr)[:, None] + offs  # (N, sr)
-    cols = (ray % grid * sr)[:, None] + offs
+    offs, cols_per_row = torch.arange(sr), grid[1]
+    rows = (ray // cols_per_row * sr)[:, None] + offs  # (N, sr)
+    cols = (ray % cols_per_row * sr)[:, None] + offs
     blocks = images[view[:, None, None], rows[:, :, None], cols[:, None, :]]  # (N, sr, sr, 3)
     b, h, w = ray_layout(len(ray), grid)
     blocks = blocks.reshape(b, h, w, sr, sr, 3).permute(0, 5, 1, 3, 2, 4)  # (B, 3, h, sr, w, sr)
@@ -42,8 +43,8 @@ def ray_blocks(images: torch.Tensor, view: torch.Tensor, ray: torch.Tensor, grid
 
 
 def student_camera(cfg, camera: Intrinsics, scene_cameras: dict) -> StudentCamera:
-    """Near/far: the camera radius band of the pseudo-views around the scene box's
-    bounding sphere; points are normalised by that sphere."""
+    """The pseudo-views' pinhole `camera`, and near/far: the camera radius band of the pseudo-views
+    around the scene box's bounding sphere; points are normalised by that sphere."""
     s = cfg.student
     aabb = scene_cameras["aabb"]
     center = [(aabb[i] + aabb[i + 3]) / 2 for i in range(3)]
@@ -52,9 +53,9 @@ def student_camera(cfg, camera: Intrinsics, scene_cameras: dict) -> StudentCamer
     r_min, r_max = scene_cameras["radius"]
     near = s.near if s.near is not None else max(r_min - radius, 0.05)
     far = s.far if s.far is not None else r_max + radius
-    focal = camera.resized(s.output_size, s.output_size).fx
-    return StudentCamera(output_size=s.output_size, focal=focal, near=near, far=far,
-                         center=tuple(center), scale=radius, aabb=tuple(float(v) for v in aabb))
+    return StudentCamera(width=camera.width, height=camera.height, fx=camera.fx, fy=camera.fy, cx=camera.cx,
+                         cy=camera.cy, near=near, far=far, center=tuple(center), scale=radius,
+                         aabb=tuple(float(v) for v in aabb))
 
 
 def lr_schedule(warmup_steps: int, steps: int):
@@ -86,15 +87,13 @@ def run(ctx) -> dict:
     views_path = ctx.input("distill", "views")
     scene_cameras = read_json(ctx.input("distill", "cameras"))
     images, poses, cameras = load_rendered_views(views_path)
-    # the student bakes one centred, square-pixel camera into its graph (distill renders with one)
+    # the student bakes one pinhole camera into its graph (distill renders every view with it)
     c = cameras[0]
-    if any(other != c for other in cameras) or abs(c.fx - c.fy) > 1e-6 * c.fx or \
-            abs(c.cx - c.width / 2) > 1e-6 * c.width or abs(c.cy - c.height / 2) > 1e-6 * c.height:
-        raise StageError(f"{views_path}: the pseudo-views need one centred camera with square pixels "
-                         f"(first view: {c}); re-run distill")
-    if images.shape[1] != scfg.output_size:
-        raise StageError(f"{views_path}: pseudo-views are {images.shape[1]} px, student.output_size is "
-                         f"{scfg.output_size}; re-run distill")
+    if any(other != c for other in cameras) or not c.is_pinhole:
+        raise StageError(f"{views_path}: the pseudo-views need one pinhole camera (first view: {c}); re-run distill")
+    if max(c.width, c.height) != scfg.output_size:
+        raise StageError(f"{views_path}: pseudo-views are {c.width}x{c.height} px, student.output_size (the long "
+                         f"side) is {scfg.output_size}; re-run distill")
     camera = student_camera(cfg, c, scene_cameras)
     model = build_student(scfg.kind, scfg.arch, camera).to(dev)
     needs = model.teacher_grids()
@@ -121,13 +120,17 @@ def run(ctx) -> dict:
         ctx.log(f"data parallel over {world} ranks: {tcfg.batch_images // world} images per rank, "
                 f"global batch {tcfg.batch_images}")
     ctx.log(f"{scfg.kind}: {count_params(model):,} parameters, {model.flops_per_frame() / 1e9:.3f} GFLOP per frame, "
-            f"input {model.in_size}x{model.in_size} -> {scfg.output_size}, near {camera.near:.2f} far {camera.far:.2f}")
+            f"{model.ray_grid[1]}x{model.ray_grid[0]} rays -> {camera.width}x{camera.height} px, "
+            f"near {camera.near:.2f} far {camera.far:.2f}")
 
     real = None
     if tcfg.real_fraction > 0 or tcfg.finetune_fraction > 0:
-        views, rgb = split_on_background(ctx.input("data", "scene"), "train", cfg.data.downscale, cfg.background,
-                                         scfg.output_size)
+        views, rgb, covered = photos_at(ctx.input("data", "scene"), "train", cfg.data.downscale, cfg.background,
+                                        camera.intrinsics)
         real = ((rgb * 255 + 0.5).clamp(0, 255).to(torch.uint8), views.c2w)
+        if not covered.all():
+            ctx.log(f"the training photos cover {covered.float().mean():.1%} of the student's frame at their "
+                    "poses (other cameras); the rest repeats their edges")
 
     optimizer = torch.optim.AdamW(model.param_groups(tcfg.lr), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     use_amp = dev.type == "cuda"
@@ -172,7 +175,7 @@ def run(ctx) -> dict:
             view, ray = view[share].clone(), ray[share].clone()
             if pool is not None and len(pool) and not finetune:  # the share's first rays from the hard pool
                 view[:n_hard], ray[:n_hard] = pool.draw(n_hard)
-            target = ray_blocks(pool_img, view, ray, model.in_size, model.ray_block).to(dev)
+            target = ray_blocks(pool_img, view, ray, model.ray_grid, model.ray_block).to(dev)
             inputs = {"pose": pool_pose[view].to(dev), "ray": ray.to(dev)}
             if cache is not None:
                 inputs["cached"] = cache[view, ray].to(dev)
@@ -250,46 +253,34 @@ def ray_inputs_table(model: StudentModel, poses: torch.Tensor, dev: torch.device
     return torch.cat(rows)
 
 
-def camera_mismatch(cameras: list[Intrinsics], camera: StudentCamera, tolerance: float = 5e-3) -> str | None:
-    """What differs between the test photos' cameras, scaled to the student's frame, and the
-    student's own (None when every one matches within `tolerance` of the frame): a photo of
-    another shape, focal length or principal point is resampled to the student's square frame."""
-    s = camera.output_size
-    for c in cameras:
-        if c.width != c.height:
-            return f"test photo camera {c.width}x{c.height} is not square"
-        k = c.resized(s, s)
-        worst = max(abs(k.fx - camera.focal), abs(k.fy - camera.focal), abs(k.cx - s / 2), abs(k.cy - s / 2))
-        if worst > tolerance * s:
-            return (f"a test photo's camera (fx {k.fx:.1f}, fy {k.fy:.1f}, cx {k.cx:.1f}, cy {k.cy:.1f} at {s} px) "
-                    f"differs from the student's (focal {camera.focal:.1f}, centred)")
-    return None
-
-
 @torch.no_grad()
 def evaluate(ctx, model: StudentModel, train_images: torch.Tensor, n_saved: int = 4) -> dict:
-    """Student vs the real test views and vs the teacher's renders of the same cameras."""
+    """Student vs the real test photos and vs the teacher's renders of the same cameras, in the
+    student's frame: each photo undistorted and resampled to it (`photos_at`), PSNR over the pixels
+    the photo covers (all of them when the photos' camera is the frame's, scaled)."""
     dev = ctx.device
     model.eval()
     cfg = ctx.cfg
-    test, gt = split_on_background(ctx.input("data", "scene"), "test", cfg.data.downscale, cfg.background,
-                                   cfg.student.output_size)
-    off = camera_mismatch(test.intrinsics, model.camera)
-    if off:
-        ctx.log(f"warning: {off}; the student renders its own centred square camera, so its PSNR against "
-                "these photos is approximate")
+    test, gt, covered = photos_at(ctx.input("data", "scene"), "test", cfg.data.downscale, cfg.background,
+                                  model.camera.intrinsics)
+    if not covered.all():
+        ctx.log(f"the test photos cover {covered.float().mean():.1%} of the student's frame at their poses (other "
+                "cameras): PSNR against them counts the covered pixels only")
     teacher_imgs, _, _ = load_rendered_views(ctx.input("distill", "test_views"))
     teacher_imgs = teacher_imgs.float() / 255.0
     mean_colour = train_images.float().mean(dim=(0, 1, 2)) / 255.0
     rows = []
     for k in range(len(test.names)):
         pred = model(test.c2w[k].to(dev)).float()[0].permute(1, 2, 0).cpu()
-        rows.append({"view": test.names[k], "psnr": psnr(pred, gt[k]), "ssim": ssim(pred, gt[k]),
-                     "psnr_vs_teacher": psnr(pred, teacher_imgs[k]), "teacher_psnr": psnr(teacher_imgs[k], gt[k]),
-                     "baseline_psnr": psnr(mean_colour.expand_as(gt[k]), gt[k])})
+        cov = covered[k]
+        # SSIM's windows span pixels: the uncovered ones take the photo's value in both images
+        rows.append({"view": test.names[k], "psnr": psnr(pred, gt[k], cov),
+                     "ssim": ssim(torch.where(cov[..., None], pred, gt[k]), gt[k]),
+                     "psnr_vs_teacher": psnr(pred, teacher_imgs[k]), "teacher_psnr": psnr(teacher_imgs[k], gt[k], cov),
+                     "baseline_psnr": psnr(mean_colour.expand_as(gt[k]), gt[k], cov)})
         if k < n_saved:
             side = torch.cat([gt[k], teacher_imgs[k], pred], dim=1)
             atomic_write_bytes(ctx.out_dir / "side_by_side" / f"{test.names[k]}.png", png_bytes(side))
     mean = {key: float(np.mean([r[key] for r in rows]))
             for key in ("psnr", "ssim", "psnr_vs_teacher", "teacher_psnr", "baseline_psnr")}
-    return {**mean, "n_views": len(rows), "per_view": rows}
+    return {**mean, "n_views": len(rows), "per_view": rows, "covered": round(float(covered.float().mean()), 4)}

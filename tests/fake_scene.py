@@ -117,7 +117,8 @@ def _finish_scene(site_dir: Path, name: str, output: str, layout: str) -> Path:
     ref_pose = orbit_pose(ORBIT["target"], *REFERENCE_VIEW).astype(np.float32)
     Image.fromarray(to_rgb8(run_ort(scene_dir / "model.onnx", ref_pose))).save(scene_dir / "reference.png")
     scene = site_format.scene_document(
-        name=name, width=SIZE, height=SIZE, up=[0, 0, 1], background=[1, 1, 1], orbit=ORBIT,
+        name=name, width=SIZE, height=SIZE, camera={"fx": 1.2 * SIZE, "fy": 1.2 * SIZE, "cx": SIZE / 2, "cy": SIZE / 2},
+        up=[0, 0, 1], background=[1, 1, 1], orbit=ORBIT,
         reference_pose=ref_pose.tolist(), output=output, output_layout=layout)
     site_format.write(scene_dir / "scene.json", scene, "scene")
     add_to_index(site_dir, name)
@@ -149,7 +150,7 @@ def write_fake_report(scene_dir: Path, psnrs: tuple[float, ...] = (31.5, 24.25, 
                       "student": f"{stem}_student.png", "psnr": p, "ssim": 0.9, "teacher_psnr": p + 3.0,
                       "psnr_vs_teacher": p + 1.0})
     report = site_format.report_document(
-        name=scene["name"], size=SIZE,
+        name=scene["name"], width=SIZE, height=SIZE,
         summary={"psnr": 28.0, "ssim": 0.9, "psnr_vs_teacher": 29.0, "teacher_psnr": 31.0, "baseline_psnr": 12.0},
         teacher_stage={"psnr": 31.0, "ssim": 0.95, "steps": 100, "train_seconds": 12.5}, model_card={},
         curves={"teacher": [{"step": 0, "seconds": 0.0, "loss": 0.1, "psnr": 10.0}], "student": []},
@@ -169,7 +170,7 @@ def fake_gridlf(size: int = SIZE, seed: int = 0):
     from student.kinds import StudentCamera
 
     focal = size / (2 * math.tan(math.radians(40.0) / 2))
-    camera = StudentCamera(output_size=size, focal=focal, near=1.0, far=8.0, center=(0.0, 0.0, 0.0),
+    camera = StudentCamera.square(size, focal, near=1.0, far=8.0, center=(0.0, 0.0, 0.0),
                            scale=math.sqrt(3.0), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
     arch = GridLFConfig(occupancy_resolution=16, march_stride=4, n_points=4, grid_resolutions=[8, 32],
                         grid_channels=4, width=16, depth=2, dir_freqs=2)

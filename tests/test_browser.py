@@ -44,7 +44,7 @@ UP_AXES = {"yup": [0, 1, 0], "tilted": [1.0, 0.3, 0.2]}
 # scene.json with one field broken: the viewer must name that field (test_invalid_scene_json_...)
 BROKEN_SCENES = {
     "badwidth": lambda d: d.update(width=-3),
-    "badformat": lambda d: d.update(format=2),
+    "badformat": lambda d: d.update(format=1),
     "noinput": lambda d: d.pop("input"),
     "badradius": lambda d: d["orbit"].update(radius="far"),  # a string for a number
     "noimage": lambda d: d["reference"].pop("image"),  # a nested required key deleted
@@ -52,7 +52,7 @@ BROKEN_SCENES = {
     "zeroup": lambda d: d.update(up=[0, 0, 0]),  # valid for the schema; a check across fields
 }
 BROKEN_REPORTS = {
-    "oldreport": lambda d: d.update(format=2),
+    "oldreport": lambda d: d.update(format=1),
     "badreport": lambda d: d["views"][1].pop("psnr"),
 }
 
@@ -415,7 +415,7 @@ def test_compare_page_reads_the_report_scene_json_names(browser, base_url: str, 
 
 
 def test_viewer_takes_format_versions_from_the_served_schemas(browser, tmp_path: Path) -> None:
-    # Bump the versions in a copy's schemas only: the pages must now refuse the version-1 files.
+    # Bump the versions in a copy's schemas only: the pages must now refuse the version-2 files.
     site = copy_site(tmp_path / "site")
     write_fake_report(write_fake_scene(site, "fake"))
     for kind in site_format.KINDS:
@@ -426,14 +426,14 @@ def test_viewer_takes_format_versions_from_the_served_schemas(browser, tmp_path:
     with serve(site) as url:
         page, _ = open_page(browser, f"{url}?backend=wasm")
         assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
-        assert '"format" must be 7 (got 1) (format: schema/scene.schema.json)' in page.inner_text("#error")
+        assert '"format" must be 7 (got 2) (format: schema/scene.schema.json)' in page.inner_text("#error")
         page.context.close()
 
         scene_path = site / "scenes" / "fake" / "scene.json"
-        scene_path.write_text(scene_path.read_text().replace('"format": 1', '"format": 7'))
+        scene_path.write_text(scene_path.read_text().replace('"format": 2', '"format": 7'))
         page, _ = open_page(browser, f"{url}compare.html?scene=fake")
         assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
-        assert 'report.json: "format" must be 7 (got 1) (format: schema/report.schema.json)' in \
+        assert 'report.json: "format" must be 7 (got 2) (format: schema/report.schema.json)' in \
             page.inner_text("#error")
         page.context.close()
 

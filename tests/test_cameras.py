@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.cameras import (
@@ -269,3 +270,45 @@ def test_views_k_carries_each_views_lens():
     views = Views(torch.zeros(2, 3, 4, 4), torch.eye(4).expand(2, 4, 4), cams, 3, 4, ["a", "b"])
     assert views.k.shape == (2, 9) and views.k.dtype == torch.float32
     assert torch.allclose(views.k[0, 4:], torch.tensor(PHONE_LENSES[0])) and not views.k[1, 4:].any()
+
+
+def test_student_frame_keeps_the_photos_aspect_and_principal_point():
+    from pipeline.cameras import student_frame
+
+    blender = Intrinsics.from_fov(800, 800, 0.6911)
+    assert student_frame([blender] * 3, 200, 4) == blender.resized(200, 200)
+    # a phone's 20x15 frames with their own principal point, 16 px on the long side in blocks of 4
+    phone = Intrinsics(20.0, 21.0, 9.3, 7.1, 20, 15, k1=-0.08, p2=0.001)
+    frame = student_frame([phone, phone], 16, 4)
+    assert (frame.width, frame.height, frame.is_pinhole) == (16, 12, True)
+    assert (frame.fx, frame.fy, frame.cx, frame.cy) == pytest.approx((16.0, 21.0 * 12 / 15, 7.44, 7.1 * 12 / 15))
+    portrait = student_frame([Intrinsics(30.0, 30.0, 10.0, 20.0, 20, 40)], 16, 4)
+    assert (portrait.width, portrait.height, portrait.cx, portrait.cy) == (8, 16, 4.0, 8.0)
+
+
+def test_resample_to_another_pinhole_camera_in_closed_form():
+    from pipeline.scene import resample_to
+
+    # a whole factor with aligned pixels: each pixel the mean of its block
+    img = torch.rand(12, 16, 3)
+    src = Intrinsics(40.0, 40.0, 8.0, 6.0, 16, 12)
+    out, covered = resample_to(img, src, src.resized(8, 6))
+    assert covered.all() and torch.allclose(out, img.reshape(6, 2, 8, 2, 3).mean(dim=(1, 3)), atol=1e-6)
+    # the same focal length, the principal point 3 px to the left: the photo shifted by 3 px
+    out, covered = resample_to(img, src, Intrinsics(40.0, 40.0, 5.0, 6.0, 16, 12))
+    assert torch.allclose(out[:, :13], img[:, 3:], atol=1e-6)
+    assert covered[:, :13].all() and not covered[:, 13:].any()
+    # any scale and shift: a linear ramp in the photo's pixel coordinates stays the ramp at the mapped
+    # coordinates, x_src = (x + 0.5 - cx) * sx + cx_src (area averaging and bilinear sampling keep it)
+    h, w = 40, 60
+    y, x = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    ramp = torch.stack([0.01 * x, 0.02 * y, 0.005 * x + 0.01 * y], -1).double()
+    src = Intrinsics(50.0, 52.0, 31.0, 19.0, w, h)
+    dst = Intrinsics(20.0, 20.8, 10.0, 8.0, 20, 16)
+    out, covered = resample_to(ramp, src, dst)
+    u = (torch.arange(20) + 0.5 - 10.0) * 2.5 + 31.0
+    v = (torch.arange(16) + 0.5 - 8.0) * 2.5 + 19.0
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    expected = torch.stack([0.01 * uu, 0.02 * vv, 0.005 * uu + 0.01 * vv], -1).double()
+    inner = (vv > 2) & (vv < h - 2) & (uu > 2) & (uu < w - 2)
+    assert covered.all() and torch.allclose(out[inner], expected[inner], atol=1e-5)

@@ -17,6 +17,8 @@ def test_shipped_configs_load():
     gpu = load_config(ROOT / "configs" / "lego_gpu.yaml")
     assert gpu.student.mobiler2l.width == 256 and gpu.student.output_size == 800  # MobileR2L's size
     assert lego.student.kind == "gridlf" and lego.student.train.batch_mode == "rays"
+    capture = load_config(ROOT / "configs" / "capture.yaml", ["data.root=/scans/cape"])
+    assert (capture.name, capture.data.kind, capture.student.kind) == ("cape", "auto", "gridlf")
 
 
 def write(tmp_path, text):
@@ -236,3 +238,15 @@ def test_student_kinds_come_from_the_registry():
 def test_unselected_kind_is_not_range_checked(tmp_path):
     p = write(tmp_path, "name: x\n")  # kind mobiler2l: its section is checked, gridlf's is not
     assert load_config(p, ["student.gridlf.n_points=0"]).student.gridlf.n_points == 0
+
+
+def test_a_capture_is_named_after_its_folder(tmp_path):
+    capture = tmp_path / "configs" / "capture.yaml"
+    capture.parent.mkdir()
+    capture.write_text("data: {kind: auto, root: null}\n")
+    assert load_config(capture).name == "capture"  # no capture yet: the config's name
+    assert load_config(capture, ["data.root=/scans/my teapot (v2)"]).name == "my-teapot-v2"
+    assert load_config(capture, ["data.root=/scans/teapot", "name=pot"]).name == "pot"  # an explicit name wins
+    toy = tmp_path / "toy.yaml"
+    toy.write_text("data: {kind: toy, root: /somewhere/else}\n")
+    assert load_config(toy).name == "toy"

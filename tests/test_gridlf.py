@@ -4,6 +4,7 @@ surface grid (teacher/occupancy.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -37,7 +38,7 @@ from teacher.occupancy import surface_occupancy
 
 
 def _camera(size: int = 16) -> StudentCamera:
-    return StudentCamera(output_size=size, focal=size * 1.2, near=1.0, far=8.0, center=(0.0, 0.0, 0.0),
+    return StudentCamera.square(size, size * 1.2, near=1.0, far=8.0, center=(0.0, 0.0, 0.0),
                          scale=math.sqrt(3.0), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
 
 
@@ -334,13 +335,35 @@ def test_background_where_the_march_finds_nothing():
 def test_coarser_shares_weights_and_march_rays():
     model = fake_gridlf(size=32)  # march_stride 4
     small = model.coarser(2)
-    assert small.camera.output_size == 16 and small.arch.march_stride == 2
+    assert (small.camera.width, small.camera.height, small.arch.march_stride) == (16, 16, 2)
     pose = _pose()
     with torch.no_grad():
         big_t, big_hit = model.block_anchor(pose[None, None, :3, 3], (model.march_dirs @ pose[:3, :3].T)[None])
         small_t, small_hit = small.block_anchor(pose[None, None, :3, 3], (small.march_dirs @ pose[:3, :3].T)[None])
         assert torch.allclose(big_t, small_t, atol=1e-5) and torch.equal(big_hit, small_hit)
         assert small(pose).shape == (1, 3, 16, 16)
+
+
+def test_a_frame_of_another_shape_and_principal_point_is_a_window_of_a_larger_frame():
+    """A 24x16 frame whose principal point is off its centre sees, pixel for pixel, a window of a
+    48x48 centred frame of the same focal length (offsets of whole march blocks, so the march rays
+    coincide); away from the window's border (where a pixel's 3x3 neighbourhood of march rays is
+    cut) the two render the same colours."""
+
+    big = fake_gridlf(size=48)
+    cam = big.camera
+    ox, oy = 8, 12  # the window's top-left pixel in the big frame
+    small_cam = dataclasses.replace(cam, width=24, height=16, cx=cam.cx - ox, cy=cam.cy - oy)
+    small = GridLightField(big.arch, small_cam)
+    small.load_state_dict(big.state_dict())
+    pose = _pose(40.0, 25.0)
+    with torch.no_grad():
+        full, part = big(pose)[0], small(pose)[0]
+    assert part.shape == (3, 16, 24)
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    assert torch.allclose(part[inner], full[:, oy:oy + 16, ox:ox + 24][inner], atol=1e-5)
+    with pytest.raises(ValueError, match="not a multiple of march_stride 4"):
+        GridLightField(big.arch, dataclasses.replace(small_cam, width=22))
 
 
 def test_onnx_export_matches_torch():

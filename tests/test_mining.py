@@ -12,7 +12,7 @@ def test_ray_errors_follow_the_ray_layout():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
     view, ray = torch.tensor([0, 2, 1, 2]), torch.tensor([5, 0, 15, 9])  # a 4x4 ray grid, 2x2 blocks
-    target = ray_blocks(images, view, ray, grid=4, sr=2)  # (1, 3, 2, 8): a strip of 4 blocks
+    target = ray_blocks(images, view, ray, grid=(4, 4), sr=2)  # (1, 3, 2, 8): a strip of 4 blocks
     pred = target.clone()
     pred[..., 2:4] += 0.5  # the second ray's block is off by 0.5 everywhere
     err = ray_errors(pred, target, ray_block=2)

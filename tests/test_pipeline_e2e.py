@@ -285,3 +285,78 @@ def test_gridlf_student_end_to_end(tiny_ws):
     status = run_cli(tiny_ws, "status", "configs/tiny.yaml").stdout
     states = _states(status)
     assert states["teacher"] == "done" and states["student"] == "stale"
+
+
+# a phone's camera at the toy's scale: wider than tall, off-centre principal point, fx != fy and
+# OpenCV lens distortion
+PHONE = dict(fx=70.0, fy=68.0, cx=35.5, cy=22.0, width=64, height=48, k1=-0.05, k2=0.01, p1=0.001, p2=-0.0005)
+
+
+@pytest.mark.slow
+def test_nerfstudio_capture_end_to_end_into_the_browser(tmp_path):
+    """The toy scene as a phone capture processed by nerfstudio (one transforms.json, OPENCV, a
+    non-square, off-centre camera, masks) through every stage with data.kind: auto: the scene is
+    named after its folder, placed from its cameras, and the student renders the photos' own frame
+    (64x48, their principal point) into the viewer, whose self-check passes on WASM and on
+    SwiftShader's WebGPU at 40 dB or more."""
+    from browser import CHROMIUM, canvas_vs_ort_psnr, launch_chromium, require_or_skip, serve, wait_state
+
+    from pipeline.cameras import Intrinsics
+    from pipeline.config import ToySceneConfig
+    from pipeline.toy_capture import write_toy_capture
+
+    ws = make_workspace(tmp_path / "ws")
+    capture = tmp_path / "my-phone_scan"
+    write_toy_capture(ToySceneConfig(n_train=40, n_val=1, n_test=3), capture, "nerfstudio",
+                      camera=Intrinsics(**PHONE), masks=True)
+    # the toy's config without its name, reading the capture as a user's config would
+    config = (ws / "configs" / "toy.yaml").read_text().replace("name: toy\n", "").replace("kind: toy", "kind: auto")
+    (ws / "configs" / "phone.yaml").write_text(config)
+    run_cli(ws, "run", "configs/phone.yaml", "--set", f"data.root={capture}", "--set", "teacher.steps=200",
+            "--set", "distill.n_views=40", "--set", "student.train.steps=40", "--set", "report.turntable_frames=4",
+            *GRIDLF)
+    recs = records(ws, "my-phone_scan")  # named after the capture's folder
+    assert recs["data"]["metrics"]["size"] == [64, 48]
+    placement = json.loads((ws / "runs" / "my-phone_scan" / "data" / "placement.json").read_text())
+    assert placement["source"]["kind"] == "nerfstudio" and placement["radius_from"] != "identity"
+    # the pseudo-views' and the student's camera: the photos', undistorted (scale 1 at 64 px wide)
+    assert recs["distill"]["metrics"]["size"] == [64, 48]
+    scene_dir = ws / "site" / "scenes" / "my-phone_scan"
+    scene = json.loads((scene_dir / "scene.json").read_text())
+    assert (scene["width"], scene["height"]) == (64, 48)
+    assert scene["camera"] == {k: pytest.approx(PHONE[k]) for k in ("fx", "fy", "cx", "cy")}
+    assert scene["placement"]["source"] == "nerfstudio"
+    # the viewer starts where the first training photo was taken (within the orbit's limits)
+    from pipeline.cameras import spherical_coords
+
+    first = json.loads((ws / "runs" / "my-phone_scan" / "data" / "scene" / "transforms_train.json").read_text())
+    c2w = np.asarray(first["frames"][0]["transform_matrix"])[None]
+    o = scene["orbit"]
+    r, az, el = (float(v[0]) for v in spherical_coords(c2w, np.asarray(o["target"]), np.asarray(scene["up"])))
+    assert o["azimuth_deg"] == pytest.approx(az)
+    assert o["elevation_deg"] == pytest.approx(min(max(el, o["elevation_min_deg"]), o["elevation_max_deg"]))
+    assert o["radius"] == pytest.approx(min(max(r, o["radius_min"]), o["radius_max"]))
+    assert np.isfinite(recs["student"]["metrics"]["psnr"]) and recs["student"]["metrics"]["covered"] == 1.0
+
+    require_or_skip(CHROMIUM.exists(), f"{CHROMIUM} not found")
+    require_or_skip((ws / "site" / "vendor").is_dir(), "site/vendor missing: run `npm ci --prefix site`")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    model = scene_dir / "model.onnx"
+    with serve(ws / "site") as url, sync_api.sync_playwright() as p:
+        for backend in ("wasm", "webgpu"):
+            browser = launch_chromium(p, webgpu=backend == "webgpu")
+            try:
+                page = browser.new_page(viewport={"width": 800, "height": 700})
+                page.goto(url + f"?scene=my-phone_scan&backend={backend}")
+                assert wait_state(page, timeout_ms=180_000) == "ready", page.inner_text("body")
+                adapter = backend == "wasm" or page.evaluate(
+                    "async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())")
+                require_or_skip(adapter, "no WebGPU adapter in this Chromium")
+                check = page.evaluate("window.viewer.selfCheck")
+                assert page.evaluate("window.viewer.backend") == backend
+                assert check["ok"] and check["psnr"] >= 40.0, check
+                assert canvas_vs_ort_psnr(page, model) >= 40.0
+                size = page.evaluate("[document.querySelector('#view').width, document.querySelector('#view').height]")
+                assert size == [64, 48]
+            finally:
+                browser.close()

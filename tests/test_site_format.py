@@ -141,7 +141,8 @@ def _report(**changes) -> dict:
     views = [{"view": f"r_{k}", "gt": "gt.png", "teacher": "t.png", "student": "s.png", "psnr": 30.5 - k,
               "ssim": 0.9, "teacher_psnr": 33.5, "psnr_vs_teacher": 31.5} for k in range(3)]
     doc = site_format.report_document(
-        name="s", size=64, summary={"psnr": 28.5, "ssim": 0.9, "psnr_vs_teacher": 29.5, "teacher_psnr": 31.5,
+        name="s", width=64, height=64,
+        summary={"psnr": 28.5, "ssim": 0.9, "psnr_vs_teacher": 29.5, "teacher_psnr": 31.5,
                                     "baseline_psnr": 12.5},
         teacher_stage={"psnr": 31.5, "ssim": None, "steps": 100, "train_seconds": 12.5}, model_card={},
         curves={"teacher": [{"step": 0, "psnr": 10.5}, {"step": 10, "psnr": 20.5}], "student": []},
@@ -161,7 +162,7 @@ BROKEN = [
     ("scene", lambda d: d.pop("input")),
     ("scene", lambda d: d.pop("reference")),
     ("scene", lambda d: d["reference"].pop("image")),
-    ("scene", lambda d: d.update(format=2)),
+    ("scene", lambda d: d.update(format=1)),
     ("scene", lambda d: d.update(width=-3)),
     ("scene", lambda d: d.update(width="64")),
     ("scene", lambda d: d.update(height=True)),
@@ -180,7 +181,9 @@ BROKEN = [
     ("scene", lambda d: d["reference"]["pose"][1].__setitem__(3, "x")),
     ("scene", lambda d: d["preview"].pop("reference_image")),
     ("scene", lambda d: d.update(model_card=[{"params": 1}])),
-    ("report", lambda d: d.update(format=2)),
+    ("scene", lambda d: d.pop("camera")),
+    ("scene", lambda d: d["camera"].update(fx=0)),
+    ("report", lambda d: d.update(format=1)),
     ("report", lambda d: d.pop("views")),
     ("report", lambda d: d["views"][1].pop("psnr")),
     ("report", lambda d: d["views"][2].update(student="")),
@@ -220,7 +223,8 @@ def test_viewer_words_violations_as_export_does(tmp_path: Path) -> None:
 
 def _scene(**changes) -> dict:
     pose = [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 4.0], [0, 0, 0, 1.0]]
-    doc = site_format.scene_document(name="s", width=64, height=64, up=[0, 0, 1], background=[1, 1, 1],
+    camera = {"fx": 70.0, "fy": 70.0, "cx": 32.0, "cy": 32.0}
+    doc = site_format.scene_document(name="s", width=64, height=64, camera=camera, up=[0, 0, 1], background=[1, 1, 1],
                                      orbit=ORBIT, reference_pose=pose,
                                      preview={"model": "preview.onnx", "width": 32, "height": 32,
                                               "reference_image": "preview_reference.png"})
@@ -242,7 +246,7 @@ def test_scene_document_is_valid_and_names_the_report() -> None:
         (lambda d: d.pop("input"), '"input" is required'),
         (lambda d: d.pop("reference"), '"reference" is required'),
         (lambda d: d["reference"].pop("pose"), '"reference.pose" is required'),
-        (lambda d: d.update(format=2), '"format" must be 1'),
+        (lambda d: d.update(format=1), '"format" must be 2'),
         (lambda d: d.update(width=-3), '"width" must be >= 1'),
         (lambda d: d.update(output_layout="bgr"), '"output_layout" must be one of'),
         (lambda d: d.update(up=[0.0, 0.0, 0.0]), '"up" must not be the zero vector'),
@@ -254,7 +258,7 @@ def test_scene_document_is_valid_and_names_the_report() -> None:
 )
 def test_export_refuses_an_invalid_scene_json(tmp_path: Path, edit, field: str) -> None:
     # export/stage.py writes scene.json with site_format.write: nothing invalid reaches the viewer.
-    assert site_format.format_version("scene") == 1  # the messages below spell out version 1
+    assert site_format.format_version("scene") == 2  # the messages below spell out version 2
     doc = _scene()
     edit(doc)
     path = tmp_path / "scene.json"
@@ -284,7 +288,7 @@ def test_scene_format_doc_is_up_to_date() -> None:
     # every field of both schemas has its row, nested ones and list items included
     for row in ("| `orbit.radius` | number | yes | > 0 |", "| `reference.pose[i][j]` | number |",
                 "| `preview.width` | integer | yes | in [1, 4096] |", "| `views[i].psnr` | number | yes |",
-                "| `teacher_stage.steps` | integer or null | no |", "| `format` | integer | yes | = `1` |"):
+                "| `teacher_stage.steps` | integer or null | no |", "| `format` | integer | yes | = `2` |"):
         assert row in text, row
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -36,7 +37,7 @@ def test_positional_encoding_argument_reduction_matches_float64():
 
 
 def _camera(size=32):
-    return StudentCamera(output_size=size, focal=size * 1.2, near=2.0, far=4.0, center=(0.0, 0.0, 0.0), scale=1.5,
+    return StudentCamera.square(size, size * 1.2, near=2.0, far=4.0, center=(0.0, 0.0, 0.0), scale=1.5,
                          aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0))
 
 
@@ -98,13 +99,19 @@ def test_flops_counts_convs():
 
 def test_ray_grid_layout():
     model = MobileR2L(_cfg(sr_factor=4), _camera(32))
-    assert (model.in_size, model.n_rays, model.ray_block, model.n_points) == (8, 64, 4, 4)
+    assert (model.ray_grid, model.n_rays, model.ray_block, model.n_points) == ((8, 8), 64, 4, 4)
     # row-major grid, z = -1 before normalising: ray (row 0, col 7) is up and to the right
     f = 32 * 1.2 / 4  # focal on the ray grid, pixels
     expected = torch.tensor([(7.5 - 4) / f, (4 - 0.5) / f, -1.0])
     assert torch.allclose(model.dirs.reshape(8, 8, 3)[0, 7], expected / expected.norm(), atol=1e-6)
     with pytest.raises(ValueError, match="not a multiple of sr_factor 4"):
         MobileR2L(_cfg(sr_factor=4), _camera(30))
+    # a frame of another shape and principal point: rays at the centres of the 4x4 blocks, closed form
+    cam = dataclasses.replace(_camera(32), width=48, height=32, fx=40.0, fy=36.0, cx=20.0, cy=18.0)
+    model = MobileR2L(_cfg(sr_factor=4), cam)
+    assert model.ray_grid == (8, 12) and model(torch.eye(4)).shape == (1, 3, 32, 48)
+    expected = torch.tensor([((11 + 0.5) * 4 - 20.0) / 40.0, -((2 + 0.5) * 4 - 18.0) / 36.0, -1.0])
+    assert torch.allclose(model.dirs.reshape(8, 12, 3)[2, 11], expected / expected.norm(), atol=1e-6)
 
 
 def test_onnx_export_matches_torch(tmp_path):
@@ -128,9 +135,9 @@ def test_coarser_student_renders_the_same_view_smaller(upsample):
     model = _trained_bn(MobileR2L(_cfg(upsample=upsample, sr_factor=4), _camera()))
     small = model.coarser(2)
     assert isinstance(small, MobileR2L) and small.arch == model.arch and not small.training
-    assert (small.in_size, small.camera.output_size, small.camera.focal) == (4, 16, model.camera.focal / 2)
+    assert (small.ray_grid, small.camera.width, small.camera.fx) == ((4, 4), 16, model.camera.fx / 2)
     assert small.flops_per_frame() * 4 == model.flops_per_frame()  # every layer at half the resolution
-    f = model.camera.focal / 4
+    f = model.camera.fx / 4
     fine = camera_directions(Intrinsics(f, f, 4.0, 4.0, 8, 8))  # the full model's ray grid, (8, 8, 3)
     coarse = fine.reshape(4, 2, 4, 2, 3).mean(dim=(1, 3)).reshape(-1, 3)
     assert torch.allclose(small.dirs, coarse / coarse.norm(dim=-1, keepdim=True), atol=1e-6)
@@ -178,14 +185,14 @@ def test_ray_batches_match_whole_images():
     with torch.no_grad():
         blocks = model(poses[view], ray=ray)
     images = (full.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
-    expected = ray_blocks(images, view, ray, model.in_size, 4)
+    expected = ray_blocks(images, view, ray, model.ray_grid, 4)
     assert blocks.shape == expected.shape == (1, 3, 4, 4 * len(ray))
     assert (blocks - expected).abs().max() <= 0.5 / 255 + 1e-6
     # a whole number of ray grids: laid out as images; shuffled rays of two views
     view, ray = torch.tensor([0, 1] * 32), torch.randperm(64)
     with torch.no_grad():
         blocks = model(poses[view], ray=ray)
-    expected = ray_blocks(images, view, ray, model.in_size, 4)
+    expected = ray_blocks(images, view, ray, model.ray_grid, 4)
     assert blocks.shape == expected.shape == (1, 3, 32, 32)
     assert (blocks - expected).abs().max() <= 0.5 / 255 + 1e-6
     with pytest.raises(ValueError, match="pixelshuffle"):
@@ -204,7 +211,7 @@ def test_registry_matches_config_sections():
         cls = student_class(kind)
         assert cls.kind == kind and isinstance(getattr(StudentConfig(), kind), cls.arch_type)
         model = build_student(kind, StudentConfig(kind=kind, output_size=32).arch, camera)
-        assert model.camera == camera and model.camera.output_size == model.in_size * model.ray_block
+        assert model.camera == camera and model.camera.width == model.ray_grid[1] * model.ray_block
     with pytest.raises(ValueError, match="unknown student kind 'nerf'"):
         student_class("nerf")
     with pytest.raises(TypeError, match="built from MobileR2LConfig settings, got StudentConfig"):
@@ -276,13 +283,7 @@ def test_batches_draw_real_views_at_the_end_of_the_pool_and_only_them_in_the_fin
     assert tuned.shape == (4000,) and set(tuned.tolist()) == set(range(30, 40))
 
 
-def test_a_test_photo_of_another_camera_is_named():
-    from pipeline.cameras import Intrinsics
-    from student.stage import camera_mismatch
-
-    cam = _camera(32)
-    same = Intrinsics(cam.focal * 4, cam.focal * 4, 64.0, 64.0, 128, 128)  # the student's camera at 128 px
-    assert camera_mismatch([same, same], cam) is None
-    assert "not square" in camera_mismatch([same, Intrinsics(100.0, 100.0, 64.0, 48.0, 128, 96)], cam)
-    assert "differs from the student's" in camera_mismatch([Intrinsics(cam.focal * 4, cam.focal * 4, 70.0, 64.0,
-                                                                       128, 128)], cam)
+def test_an_old_checkpoint_camera_loads_as_a_square_centred_frame():
+    old = {"output_size": 32, "focal": 32 * 1.2, "near": 2.0, "far": 4.0, "center": [0.0, 0.0, 0.0], "scale": 1.5,
+           "aabb": [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]}
+    assert StudentCamera.from_dict(old) == _camera(32)

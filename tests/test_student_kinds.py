@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from pipeline.cameras import Intrinsics, camera_directions, orbit_pose
+from pipeline.cameras import camera_directions, orbit_pose
 from student import kinds
 from student.kinds import StudentCamera, StudentModel, build_student, load_student, ray_layout, student_checkpoint
 
@@ -34,10 +34,8 @@ class DirectionColour(StudentModel):
 
     def __init__(self, arch: DirectionColourConfig, camera: StudentCamera):
         super().__init__(arch, camera)
-        s, f = camera.output_size, camera.focal
-        self.in_size = s
-        self.register_buffer("dirs", camera_directions(Intrinsics(f, f, s / 2, s / 2, s, s)).reshape(-1, 3),
-                             persistent=False)
+        self.ray_grid = (camera.height, camera.width)
+        self.register_buffer("dirs", camera_directions(camera.intrinsics).reshape(-1, 3), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(3, arch.width), nn.ReLU(), nn.Linear(arch.width, 3))
 
     @property
@@ -49,20 +47,18 @@ class DirectionColour(StudentModel):
         if ray is not None:
             return self.forward_rays(pose, ray)
         pose = pose[None] if pose.dim() == 2 else pose
-        b, s = pose.shape[0], self.camera.output_size
-        rgb = torch.sigmoid(self.mlp(torch.matmul(self.dirs, pose[:, :3, :3].transpose(1, 2))))  # (B, S^2, 3)
-        return rgb.transpose(1, 2).reshape(b, 3, s, s)
+        b = pose.shape[0]
+        rgb = torch.sigmoid(self.mlp(torch.matmul(self.dirs, pose[:, :3, :3].transpose(1, 2))))  # (B, P, 3)
+        return rgb.transpose(1, 2).reshape(b, 3, *self.ray_grid)
 
     def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None,
                      cached: Tensor | None = None) -> Tensor:
         rgb = torch.sigmoid(self.mlp(torch.matmul(pose[:, :3, :3], self.dirs[ray][:, :, None])[:, :, 0]))
-        b, h, w = ray_layout(len(ray), self.in_size)
+        b, h, w = ray_layout(len(ray), self.ray_grid)
         return rgb.reshape(b, h * w, 3).transpose(1, 2).reshape(b, 3, h, w)
 
     def coarser(self, factor: int = 2) -> DirectionColour:
-        cam = dataclasses.replace(self.camera, output_size=self.camera.output_size // factor,
-                                  focal=self.camera.focal / factor)
-        small = DirectionColour(self.arch, cam)
+        small = DirectionColour(self.arch, self.camera.coarser(factor))
         small.load_state_dict(self.state_dict())
         return small
 
@@ -77,7 +73,7 @@ def registered(monkeypatch):
 
 
 def _camera(size: int = 8) -> StudentCamera:
-    return StudentCamera(output_size=size, focal=size * 1.2, near=1.0, far=6.0, center=(0.0, 0.0, 0.0), scale=1.0)
+    return StudentCamera.square(size, size * 1.2, near=1.0, far=6.0, center=(0.0, 0.0, 0.0), scale=1.0)
 
 
 def _pose(az: float) -> Tensor:

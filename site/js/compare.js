@@ -76,7 +76,7 @@ function card(report) {
     ['ONNX fp16 weights', m.fp16_bytes ? `${(m.fp16_bytes / 1e6).toFixed(2)} MB, ${fmt(m.fp16_psnr_vs_fp32, 1)} dB vs fp32` : '–'],
     ['FLOPs per frame', m.flops_per_frame ? `${(m.flops_per_frame / 1e9).toFixed(3)} G` : '–'],
     ['onnxruntime-python, 1 thread', m.ort_python_ms_1thread ? `${fmt(m.ort_python_ms_1thread, 1)} ms/frame` : '–'],
-    ['output', `${report.size}×${report.size}`],
+    ['output', `${report.width}×${report.height}`],
   ];
   $('card').replaceChildren(...rows.map(([k, v]) => el('tr', {}, el('th', {}, k), el('td', {}, v))));
 }

@@ -295,8 +295,11 @@ function createRenderLoop({ scene, renderer, preview, camera, paint }) {
     const db = Number.isFinite(psnr) ? `${psnr.toFixed(1)} dB` : 'exact';
     const check = ok ? `self-check ${db}` : `self-check FAILED (${db})`;
     const size = viewer.quality === 'preview' ? `preview ${preview.width}×${preview.height}` : `${scene.width}×${scene.height}`;
+    // the horizontal field of view of the camera baked into the model (scene.json's camera)
+    const c = scene.camera;
+    const fov = (Math.atan(c.cx / c.fx) + Math.atan((scene.width - c.cx) / c.fx)) * 180 / Math.PI;
     $('status').textContent =
-      `${renderer.backend}${threads} · ${size} · ${viewer.lastFrameMs.toFixed(1)} ms/frame · ${fps.toFixed(0)} fps · ${check}`;
+      `${renderer.backend}${threads} · ${size}, ${fov.toFixed(0)}° wide · ${viewer.lastFrameMs.toFixed(1)} ms/frame · ${fps.toFixed(0)} fps · ${check}`;
   };
 
   const requestRender = (byUser = false) => {

@@ -50,15 +50,15 @@ class GridLightField(StudentModel):
         super().__init__(arch, camera)
         if camera.aabb is None:
             raise ValueError("a gridlf student needs the scene box (StudentCamera.aabb)")
-        size, stride = camera.output_size, arch.march_stride
-        if size % stride:
-            raise ValueError(f"output_size {size} is not a multiple of march_stride {stride}")
-        self.in_size = size  # one ray per pixel
-        f = camera.focal
-        dirs = camera_directions(Intrinsics(f, f, 0.5 * size, 0.5 * size, size, size)).reshape(-1, 3)
+        c, st = camera, arch.march_stride
+        if c.width % st or c.height % st:
+            raise ValueError(f"a {c.width}x{c.height} frame is not a multiple of march_stride {st} a side")
+        self.ray_grid = (c.height, c.width)  # one ray per pixel
+        dirs = camera_directions(c.intrinsics).reshape(-1, 3)
         self.register_buffer("dirs", dirs / dirs.norm(dim=-1, keepdim=True), persistent=False)
-        m = size // stride  # the march's rays: one at the centre of each stride x stride block
-        march = camera_directions(Intrinsics(f / stride, f / stride, 0.5 * m, 0.5 * m, m, m)).reshape(-1, 3)
+        # the march's rays: one at the centre of each stride x stride block
+        march = camera_directions(Intrinsics(c.fx / st, c.fy / st, c.cx / st, c.cy / st, c.width // st,
+                                             c.height // st)).reshape(-1, 3)
         self.register_buffer("march_dirs", march / march.norm(dim=-1, keepdim=True), persistent=False)
         lo, hi = torch.tensor(camera.aabb[:3]), torch.tensor(camera.aabb[3:])
         self.register_buffer("lo", lo, persistent=False)
@@ -207,29 +207,30 @@ class GridLightField(StudentModel):
 
     def anchors_frame(self, pose: Tensor, d: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Where every pixel's K points go: pose (B, 4, 4) -> t0, length, hit and the pixel's
-        opacity (`pixel_anchor`), each (B, S^2). d: the pixels' world directions (B, S^2, 3),
-        when the caller has them."""
-        b, s, st = pose.shape[0], self.camera.output_size, self.arch.march_stride
-        m = s // st
+        opacity (`pixel_anchor`), each (B, P), P = H x W pixels. d: the pixels' world directions
+        (B, P, 3), when the caller has them."""
+        b, st = pose.shape[0], self.arch.march_stride
+        h, w = self.ray_grid
+        mh, mw, p = h // st, w // st, h * w
         rot, origin = pose[:, :3, :3], pose[:, None, :3, 3]  # origin (B, 1, 3)
         t, hit = self.block_anchor(origin, torch.matmul(self.march_dirs, rot.transpose(1, 2)))  # each (B, m^2)
 
         def blocks(v: Tensor) -> Tensor:  # each march ray's value for every pixel of its stride x stride block
-            return v.reshape(b, m, 1, m, 1).expand(b, m, st, m, st).reshape(b, s * s)
+            return v.reshape(b, mh, 1, mw, 1).expand(b, mh, st, mw, st).reshape(b, p)
 
         if d is None:
             d = torch.matmul(self.dirs, rot.transpose(1, 2))
-        near, far, near_any = (blocks(v).reshape(-1) for v in neighbourhood_hits(t.reshape(b, m, m),
-                                                                                   hit.reshape(b, m, m)))
+        near, far, near_any = (blocks(v).reshape(-1) for v in neighbourhood_hits(t.reshape(b, mh, mw),
+                                                                                   hit.reshape(b, mh, mw)))
         # only pixels with a hit around them march: in an object-centred view most have none
         idx, place = compact(near_any)
-        rows = self.pixel_anchor(origin.expand(b, s * s, 3).reshape(-1, 3)[idx], d.reshape(-1, 3)[idx],
+        rows = self.pixel_anchor(origin.expand(b, p, 3).reshape(-1, 3)[idx], d.reshape(-1, 3)[idx],
                                  near[idx], far[idx])
-        t0, hit, opacity = (torch.cat([v, torch.zeros_like(v[:1])])[place].reshape(b, s * s) for v in rows)
+        t0, hit, opacity = (torch.cat([v, torch.zeros_like(v[:1])])[place].reshape(b, p) for v in rows)
         return t0, torch.full_like(t0, self.arch.window * self.cell), hit, opacity
 
     def ray_inputs(self, pose: Tensor) -> Tensor:
-        """Each pixel's anchor (t0, length, hit, opacity) of views pose (B, 4, 4) -> (B, S^2, 4):
+        """Each pixel's anchor (t0, length, hit, opacity) of views pose (B, 4, 4) -> (B, P, 4):
         computed once per training view, a training step then reads its rays' rows instead of
         marching."""
         return torch.stack(self.anchors_frame(pose), dim=-1)
@@ -282,17 +283,17 @@ class GridLightField(StudentModel):
             return self.forward_rays(pose, ray, jitter if isinstance(jitter, Tensor) else None, cached)
         if pose.dim() == 2:
             pose = pose[None]
-        b, s = pose.shape[0], self.camera.output_size
-        d = torch.matmul(self.dirs, pose[:, :3, :3].transpose(1, 2))  # (B, S^2, 3)
+        b, (h, w) = pose.shape[0], self.ray_grid
+        d = torch.matmul(self.dirs, pose[:, :3, :3].transpose(1, 2))  # (B, P, 3)
         t0, length, hit, opacity = self.anchors_frame(pose, d)
         noise = None
         if isinstance(jitter, Tensor):
             noise = jitter
         elif jitter:
-            noise = torch.rand(b, s * s, self.arch.n_points, device=pose.device)
-        origin = pose[:, None, :3, 3].expand(b, s * s, 3)
-        rgb = self.shade_hits(origin, d, t0, length, hit, opacity, noise)  # (B, S^2, 3)
-        return rgb.transpose(1, 2).reshape(b, 3, s, s)
+            noise = torch.rand(b, h * w, self.arch.n_points, device=pose.device)
+        origin = pose[:, None, :3, 3].expand(b, h * w, 3)
+        rgb = self.shade_hits(origin, d, t0, length, hit, opacity, noise)  # (B, P, 3)
+        return rgb.transpose(1, 2).reshape(b, 3, h, w)
 
     def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None,
                      cached: Tensor | None = None) -> Tensor:
@@ -305,18 +306,18 @@ class GridLightField(StudentModel):
             cached = self.ray_inputs(poses)[which, ray]
         t0, length, hit, opacity = cached.unbind(dim=-1)
         rgb = self.shade(origin, d, t0, length, hit, opacity, noise)  # (N, 3)
-        b, h, w = ray_layout(len(ray), self.in_size)
+        b, h, w = ray_layout(len(ray), self.ray_grid)
         return rgb.reshape(b, h * w, 3).transpose(1, 2).reshape(b, 3, h, w)
 
     def coarser(self, factor: int = 2) -> GridLightField:
         """The same weights at 1/factor of the pixels; the march keeps its rays where it can."""
         cam, st = self.camera, self.arch.march_stride
-        size = cam.output_size // factor
         new_stride = st // factor if st % factor == 0 else st
-        if cam.output_size % factor or size % new_stride:
-            raise ValueError(f"{cam.output_size} px with march_stride {st} cannot be made {factor}x coarser")
-        small = GridLightField(dataclasses.replace(self.arch, march_stride=new_stride),
-                               dataclasses.replace(cam, output_size=size, focal=cam.focal / factor))
+        if cam.width % factor or cam.height % factor or (cam.width // factor) % new_stride or \
+                (cam.height // factor) % new_stride:
+            raise ValueError(f"a {cam.width}x{cam.height} frame with march_stride {st} cannot be made "
+                             f"{factor}x coarser")
+        small = GridLightField(dataclasses.replace(self.arch, march_stride=new_stride), cam.coarser(factor))
         small.load_state_dict(self.state_dict())
         return small.to(self.occupancy.device).train(self.training)
 
