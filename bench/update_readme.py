@@ -134,7 +134,7 @@ def main() -> int:
                            "`configs/lego.yaml`)", results)
     cap_ws = Path(args.capture_workspace)
     for name in sorted(p.name for p in (cap_ws / "runs").glob("*") if (p / "student" / "record.json").exists()):
-        lines += profile_block(cap_ws, name, "capture", f"The capture `{name}`, capture CPU profile (`python "
+        lines += profile_block(cap_ws, name, f"capture_{name}", f"The capture `{name}`, capture CPU profile (`python "
                                f"bench/capture.py --scene PATH`, `configs/capture.yaml`, nothing else set)", results,
                                CREDITS.get(name, ""))
     if not lines:

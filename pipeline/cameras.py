@@ -96,19 +96,24 @@ class Intrinsics:
 
 def student_frame(cameras: list[Intrinsics], long_side: int, multiple: int) -> Intrinsics:
     """The one pinhole camera the pseudo-views and the student use, from the training photos'
-    cameras: their median field of view, aspect ratio and principal point (each relative to its
-    image), on a frame whose long side is `long_side` pixels and whose short side is rounded to a
-    multiple of `multiple` (the student's block of pixels; `long_side` is one already). A Blender
-    scene gets its own camera resized; a phone capture its lens without the distortion."""
+    cameras: their median focal lengths and principal point, each photo scaled so that its long
+    side is `long_side` pixels (one scale for both axes: pixels keep their shape). The short side
+    is rounded to a multiple of `multiple` (the student's block of pixels; `long_side` is one
+    already), the rounding shared equally by both edges, so the frame shows a sliver more or less
+    of the scene, never a squashed one. A Blender scene gets its own camera resized; a phone
+    capture its lens without the distortion."""
     aspect = float(np.median([c.height / c.width for c in cameras]))
     if aspect <= 1:
         width, height = long_side, max(multiple, round(long_side * aspect / multiple) * multiple)
     else:
         width, height = max(multiple, round(long_side / aspect / multiple) * multiple), long_side
-    return Intrinsics(float(np.median([c.fx * (width / c.width) for c in cameras])),
-                      float(np.median([c.fy * (height / c.height) for c in cameras])),
-                      float(np.median([c.cx * (width / c.width) for c in cameras])),
-                      float(np.median([c.cy * (height / c.height) for c in cameras])), width, height)
+    rows = []
+    for c in cameras:
+        s = width / c.width if aspect <= 1 else height / c.height
+        rows.append((c.fx * s, c.fy * s, c.cx * s + (width - c.width * s) / 2,
+                     c.cy * s + (height - c.height * s) / 2))
+    fx, fy, cx, cy = (float(np.median(v)) for v in zip(*rows, strict=True))
+    return Intrinsics(fx, fy, cx, cy, width, height)
 
 
 # Newton steps of `undistort_points`: from the distorted point as the first guess, float32 round-off

@@ -17,13 +17,15 @@ def psnr(a: Tensor, b: Tensor, mask: Tensor | None = None) -> float:
     return math.inf if mse == 0 else -10.0 * math.log10(mse)
 
 
-def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> float:
+def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5, mask: Tensor | None = None) -> float:
     """Mean structural similarity (Wang et al. 2004), Gaussian window, per channel.
 
-    a, b: (H, W, 3) or (N, H, W, 3) in [0, 1].
+    a, b: (H, W, 3) or (N, H, W, 3) in [0, 1]. mask: optional (H, W) or (N, H, W) bool, the pixels
+    to judge: the mean is then over the windows that lie wholly inside it.
     """
     if a.dim() == 3:
         a, b = a[None], b[None]
+        mask = None if mask is None else mask[None]
     x = a.permute(0, 3, 1, 2).double()
     y = b.permute(0, 3, 1, 2).double()
     c = x.shape[1]
@@ -40,4 +42,8 @@ def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> float:
     sxy = blur(x * y) - mu_x * mu_y
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return s.mean().item()
+    if mask is None or bool(mask.all()):
+        return s.mean().item()
+    # a window counts when every pixel under it is in the mask
+    inside = F.conv2d(mask[:, None].double(), torch.ones(1, 1, window, window, dtype=torch.float64)) > window**2 - 0.5
+    return s[inside.expand_as(s)].mean().item()

@@ -42,11 +42,15 @@ def turntable_poses(orbit: dict, up: list[float], n_frames: int) -> list[np.ndar
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    """MP4 (H.264, yuv420p, via the ffmpeg binary of imageio-ffmpeg), written atomically."""
+    """MP4 (H.264, yuv420p, via the ffmpeg binary of imageio-ffmpeg), written atomically. yuv420p
+    needs even sides: a frame with an odd side gets its last row or column repeated."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    if h % 2 or w % 2:
+        frames = [np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") for f in frames]
     try:
-        # macro_block_size=1: keep the exact size (our sizes are even, as yuv420p needs)
+        # macro_block_size=1: keep the exact size (even, as yuv420p needs)
         iio2.mimwrite(tmp, frames, format="FFMPEG", fps=fps, codec="libx264", quality=9,
                       macro_block_size=1, ffmpeg_log_level="error")
         os.replace(tmp, path)

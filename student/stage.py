@@ -123,14 +123,17 @@ def run(ctx) -> dict:
             f"{model.ray_grid[1]}x{model.ray_grid[0]} rays -> {camera.width}x{camera.height} px, "
             f"near {camera.near:.2f} far {camera.far:.2f}")
 
-    real = None
+    real, pool_cover = None, None
     if tcfg.real_fraction > 0 or tcfg.finetune_fraction > 0:
         views, rgb, covered = photos_at(ctx.input("data", "scene"), "train", cfg.data.downscale, cfg.background,
                                         camera.intrinsics)
         real = ((rgb * 255 + 0.5).clamp(0, 255).to(torch.uint8), views.c2w)
         if not covered.all():
+            # photos of other cameras cover part of the frame: the rest is left out of the loss
             ctx.log(f"the training photos cover {covered.float().mean():.1%} of the student's frame at their "
-                    "poses (other cameras); the rest repeats their edges")
+                    "poses (other cameras); the loss counts the covered pixels only")
+            pool_cover = torch.cat([torch.ones(images.shape[:3], dtype=torch.uint8),
+                                    covered.to(torch.uint8)])[..., None].expand(-1, -1, -1, 3)
 
     optimizer = torch.optim.AdamW(model.param_groups(tcfg.lr), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     use_amp = dev.type == "cuda"
@@ -176,18 +179,26 @@ def run(ctx) -> dict:
             if pool is not None and len(pool) and not finetune:  # the share's first rays from the hard pool
                 view[:n_hard], ray[:n_hard] = pool.draw(n_hard)
             target = ray_blocks(pool_img, view, ray, model.ray_grid, model.ray_block).to(dev)
+            weight = None if pool_cover is None else \
+                ray_blocks(pool_cover, view, ray, model.ray_grid, model.ray_block).to(dev) * 255.0
             inputs = {"pose": pool_pose[view].to(dev), "ray": ray.to(dev)}
             if cache is not None:
                 inputs["cached"] = cache[view, ray].to(dev)
         else:
             noise = torch.rand(n_items, model.n_rays, model.n_points)  # depth jitter, global batch
             target = pool_img[view[share]].to(dev).permute(0, 3, 1, 2).float() / 255.0
+            weight = None if pool_cover is None else pool_cover[view[share]].to(dev).permute(0, 3, 1, 2).float()
             inputs = {"pose": pool_pose[view[share]].to(dev)}
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             pred = net(**inputs, jitter=noise[share].to(dev))
+        if weight is not None:  # pixels no photo covers count for nothing (neither loss nor mining)
+            pred, target = pred.float() * weight, target * weight
         if pool is not None:
             pool.update(view, ray, ray_errors(pred.detach(), target, model.ray_block))
-        mse = F.mse_loss(pred.float(), target)
+        if weight is None:
+            mse = F.mse_loss(pred.float(), target)
+        else:
+            mse = ((pred - target) ** 2).sum() / weight.sum().clamp(min=1.0)
         reg = model.regularization()
         if reg is None:
             return StepOutput(mse)
@@ -273,9 +284,8 @@ def evaluate(ctx, model: StudentModel, train_images: torch.Tensor, n_saved: int 
     for k in range(len(test.names)):
         pred = model(test.c2w[k].to(dev)).float()[0].permute(1, 2, 0).cpu()
         cov = covered[k]
-        # SSIM's windows span pixels: the uncovered ones take the photo's value in both images
         rows.append({"view": test.names[k], "psnr": psnr(pred, gt[k], cov),
-                     "ssim": ssim(torch.where(cov[..., None], pred, gt[k]), gt[k]),
+                     "ssim": ssim(pred, gt[k], mask=cov),
                      "psnr_vs_teacher": psnr(pred, teacher_imgs[k]), "teacher_psnr": psnr(teacher_imgs[k], gt[k], cov),
                      "baseline_psnr": psnr(mean_colour.expand_as(gt[k]), gt[k], cov)})
         if k < n_saved:

@@ -284,6 +284,9 @@ def test_student_frame_keeps_the_photos_aspect_and_principal_point():
     assert (frame.fx, frame.fy, frame.cx, frame.cy) == pytest.approx((16.0, 21.0 * 12 / 15, 7.44, 7.1 * 12 / 15))
     portrait = student_frame([Intrinsics(30.0, 30.0, 10.0, 20.0, 20, 40)], 16, 4)
     assert (portrait.width, portrait.height, portrait.cx, portrait.cy) == (8, 16, 4.0, 8.0)
+    # 16:9 at 16 px: 9 rows rounded to 8, half a row trimmed off each edge; the pixels stay square
+    wide = student_frame([Intrinsics(40.0, 40.0, 16.0, 9.0, 32, 18)], 16, 4)
+    assert (wide.width, wide.height, wide.fx, wide.fy, wide.cx, wide.cy) == (16, 8, 20.0, 20.0, 8.0, 4.0)
 
 
 def test_resample_to_another_pinhole_camera_in_closed_form():

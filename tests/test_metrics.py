@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.metrics import psnr, ssim
@@ -61,3 +62,16 @@ def test_ssim_of_constant_images_closed_form():
     a = torch.full((12, 12, 3), 0.25, dtype=torch.float64)
     b = torch.full((12, 12, 3), 0.75, dtype=torch.float64)
     assert math.isclose(ssim(a, b), 0.3751 / 0.6251, rel_tol=1e-12)
+
+
+def test_psnr_and_ssim_judge_only_the_masked_pixels():
+    torch.manual_seed(0)
+    a = torch.rand(32, 40, 3)
+    b = a.clone()
+    b[:, 30:] = torch.rand(32, 10, 3)  # wrong outside the mask only
+    mask = torch.zeros(32, 40, dtype=torch.bool)
+    mask[:, :30] = True
+    assert psnr(a, b, mask) == math.inf and psnr(a, b) < 20
+    assert ssim(a, b, mask=mask) == pytest.approx(1.0) and ssim(a, b) < 0.9
+    b[5, 5] += 0.1  # one wrong pixel inside: a finite PSNR over the 960 masked pixels, in closed form
+    assert psnr(a, b, mask) == pytest.approx(-10 * math.log10(0.01 / 960), abs=1e-4)

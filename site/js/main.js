@@ -246,6 +246,8 @@ function createCanvas(scene, renderer, preview) {
   const canvas = $('view');
   canvas.width = scene.width;
   canvas.height = scene.height;
+  // scaled up to fit 90% of the window's width and 70% of its height, whatever the frame's shape
+  canvas.style.width = `min(90vw, ${(70 * scene.width / scene.height).toFixed(3)}vh)`;
   const ctx = canvas.getContext('2d', { alpha: false });
   ctx.imageSmoothingQuality = 'high';
   const image = new ImageData(scene.width, scene.height);
