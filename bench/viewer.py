@@ -70,6 +70,12 @@ def page_bench(browser, url: str, model: Path | None, frames: int, timeout_ms: i
         if wait_state(page, timeout_ms=timeout_ms) != "ready":
             raise RuntimeError(f"{url}: viewer error: {page.evaluate('window.viewer.error')}; {log.errors}")
         res = page.evaluate(f"window.viewer.benchmark({{frames: {frames}, warmup: 2}})")
+        asked = dict(part.split("=", 1) for part in url.split("?", 1)[1].split("&") if "=" in part).get("threads")
+        if asked is not None and int(asked) != res["threads"]:
+            # onnxruntime-web falls back to 1 thread where the page is not cross-origin isolated
+            raise RuntimeError(f"{url}: the viewer ran {res['threads']} thread(s), not {asked} (cross-origin "
+                               f"isolated: {res.get('crossOriginIsolated')}); is coi-serviceworker.js in the site? "
+                               "(`npm ci --prefix site` puts it there)")
         res["self_check_db"] = page.evaluate("window.viewer.selfCheck.psnr")
         res["psnr_vs_ort"] = canvas_vs_ort_psnr(page, model) if model else math.nan
         return res
@@ -219,4 +225,8 @@ def _summary(fig: dict) -> dict:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except RuntimeError as err:  # a page that failed or ran other than asked: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
