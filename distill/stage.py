@@ -10,6 +10,7 @@ is complete) and `transforms.json` in the Blender layout at the end.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from teacher.malloc_tuning import tune_malloc
 from teacher.model import load_teacher
 from teacher.render import MarchSettings, render_image
 
-from .poses import pose_distribution, sample_poses
+from .poses import forward_distribution, pose_distribution, sample_forward_poses, sample_poses
 
 
 def png_bytes_upper_bound(width: int, height: int) -> int:
@@ -85,6 +86,14 @@ def _transforms(poses: np.ndarray, cameras: list[Intrinsics], folder: str) -> di
                        for k, (p, cam) in enumerate(zip(poses, cameras, strict=True))]}
 
 
+def _scene_type(placement_json: Path) -> str:
+    """The data stage's scene type (an older placement.json: an object)."""
+    try:
+        return json.loads(placement_json.read_text()).get("scene_type", "object")
+    except (OSError, ValueError):
+        return "object"
+
+
 def run(ctx) -> dict:
     tune_malloc()
     cfg, dcfg = ctx.cfg, ctx.cfg.distill
@@ -104,10 +113,17 @@ def run(ctx) -> dict:
     # like for like (for a Blender scene this is each test view's own camera)
     test_cameras = [camera] * len(test.c2w)
     aabb = np.array(cfg.teacher.aabb)
-    dist = pose_distribution(train.c2w.numpy().astype(np.float64), (aabb[:3] + aabb[3:]) / 2)
+    train_c2w = train.c2w.numpy().astype(np.float64)
+    dist = pose_distribution(train_c2w, (aabb[:3] + aabb[3:]) / 2)
     scene_geometry = {**dist, "aabb": aabb.tolist()}  # what downstream stages know of the scene's geometry
-    poses = sample_poses(dcfg.n_views, dcfg.seed, train.c2w.numpy().astype(np.float64), dist,
-                         dcfg.jitter_fraction, dcfg.jitter_deg)
+    if _scene_type(ctx.input("data", "placement")) == "forward":
+        # a forward-facing scene is seen from where its photos were taken, not from an orbit
+        region = forward_distribution(train_c2w)
+        scene_geometry["region"] = region
+        poses = sample_forward_poses(dcfg.n_views, dcfg.seed, train_c2w, region)
+        ctx.log(f"forward-facing: pseudo-views in the photos' region (turning up to {region['turn_deg']:.1f} deg)")
+    else:
+        poses = sample_poses(dcfg.n_views, dcfg.seed, train_c2w, dist, dcfg.jitter_fraction, dcfg.jitter_deg)
     march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=dcfg.alpha_thre,
                           early_stop_eps=dcfg.early_stop_eps)
     test_poses = test.c2w.numpy().astype(np.float64)

@@ -51,12 +51,14 @@ def scene_document(*, name: str, width: int, height: int, camera: dict, up: Sequ
                    orbit: dict, reference_pose: Sequence[Sequence[float]], output: str = "rgba",
                    output_layout: str = "rgba255", model: str = "model.onnx", reference_image: str = "reference.png",
                    model_fp16: str | None = None, preview: dict | None = None, model_card: dict | None = None,
-                   report: str | None = REPORT_FILE, placement: dict | None = None) -> dict:
+                   report: str | None = REPORT_FILE, placement: dict | None = None,
+                   region: dict | None = None) -> dict:
     """A scene.json document (export/SCENE_FORMAT.md). File names are relative to scene.json.
 
     orbit: target [3], radius, radius_min, radius_max (world units), azimuth_deg, elevation_deg,
     elevation_min_deg, elevation_max_deg (degrees). reference_pose: (4, 4) camera-to-world,
-    row-major, OpenGL camera. camera: fx, fy, cx, cy (pixels). Optional parts are left out when None.
+    row-major, OpenGL camera. camera: fx, fy, cx, cy (pixels). region: a forward-facing scene's
+    (type, centre, rotation, extent, start). Optional parts are left out when None.
     """
     doc: dict[str, Any] = {
         "format": format_version("scene"),
@@ -75,7 +77,7 @@ def scene_document(*, name: str, width: int, height: int, camera: dict, up: Sequ
         "reference": {"pose": [[float(x) for x in row] for row in reference_pose], "image": reference_image},
     }
     optional = {"model_fp16": model_fp16, "preview": preview, "report": report, "model_card": model_card,
-                "placement": placement}
+                "placement": placement, "region": region}
     doc.update({k: v for k, v in optional.items() if v is not None})
     return doc
 
@@ -101,6 +103,12 @@ def _scene_relations(doc: dict) -> None:
         raise SchemaViolation("orbit.elevation_deg", f"must be in [elevation_min_deg, elevation_max_deg] = "
                                                      f"[{o['elevation_min_deg']}, {o['elevation_max_deg']}] "
                                                      f"(got {o['elevation_deg']})")
+    if "region" in doc:
+        lo, hi = doc["region"]["extent"]
+        if any(a > b for a, b in zip(lo, hi, strict=True)):
+            raise SchemaViolation("region.extent", f"must have lowest <= highest on every axis (got {lo}, {hi})")
+        if any(not a <= v <= b for a, v, b in zip(lo, doc["region"]["start"], hi, strict=True)):
+            raise SchemaViolation("region.start", f"must be inside region.extent (got {doc['region']['start']})")
     for k in ("width", "height"):
         if "preview" in doc and doc["preview"][k] > doc[k]:
             raise SchemaViolation(f"preview.{k}", f"must be at most the full {k} {doc[k]} (got {doc['preview'][k]})")

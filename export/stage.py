@@ -64,6 +64,26 @@ def placement_entry(placement: dict) -> dict | None:
     return {"matrix": placement["matrix"], "scale": placement["scale"], "source": placement["source"]["kind"]}
 
 
+def forward_region(region: dict | None, first: np.ndarray) -> dict | None:
+    """scene.json's `region` from distill's forward-facing region (None for an orbit): the viewer
+    starts at the first training photo's centre, in the region's frame, clamped to its box."""
+    if region is None:
+        return None
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in region["extent"])
+    local = (first[:3, 3] - np.asarray(region["centre"])) @ np.asarray(region["rotation"])
+    return {"type": "forward", "centre": region["centre"], "rotation": region["rotation"],
+            "extent": [lo.tolist(), hi.tolist()], "start": np.clip(local, lo, hi).tolist()}
+
+
+def region_pose(region: dict, position) -> np.ndarray:
+    """(4, 4) the region camera's pose at `position` (its frame): site/js/camera.js's RegionCamera."""
+    rot = np.asarray(region["rotation"], dtype=np.float64)
+    pose = np.eye(4)
+    pose[:3, :3] = rot
+    pose[:3, 3] = np.asarray(region["centre"]) + rot @ np.asarray(position, dtype=np.float64)
+    return pose
+
+
 def run(ctx) -> dict:
     cfg, ecfg = ctx.cfg, ctx.cfg.export
     site_dir = Path(ecfg.site_dir)
@@ -90,6 +110,12 @@ def run(ctx) -> dict:
     ref_pose = orbit_pose(orbit["target"], orbit["radius"], orbit["azimuth_deg"], orbit["elevation_deg"], dist["up"])
     check_poses = [ref_pose] + [orbit_pose(orbit["target"], orbit["radius"], az, orbit["elevation_deg"], dist["up"])
                                 for az in np.linspace(100, 300, max(ecfg.check_poses - 1, 0))]
+    region = forward_region(dist.get("region"), first)
+    if region is not None:  # a forward-facing scene: its views, not an orbit's
+        lo, hi = (np.asarray(v) for v in region["extent"])
+        ref_pose = region_pose(region, region["start"])
+        check_poses = [ref_pose] + [region_pose(region, lo + (hi - lo) * f)
+                                    for f in np.linspace(0.0, 1.0, max(ecfg.check_poses - 1, 0))]
 
     try:
         onnx_bytes, report = export_onnx(model, ecfg, check_poses, ctx.out_dir)
@@ -145,7 +171,7 @@ def run(ctx) -> dict:
         placement=placement_entry(read_json(ctx.input("data", "placement"))), up=dist["up"],
         background=[1.0, 1.0, 1.0] if cfg.background == "white" else [0.0, 0.0, 0.0],
         orbit=orbit, reference_pose=ref_pose.tolist(), output="rgba", output_layout="rgba255",
-        model_fp16=model_fp16, preview=preview_entry, model_card=model_card)
+        model_fp16=model_fp16, preview=preview_entry, model_card=model_card, region=region)
     site_format.write(scene_dir / "scene.json", scene, "scene")  # checked, and written after the files it names
     update_index(site_dir, cfg.name)
     metrics = {**report, "onnx_bytes": len(onnx_bytes), "params": params, "flops_per_frame": flops,

@@ -33,6 +33,9 @@ class ToySceneConfig:
     camera_angle_x: float = 0.6911  # horizontal field of view, radians in (0, pi); lego's
     radius: float = 3.2  # camera distance to the origin, world units (> 0)
     seed: int = 0  # random seed of the training and validation poses (>= 0)
+    # none: the shapes on a transparent background (an object); 360: inside a textured environment,
+    # cameras orbiting; forward: the same environment, cameras on a patch facing the shapes (LLFF-like)
+    surroundings: Literal["none", "360", "forward"] = "none"
 
 
 @dataclass
@@ -44,6 +47,10 @@ class DataConfig:
     # a transforms.json; colmap: sparse/0/ + images/; llff: poses_bounds.npy + images/
     kind: Literal["auto", "toy", "blender", "nerfstudio", "instant-ngp", "colmap", "llff"] = "auto"
     root: str | None = None  # the scene or capture folder (every kind but toy)
+    # what the scene is: object (masked photos or alpha: only the object is learned), 360 (cameras
+    # around a scene with surroundings) or forward (forward-facing shots); auto: masks say object,
+    # else the cameras' spread of directions decides (pipeline/placement.py: scene_type)
+    scene_type: Literal["auto", "object", "360", "forward"] = "auto"
     # captures are written as RGBA PNGs with the long side at most this many pixels (>= 8); Blender
     # scenes within it are read in place
     max_size: int = 800
@@ -80,6 +87,10 @@ class TeacherConfig:
     grid_warmup_steps: int = 256  # steps during which the grid is updated from every cell, not a sample (>= 0)
     occ_threshold: float = 0.01  # density x step size below which a grid cell counts as empty (>= 0)
     render_step_size: float = 0.005  # world units between samples along a ray (> 0)
+    # scenes with surroundings (data.scene_type 360 or forward: contracted space, teacher/space.py):
+    # the step grows with distance t as max(t x cone_angle, render_step_size) (>= 0; nerfacc's
+    # unbounded recipe: 0.004); objects march constant steps
+    cone_angle: float = 0.004
     alpha_thre: float = 0.0  # skip samples below this opacity, in [0, 1) (nerfacc recipe: 0 for lego)
     early_stop_eps: float = 1e-4  # stop marching a ray once its transmittance is below this, in [0, 1)
     init_batch_rays: int = 1024  # rays in the first step's batch (>= 1)
@@ -343,7 +354,10 @@ def _convert(value: Any, tp: Any, path: str, source: str) -> Any:
                 pass
         raise ConfigError(f"{source}: '{path}' must be {_type_name(tp)}, got {value!r}")
     if origin is Literal:
-        if value not in typing.get_args(tp):
+        options = typing.get_args(tp)
+        if isinstance(value, int) and not isinstance(value, bool) and str(value) in options:
+            return str(value)  # YAML reads `scene_type: 360` as a number
+        if value not in options:
             raise ConfigError(f"{source}: '{path}' must be one of {_type_name(tp)}, got {value!r}")
         return value
     if origin is list:
@@ -435,7 +449,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
         at_least(f"teacher.{key}", 1)
     at_least("teacher.max_seconds", 0, " (0: no time budget)")
     at_least("teacher.expected_steps", 0, " (0: teacher.steps)")
-    for key in ("grid_warmup_steps", "occ_threshold", "weight_decay", "warmup_steps", "eval_views", "seed"):
+    for key in ("grid_warmup_steps", "occ_threshold", "weight_decay", "warmup_steps", "eval_views", "seed",
+                "cone_angle"):
         at_least(f"teacher.{key}", 0)
     for key in ("render_step_size", "lr"):
         positive(f"teacher.{key}")

@@ -11,19 +11,22 @@ from .canonical import write_scene
 from .errors import DataError
 from .formats import PLACED_ALREADY, image_size, read_capture, resolve_kind
 from .io import atomic_write_text
-from .placement import identity, place_capture
+from .placement import identity, place_capture, scene_type
 from .scene import load_split, scene_files
-from .toy_scene import write_toy_scene
+from .toy_scene import split_poses, write_toy_scene
 
 
 def run(ctx) -> dict:
     cfg = ctx.cfg
     kind = resolve_kind(cfg.data.kind, cfg.data.root)
     placement, source = identity(), {"kind": kind}
+    masked, c2w = True, None  # a capture's cameras and masks say what the scene is (below)
     if kind == "toy":
         root = ctx.out_dir / "scene"
         write_toy_scene(cfg.data.toy, root)
         files = scene_files(root)
+        if cfg.data.toy.surroundings != "none":  # no transparent pixel: the cameras say what it is
+            masked, c2w = False, list(split_poses(cfg.data.toy)["train"])
     elif kind == "blender" and not _oversized(scene_files(Path(cfg.data.root).resolve()), cfg.data.max_size):
         root = Path(cfg.data.root).resolve()  # read in place, as it is
         files = scene_files(root)
@@ -40,12 +43,22 @@ def run(ctx) -> dict:
         write_scene(capture, placement, root, cfg.data.max_size, ctx.out_dir / "cache",
                     [ctx.previous_dir / "cache"], log=ctx.log)
         files = capture.input_files()
+        masked = all(f.mask is not None for f in capture.frames)
+        c2w = [f.c2w for f in capture.frames]
         rel = capture.relative
         source |= {"root": str(capture.root), **({"format": capture.source} if capture.source else {}),
                    "frames": {s: [rel(f.image) for f in fr] for s, fr in capture.splits.items()},
                    "skipped": [rel(p) for lost in capture.missing.values() for p in lost]}
+    if cfg.data.scene_type != "auto":
+        kind_of_scene, why = cfg.data.scene_type, "data.scene_type"
+    elif c2w is None:
+        kind_of_scene, why = "object", "a Blender-layout scene: its alpha is the mask"
+    else:
+        kind_of_scene, why = scene_type(c2w, masked)
+    ctx.log(f"scene type: {kind_of_scene} ({why})")
     atomic_write_text(ctx.out_dir / "placement.json", json.dumps(
-        {"source": source, "box": list(cfg.teacher.aabb), **placement.to_json()}, indent=1))
+        {"source": source, "box": list(cfg.teacher.aabb), "scene_type": kind_of_scene, "scene_type_why": why,
+         **placement.to_json()}, indent=1))
     # Load every split once so that unreadable images or size mismatches fail here, early.
     counts, size = {}, None
     for split in ("train", "val", "test"):
@@ -61,7 +74,8 @@ def run(ctx) -> dict:
     ctx.log(f"scene {root}: {counts}, {size[0]}x{size[1]} after downscale {cfg.data.downscale}")
     in_place = root != ctx.out_dir / "scene"
     return {
-        "metrics": {"n_files": len(files), **{f"n_{k}": v for k, v in counts.items()}, "size": size},
+        "metrics": {"n_files": len(files), **{f"n_{k}": v for k, v in counts.items()}, "size": size,
+                    "scene_type": kind_of_scene},
         # a scene written here is named relative to the stage folder (the runs folder may move)
         "outputs": {"scene": str(root) if in_place else "scene", "placement": "placement.json"},
     }

@@ -28,6 +28,11 @@ import numpy as np
 
 from .cameras import Intrinsics
 
+# a capture whose cameras all look within this angle of their mean direction is forward-facing:
+# beyond a quarter turn between opposite cameras they see the scene from its sides, as an orbit does
+FORWARD_CONE_DEG = 45.0
+SCENE_TYPES = ("object", "360", "forward")
+FAR_QUANTILE = 99  # percentile of the points' or far bounds' distances that counts as the surroundings' reach
 POINTS_QUANTILE = 95  # percentile of the sparse points' distances that counts as the scene's reach (outliers)
 RCOND = 1e-3  # relative singular value below which the axes say nothing about the centre (parallel axes)
 
@@ -39,6 +44,8 @@ class Placement:
     matrix: (4, 4) [scale * R | t]: world point p -> scale * R p + t.
     scale: the uniform scale; centre, up (3,): in the capture's world; radius: the scene's reach
     there (capture units); radius_from: what gave it ('points', 'bounds', 'cameras', 'identity').
+    far: how far the capture's surroundings reach from the centre (capture units): the sparse
+    points' or the LLFF far bounds' farthest (a high percentile), None when the capture does not say.
     """
 
     matrix: np.ndarray
@@ -47,6 +54,7 @@ class Placement:
     up: np.ndarray
     radius: float
     radius_from: str
+    far: float | None = None
 
     @property
     def rotation(self) -> np.ndarray:
@@ -67,7 +75,7 @@ class Placement:
 
     def to_json(self) -> dict:
         return {"matrix": self.matrix.tolist(), "scale": self.scale, "centre": self.centre.tolist(),
-                "up": self.up.tolist(), "radius": self.radius, "radius_from": self.radius_from}
+                "up": self.up.tolist(), "radius": self.radius, "radius_from": self.radius_from, "far": self.far}
 
 
 def identity() -> Placement:
@@ -131,15 +139,19 @@ def place(c2w: np.ndarray, cameras: list[Intrinsics], box, points: np.ndarray | 
     up = c2w[:, :3, 1].mean(0)
     up = up / np.linalg.norm(up)
     distance = np.linalg.norm(eyes - centre, axis=-1)
+    far_reach = None
     if points is not None and len(points):
-        reach = np.percentile(np.linalg.norm(points - centre, axis=-1), POINTS_QUANTILE)
+        dist_points = np.linalg.norm(points - centre, axis=-1)
+        reach = np.percentile(dist_points, POINTS_QUANTILE)
         # points beyond the cameras are background (walls, sky) that no box around the object holds
         radius, radius_from = min(float(reach), float(np.median(distance))), "points"
+        far_reach = float(np.percentile(dist_points, FAR_QUANTILE))
     elif bounds is not None:
         f = forward / np.linalg.norm(forward, axis=-1, keepdims=True)
         near = np.linalg.norm(eyes + f * bounds[:, :1] - centre, axis=-1)
         far = np.linalg.norm(eyes + f * bounds[:, 1:] - centre, axis=-1)
         radius, radius_from = float(np.median(np.maximum(near, far))), "bounds"
+        far_reach = float(np.percentile(far, FAR_QUANTILE))
     else:
         sines = np.sin([half_fov(k) for k in cameras])
         radius, radius_from = float(np.median(distance * sines)), "cameras"
@@ -150,7 +162,7 @@ def place(c2w: np.ndarray, cameras: list[Intrinsics], box, points: np.ndarray | 
     matrix = np.eye(4)
     matrix[:3, :3] = scale * rot
     matrix[:3, 3] = box_centre - scale * rot @ centre
-    return Placement(matrix, scale, centre, up, radius, radius_from)
+    return Placement(matrix, scale, centre, up, radius, radius_from, far_reach)
 
 
 def place_capture(capture, box) -> Placement:
@@ -160,3 +172,25 @@ def place_capture(capture, box) -> Placement:
     bounds = [f.bounds for f in frames]
     return place(np.stack([f.c2w for f in frames]), [f.intrinsics for f in frames], box, points=capture.points,
                  bounds=None if None in bounds else np.asarray(bounds, dtype=np.float64))
+
+
+def scene_type(c2w: np.ndarray, masked: bool) -> tuple[str, str]:
+    """What a capture is, from its cameras: (type, why).
+
+    - object: every photo has a mask (or an alpha channel): only the object is learned;
+    - forward: every camera looks within FORWARD_CONE_DEG of the cameras' mean direction (LLFF's
+      forward-facing shots): the scene is what lies in front of them;
+    - 360: the rest, cameras around the scene, which has surroundings in every direction.
+
+    c2w: (N, 4, 4) OpenGL camera-to-world (any world: only directions count).
+    """
+    if masked:
+        return "object", "every photo has a mask"
+    forward = -np.asarray(c2w, dtype=np.float64)[:, :3, 2]
+    forward = forward / np.linalg.norm(forward, axis=-1, keepdims=True)
+    mean = forward.mean(0)
+    spread = 90.0 if np.linalg.norm(mean) < 1e-9 else \
+        float(np.degrees(np.arccos(np.clip(forward @ (mean / np.linalg.norm(mean)), -1.0, 1.0))).max())
+    if spread <= FORWARD_CONE_DEG:
+        return "forward", f"every camera looks within {spread:.0f} deg of their mean direction"
+    return "360", f"the cameras look {spread:.0f} deg apart from their mean direction: they surround the scene"

@@ -2,7 +2,9 @@
 
 Two spheres (one with a checker texture) and a box on a transparent
 background, Lambertian-shaded with a fixed light so the colours are
-view-independent. One ray through each pixel centre; alpha is 1 on a hit,
+view-independent. With `surroundings`, the shapes stand inside a textured
+environment sphere (no transparent pixel), seen from an orbit (360) or from a
+patch of cameras facing them (forward). One ray through each pixel centre; alpha is 1 on a hit,
 0 elsewhere, so every pixel is known in closed form (tests check this).
 """
 
@@ -18,6 +20,7 @@ from .cameras import focal_from_fov, orbit_pose, sample_orbit_poses
 from .config import ToySceneConfig
 from .io import atomic_write_bytes, atomic_write_text
 
+ENV_RADIUS = 12.0  # the surroundings' sphere (toy.surroundings): well beyond the cameras (radius 3.2)
 LIGHT = np.array([0.6, 0.3, 0.75]) / np.linalg.norm([0.6, 0.3, 0.75])
 AMBIENT = 0.35
 
@@ -91,21 +94,57 @@ def cast(rays_o: np.ndarray, rays_d: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return rgb, alpha
 
 
-def render_view(c2w: np.ndarray, size: int, focal: float) -> np.ndarray:
-    """RGBA image (size, size, 4) float64 in [0, 1] for one camera (OpenGL c2w)."""
+def environment(rays_o: np.ndarray, rays_d: np.ndarray) -> np.ndarray:
+    """The surroundings: a sphere of radius ENV_RADIUS about the origin seen from inside, painted
+    (unlit) with a smooth hue over longitude and a 12 x 6 checker -> rgb (N, 3) where each ray
+    (starting inside it) meets it."""
+    b = (rays_o * rays_d).sum(-1)
+    c = (rays_o * rays_o).sum(-1) - ENV_RADIUS ** 2
+    t = -b + np.sqrt(b * b - c)  # c < 0 inside: one root ahead
+    p = rays_o + t[:, None] * rays_d
+    lon = np.arctan2(p[:, 1], p[:, 0])
+    lat = np.arcsin(np.clip(p[:, 2] / ENV_RADIUS, -1.0, 1.0))
+    hue = np.stack([np.cos(lon), np.cos(lon - 2.1), np.cos(lon + 2.1)], -1) * 0.3 + 0.55
+    checker = (np.floor(lon / (2 * np.pi) * 12) + np.floor(lat / np.pi * 6)) % 2
+    return hue * (0.7 + 0.3 * checker[:, None]) * (0.75 + 0.25 * np.sin(lat)[:, None])
+
+
+def render_view(c2w: np.ndarray, size: int, focal: float, surroundings: bool = False) -> np.ndarray:
+    """RGBA image (size, size, 4) float64 in [0, 1] for one camera (OpenGL c2w); with
+    surroundings, the environment behind the shapes and alpha 1 everywhere."""
     j, i = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
     d_cam = np.stack([(i + 0.5 - size / 2) / focal, -(j + 0.5 - size / 2) / focal, -np.ones(i.shape)], -1)
     d = d_cam.reshape(-1, 3) @ c2w[:3, :3].T
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
     o = np.broadcast_to(c2w[:3, 3], d.shape)
     rgb, alpha = cast(o, d)
+    if surroundings:
+        rgb = np.where(alpha[:, None] > 0, rgb, environment(o, d))
+        alpha = np.ones_like(alpha)
     rgb = rgb * alpha[:, None]  # transparent pixels are black, like Blender's exports
     return np.concatenate([rgb, alpha[:, None]], -1).reshape(size, size, 4)
+
+
+def forward_poses(n: int, rng: np.random.Generator | None, radius: float) -> np.ndarray:
+    """Forward-facing cameras (n, 4, 4): on a patch of the plane y = -radius, +-radius/5 wide and
+    high, all looking along +y (LLFF's shots); rng None: an even row across the patch (test)."""
+    half = 0.2 * radius
+    if rng is None:
+        xz = np.stack([np.linspace(-half, half, n), np.linspace(0.5 * half, -0.5 * half, n)], -1)
+    else:
+        xz = rng.uniform(-half, half, (n, 2))
+    poses = np.tile(np.eye(4), (n, 1, 1))
+    poses[:, :3, :3] = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # x right, y up -> +z, looking +y
+    poses[:, :3, 3] = np.stack([xz[:, 0], np.full(n, -radius), xz[:, 1]], -1)
+    return poses
 
 
 def split_poses(cfg: ToySceneConfig) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(cfg.seed)
     up = np.array([0.0, 0.0, 1.0])
+    if cfg.surroundings == "forward":
+        return {"train": forward_poses(cfg.n_train, rng, cfg.radius), "val": forward_poses(cfg.n_val, rng, cfg.radius),
+                "test": forward_poses(cfg.n_test, None, cfg.radius)}
     return {
         "train": sample_orbit_poses(cfg.n_train, rng, np.zeros(3), up, (cfg.radius, cfg.radius), (5.0, 75.0)),
         "val": sample_orbit_poses(cfg.n_val, rng, np.zeros(3), up, (cfg.radius, cfg.radius), (5.0, 75.0)),
@@ -123,7 +162,7 @@ def write_toy_scene(cfg: ToySceneConfig, root: Path) -> None:
         (root / split).mkdir(exist_ok=True)
         frames = []
         for k, c2w in enumerate(poses):
-            rgba = render_view(c2w, cfg.size, focal)
+            rgba = render_view(c2w, cfg.size, focal, cfg.surroundings != "none")
             png = iio.imwrite("<bytes>", np.round(rgba * 255).astype(np.uint8), extension=".png")
             atomic_write_bytes(root / split / f"r_{k}.png", png)
             frames.append({"file_path": f"./{split}/r_{k}", "transform_matrix": c2w.tolist()})

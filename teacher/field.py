@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .hashgrid import HashEncoding, HashGridSpec, MaybeCompiled
+from .space import Space, contract_to_unisphere
 
 
 class _TruncExp(torch.autograd.Function):
@@ -102,6 +103,9 @@ class NGPField(nn.Module):
             on CPUs with AMX/AVX512-BF16; float16 or bfloat16 on CUDA); None: float32.
             The hash encoding and all outputs stay float32.
         native: the hash encoding's C kernels on CPU (see ``HashEncoding``).
+        space: the space the field covers (teacher/space.py; default an object's box). With
+            ``space.contract``, positions go through ``contract_to_unisphere`` about the aabb
+            instead of being cut off at it; renderers take its cone angle from here.
     """
 
     def __init__(
@@ -114,8 +118,10 @@ class NGPField(nn.Module):
         compile: bool = False,
         mlp_dtype: torch.dtype | None = None,
         native: bool = True,
+        space: Space | None = None,
     ) -> None:
         super().__init__()
+        self.space = space or Space()
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(6).clone())
         self.geo_feat_dim = geo_feat_dim
         self.sh_degree = sh_degree
@@ -156,8 +162,11 @@ class NGPField(nn.Module):
         return torch.sigmoid(out.float())
 
     def _density_and_geo(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        lo, hi = self.aabb[:3], self.aabb[3:]
-        u = (x - lo) / (hi - lo)
+        if self.space.contract:
+            u = contract_to_unisphere(x, self.aabb)
+        else:
+            lo, hi = self.aabb[:3], self.aabb[3:]
+            u = (x - lo) / (hi - lo)
         inside = ((u > 0.0) & (u < 1.0)).all(dim=-1)
         return self._density_head(self.encoding(u), inside)
 
@@ -168,7 +177,7 @@ class NGPField(nn.Module):
             x: (N, 3) world positions.
 
         Returns:
-            (N,) sigma >= 0, float32; 0 outside the aabb.
+            (N,) sigma >= 0, float32; 0 outside the aabb (bounded space).
         """
         return self._density_and_geo(x)[0]
 

@@ -17,6 +17,7 @@ from pipeline.machine import Choice
 
 from .field import NGPField
 from .hashgrid import HashGridSpec
+from .space import Space
 
 
 def speed_switches(cfg: TeacherConfig, device: torch.device) -> dict[str, Choice]:
@@ -50,22 +51,25 @@ def field_bf16_speedup(n_points: int = 1 << 15, repeats: int = 3) -> float:
     return best[None] / best[torch.bfloat16]
 
 
-def build_teacher(cfg: TeacherConfig, device: torch.device,
-                  switches: dict[str, Choice] | None = None) -> tuple[NGPField, OccGridEstimator]:
-    """The field and occupancy grid of `cfg`; `switches` from `speed_switches` (resolved here if None)."""
+def build_teacher(cfg: TeacherConfig, device: torch.device, switches: dict[str, Choice] | None = None,
+                  space: Space | None = None) -> tuple[NGPField, OccGridEstimator]:
+    """The field and occupancy grid of `cfg` in `space` (teacher/space.py; default: the box of an
+    object); `switches` from `speed_switches` (resolved here if None)."""
     switches = switches or speed_switches(cfg, device)
+    space = space or Space()
     aabb = torch.tensor(cfg.aabb, dtype=torch.float32)
     spec = HashGridSpec(**dataclasses.asdict(cfg.hash))
     mlp_dtype = torch.bfloat16 if switches["teacher.mlp_bf16"].value else None
     field = NGPField(aabb, spec, hidden=cfg.hidden, compile=switches["teacher.compile"].value,
-                     mlp_dtype=mlp_dtype).to(device)
-    estimator = OccGridEstimator(roi_aabb=aabb, resolution=cfg.grid_resolution, levels=1).to(device)
+                     mlp_dtype=mlp_dtype, space=space).to(device)
+    estimator = OccGridEstimator(roi_aabb=aabb, resolution=cfg.grid_resolution, levels=space.levels).to(device)
     return field, estimator
 
 
 def load_teacher(path: Path, cfg: TeacherConfig,
                  device: torch.device) -> tuple[NGPField, OccGridEstimator, dict[str, Choice]]:
-    """Load `model.pt`: the field, the occupancy grid, and the speed switches it runs with.
+    """Load `model.pt`: the field and the occupancy grid in the space it was trained in
+    (`teacher_space`), and the speed switches it runs with.
 
     The switches are the ones the teacher was trained with (stored in model.pt), so a
     teacher renders as it trained even where `auto` would decide otherwise (a runs folder
@@ -93,7 +97,7 @@ def load_teacher(path: Path, cfg: TeacherConfig,
             switches = speed_switches(cfg, device)
     else:
         switches = speed_switches(cfg, device)
-    field, estimator = build_teacher(cfg, device, switches)
+    field, estimator = build_teacher(cfg, device, switches, Space.from_json(state.get("space")))
     try:
         field.load_state_dict(state["field"])
         estimator.load_state_dict(state["estimator"])
@@ -116,3 +120,4 @@ def _differences(saved: dict, current: dict, prefix: str = "teacher.") -> str:
         elif a != b:
             diffs.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} in the config")
     return "; ".join(diffs[:3])
+

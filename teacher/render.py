@@ -18,6 +18,8 @@ from .volrend import rendering
 
 @dataclass(frozen=True)
 class MarchSettings:
+    """How rays march; the step grows with distance as the field's space says (its cone angle)."""
+
     render_step_size: float
     near_plane: float = 0.0
     alpha_thre: float = 0.0
@@ -61,6 +63,7 @@ def render_rays(
         alpha_thre=march.alpha_thre,
         early_stop_eps=march.early_stop_eps,
         stratified=stratified,
+        cone_angle=field.space.cone_angle,
     )
     rgb, opacity, depth, _ = rendering(
         t_starts, t_ends, ray_indices, n_rays=rays_o.shape[0], rgb_sigma_fn=rgb_sigma_fn, render_bkgd=background,

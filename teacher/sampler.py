@@ -1,9 +1,10 @@
 """Occupancy-grid ray marching ("where to look") on CPU and CUDA.
 
 `occ_grid_sampling` calls `OccGridEstimator.sampling` (nerfacc's CUDA kernel) on
-CUDA tensors and a vectorised torch twin on CPU. The CPU twin reproduces the
-kernel (`traverse_grids_kernel` in nerfacc/cuda/csrc/grid.cu) for one grid level
-and constant steps (cone_angle == 0):
+CUDA tensors and CPU twins elsewhere. Unbounded scenes (nested levels, steps that
+grow with distance) march in C (`traverse_levels`, below). For one grid level and
+constant steps (cone_angle == 0), the bounded scenes' case, the CPU twin reproduces
+the kernel (`traverse_grids_kernel` in nerfacc/cuda/csrc/grid.cu) as follows:
 
 - The kernel marches t_0 = near, t_{k+1} = fl32(t_k + step): a float32 running
   sum, which drifts from near + k * step by up to ~1e-4 over a thousand steps.
@@ -66,7 +67,7 @@ def occ_grid_sampling(
     """March rays through the estimator's occupancy grid; `OccGridEstimator.sampling` on any device.
 
     Args:
-        estimator: the occupancy grid (on CPU: one level only).
+        estimator: the occupancy grid (one level, or nested levels for unbounded scenes).
         rays_o: (n_rays, 3) ray origins, world frame.
         rays_d: (n_rays, 3) unit ray directions, world frame.
         sigma_fn: optional (t_starts (N,), t_ends (N,), ray_indices (N,)) -> sigmas (N,).
@@ -80,7 +81,7 @@ def occ_grid_sampling(
         early_stop_eps: transmittance threshold of the sigma_fn filter.
         alpha_thre: opacity threshold of the sigma_fn filter.
         stratified: jitter each ray's start by U(0, render_step_size).
-        cone_angle: step growth with distance; CPU supports only 0.
+        cone_angle: step growth with distance (dt = max(t cone_angle, render_step_size)).
         max_samples_per_chunk: CPU only; bound on candidate steps held in memory
             at once (a few tens of bytes each).
     Returns:
@@ -94,10 +95,8 @@ def occ_grid_sampling(
             early_stop_eps=early_stop_eps, alpha_thre=alpha_thre,
             stratified=stratified, cone_angle=cone_angle,
         )
-    if estimator.levels != 1:
-        raise ValueError(f"CPU occupancy-grid sampling supports one grid level, got levels={estimator.levels}")
-    if cone_angle != 0.0:
-        raise ValueError(f"CPU occupancy-grid sampling supports cone_angle=0 only, got {cone_angle}")
+    if cone_angle < 0.0:
+        raise ValueError(f"cone_angle must be >= 0, got {cone_angle}")
     if render_step_size <= 0.0:
         raise ValueError(f"render_step_size must be > 0, got {render_step_size}")
 
@@ -114,10 +113,16 @@ def occ_grid_sampling(
         if stratified:
             near_planes += torch.rand_like(near_planes) * render_step_size
 
-        ray_indices, t_starts, t_ends = traverse_grid(
-            rays_o, rays_d, estimator.binaries, estimator.aabbs[0],
-            near_planes, far_planes, render_step_size, max_samples_per_chunk,
-        )
+        if estimator.levels == 1 and cone_angle == 0.0:
+            ray_indices, t_starts, t_ends = traverse_grid(
+                rays_o, rays_d, estimator.binaries, estimator.aabbs[0],
+                near_planes, far_planes, render_step_size, max_samples_per_chunk,
+            )
+        else:  # unbounded scenes: nested levels, steps growing with distance
+            ray_indices, t_starts, t_ends = traverse_levels(
+                rays_o, rays_d, estimator.binaries, estimator.aabbs, near_planes, far_planes,
+                render_step_size, cone_angle,
+            )
 
         if sigma_fn is not None and (alpha_thre > 0.0 or early_stop_eps > 0.0):
             alpha_thre = min(alpha_thre, estimator.occs.mean().item())
@@ -231,16 +236,72 @@ def traverse_grid(
     return torch.cat(out_rays), t_starts, t_starts + dt  # t_{k+1} = fl32(t_k + dt), as in the kernel
 
 
+@torch.no_grad()
+def traverse_levels(
+    rays_o: Tensor,
+    rays_d: Tensor,
+    binaries: Tensor,
+    aabbs: Tensor,
+    near_planes: Tensor,
+    far_planes: Tensor,
+    step_size: float,
+    cone_angle: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """CPU twin of nerfacc's `traverse_grids` for nested levels and cone steps (unbounded scenes).
+
+    The kernel's march, replayed per ray in C (csrc/occgrid.c, `og_count_levels`): t_0 = near,
+    dt_k = clamp(t_k cone_angle, step_size, 1e10), t_{k+1} = t_k + dt_k, all float32; the step
+    [t_k, t_{k+1}] is a sample when its midpoint lies in the largest level's box and in
+    [near, far), and its cell in the finest level whose box holds it is occupied (the kernel's
+    grid "in front" wins). tests/test_sampler.py replays it in numpy, one ray at a time.
+
+    Args:
+        rays_o, rays_d: (n_rays, 3) float32 origins and unit directions.
+        binaries: (L, res_x, res_y, res_z) bool occupancy; aabbs: (L, 6) the levels' boxes,
+            finest first, each holding the ones before it (OccGridEstimator's).
+        near_planes, far_planes: (n_rays,) float32.
+    Returns:
+        ray_indices (N,) long, t_starts (N,), t_ends (N,) float32, sorted by ray then t.
+    """
+    lib = _occgrid_lib()
+    if lib is None:
+        raise RuntimeError("occupancy-grid sampling with several levels or cone_angle > 0 needs the C marcher "
+                           "on CPU (teacher/csrc/occgrid.c): install a C compiler (cc, gcc or clang)")
+    aabbs = aabbs.float()
+    res = torch.tensor(binaries.shape[1:], dtype=torch.float32)
+    scale = res / (aabbs[:, 3:] - aabbs[:, :3])  # (L, 3) world -> grid units
+    g0 = ((rays_o[:, None, :] - aabbs[None, :, :3]) * scale).contiguous()  # (R, L, 3)
+    gd = (rays_d[:, None, :] * scale).contiguous()
+    t_entry, t_exit, hit = ray_aabb_intersect(rays_o, rays_d, aabbs[-1])
+    lo = torch.where(hit, torch.maximum(t_entry, near_planes), torch.inf)
+    hi = torch.minimum(t_exit, far_planes)
+    per_ray = [t.float().contiguous() for t in (near_planes, lo, hi)]
+    occ = binaries.to(torch.uint8).contiguous()
+    args = [g0.data_ptr(), gd.data_ptr(), *(t.data_ptr() for t in per_ray), rays_o.shape[0], occ.data_ptr(),
+            binaries.shape[0], *binaries.shape[1:], float(step_size), float(cone_angle)]
+    counts = torch.empty(rays_o.shape[0], dtype=torch.int64)
+    lib.og_count_levels(*args, counts.data_ptr())
+    offsets = torch.cumsum(counts, 0) - counts
+    n = int(counts.sum())
+    ray_indices = torch.empty(n, dtype=torch.int64)
+    t_starts, t_ends = torch.empty(n, dtype=torch.float32), torch.empty(n, dtype=torch.float32)
+    lib.og_fill_levels(*args, offsets.data_ptr(), ray_indices.data_ptr(), t_starts.data_ptr(), t_ends.data_ptr())
+    return ray_indices, t_starts, t_ends
+
+
 def _declare_occgrid(lib: ctypes.CDLL) -> None:
     i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
     common = [ptr] * 7 + [i64, ptr, i64, i64, i64, f32, f32]
     lib.og_count.argtypes = [*common, ptr]
     lib.og_fill.argtypes = [*common, ptr, ptr, ptr]
-    lib.og_count.restype = lib.og_fill.restype = None
+    levels = [ptr] * 5 + [i64, ptr, i64, i64, i64, i64, f32, f32]
+    lib.og_count_levels.argtypes = [*levels, ptr]
+    lib.og_fill_levels.argtypes = [*levels, ptr, ptr, ptr, ptr]
+    lib.og_count.restype = lib.og_fill.restype = lib.og_count_levels.restype = lib.og_fill_levels.restype = None
 
 
 def _occgrid_lib() -> ctypes.CDLL | None:
-    return native.load("occgrid", 1, _declare_occgrid)
+    return native.load("occgrid", 2, _declare_occgrid)
 
 
 def _march_native(

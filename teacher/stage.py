@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 from .malloc_tuning import tune_malloc
 from .model import build_teacher, speed_switches
 from .render import MarchSettings, render_image, render_rays
+from .space import Space, space_for
 
 MODEL = "model.pt"
 
@@ -49,6 +51,18 @@ def refill_empty_grid(estimator) -> bool:
     return True
 
 
+def scene_space(placement_json: Path, tcfg) -> tuple[Space, str]:
+    """The teacher's space for the data stage's scene (its type and the reach of its surroundings,
+    in teacher units); a placement.json of an older data stage is an object's box."""
+    try:
+        placement = json.loads(placement_json.read_text())
+    except (OSError, ValueError):
+        placement = {}
+    far = placement.get("far")
+    reach = far * placement["scale"] if far is not None and "scale" in placement else None
+    return space_for(placement.get("scene_type", "object"), tcfg.aabb, tcfg.cone_angle, reach)
+
+
 def run(ctx) -> dict:
     tune_malloc()
     cfg, tcfg, dev = ctx.cfg, ctx.cfg.teacher, ctx.device
@@ -68,7 +82,9 @@ def run(ctx) -> dict:
     switches = speed_switches(tcfg, dev)
     for key, choice in switches.items():
         ctx.log(f"{key}: {choice.value} ({choice.reason})")
-    field, estimator = build_teacher(tcfg, dev, switches)
+    space, why = scene_space(ctx.input("data", "placement"), tcfg)
+    ctx.log(f"space: {why}")
+    field, estimator = build_teacher(tcfg, dev, switches, space)
     # fused: one kernel over all parameters; on 2 CPU cores the 11M-entry hash table's
     # update went from 33 to 7 ms a step (of ~250), measured on lego
     optimizer = torch.optim.Adam(field.parameters(), lr=tcfg.lr, betas=(0.9, tcfg.adam_beta2), eps=1e-15,
@@ -122,7 +138,7 @@ def run(ctx) -> dict:
     metrics["resumed_from_step"] = result.start
     atomic_torch_save(ctx.out_dir / MODEL, {
         "field": field.state_dict(), "estimator": estimator.state_dict(),
-        "teacher_config": dataclasses.asdict(tcfg),
+        "teacher_config": dataclasses.asdict(tcfg), "space": space.to_json(),
         "switches": {key: choice.value for key, choice in switches.items()},  # what downstream renders with
     })
     atomic_write_json(ctx.out_dir / "curve.json", result.curve)

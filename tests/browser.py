@@ -139,7 +139,7 @@ def canvas_vs_ort_psnr(page, model_path: Path, input_name: str = "pose", output_
     values, so a perfect render scores about 59 dB (quantisation alone).
     """
     page.evaluate(
-        "async () => { const v = await window.viewer.ready; const p = v.view(); await v.setView(p.az, p.el, p.r); }"
+        "async () => { const v = await window.viewer.ready; await v.setView(...Object.values(v.view())); }"
     )
     pose = np.asarray(page.evaluate("window.viewer.pose()"), np.float32).reshape(4, 4)
     expected = ort_rgb(model_path, pose, input_name, output_name)[0].transpose(1, 2, 0)  # (H, W, 3)

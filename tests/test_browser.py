@@ -311,6 +311,11 @@ def test_orbit_pose_formula_and_limits(browser, base_url: str) -> None:
             np.testing.assert_allclose(pose, orbit_pose([0, 0, 0], r, az, el, up), atol=1e-5)
         page.evaluate("viewer.setView(190, 89, 100)")  # azimuth wraps; elevation, radius clamp
         assert page.evaluate("viewer.view()") == pytest.approx({"az": -170, "el": 80, "r": 6})
+        # the status line says where the captured band stopped the camera, and stops saying it inside
+        status = page.evaluate("document.getElementById('status').textContent")
+        assert status.endswith(" · stopped at the highest and farthest view the photos cover"), status
+        page.evaluate("viewer.setView(0, 45, 4)")
+        assert "stopped" not in page.evaluate("document.getElementById('status').textContent")
         page.context.close()
 
 

@@ -42,6 +42,10 @@ def test_wrong_type_names_full_path(tmp_path):
     with pytest.raises(ConfigError, match=r"'data.kind' must be one of 'auto' \| 'toy' \| 'blender' \| 'nerfstudio' "
                                           r"\| 'instant-ngp' \| 'colmap' \| 'llff', got 'photos'"):
         load_config(write(tmp_path, "data: {kind: photos}\n"))
+    # an option that reads as a number in YAML (`scene_type: 360`) is the option
+    assert load_config(write(tmp_path, "data: {scene_type: 360}\n")).data.scene_type == "360"
+    with pytest.raises(ConfigError, match=r"'data.scene_type' must be one of .*, got 180"):
+        load_config(write(tmp_path, "data: {scene_type: 180}\n"))
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -226,6 +226,28 @@ def test_max_size_resizes_and_a_rerun_takes_the_cache(tmp_path, monkeypatch, cap
     assert placement["box"] == [-1, -1, -1, 1, 1, 1]
 
 
+def test_data_stage_says_what_the_scene_is(tmp_path, monkeypatch, capsys):
+    """scene_type in placement.json: a masked capture is an object, the same unmasked capture a 360
+    scene; the toy with forward-facing surroundings is forward; data.scene_type overrides."""
+    cfg = ToySceneConfig(size=16, n_train=7, n_val=1, n_test=2)
+    write_toy_capture(cfg, tmp_path / "masked", "nerfstudio", masks=True)
+    write_toy_capture(cfg, tmp_path / "bare", "nerfstudio")
+    cases = (("masked", "object", ""), ("bare", "360", ""), ("bare", "forward", ", scene_type: forward"))
+    for name, want, extra in cases:
+        ws = tmp_path / f"ws_{name}_{want}"
+        proc = main_inproc(ws, monkeypatch, capsys, "stage", "data", _config(ws, tmp_path / name, extra))
+        assert proc.returncode == 0, proc.stderr
+        placement = json.loads((ws / "runs" / "cap" / "data" / "placement.json").read_text())
+        assert placement["scene_type"] == want and f"scene type: {want}" in proc.stdout
+    ws = tmp_path / "ws_toy"
+    (ws / "configs").mkdir(parents=True)
+    (ws / "configs" / "t.yaml").write_text("name: t\ndata: {kind: toy, toy: {size: 8, n_train: 4, n_val: 1, "
+                                           "n_test: 2, surroundings: forward}}\n")
+    proc = main_inproc(ws, monkeypatch, capsys, "stage", "data", "configs/t.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((ws / "runs" / "t" / "data" / "placement.json").read_text())["scene_type"] == "forward"
+
+
 def test_blender_scene_within_max_size_is_read_in_place(scenes, tmp_path, monkeypatch, capsys):
     blender, _, _ = scenes
     ws = tmp_path / "ws"

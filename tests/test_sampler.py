@@ -169,13 +169,79 @@ def test_empty_grid_and_missing_rays():
     assert occ_grid_sampling(est, rays_o, rays_d, render_step_size=0.01)[0].numel() == 0
 
 
-def test_unsupported_on_cpu():
-    est = OccGridEstimator(roi_aabb=AABB, resolution=8, levels=2)
+def _estimator_levels(levels: int = 3, res: int = 16, p_occ: float = 0.2, seed: int = 0) -> OccGridEstimator:
+    """Nested levels (an unbounded scene's grid), each with random occupied cells."""
+    g = torch.Generator().manual_seed(seed)
+    est = OccGridEstimator(roi_aabb=AABB, resolution=res, levels=levels)
+    est.binaries.copy_(torch.rand(est.binaries.shape, generator=g) < p_occ)
+    return est
+
+
+def _reference_levels(est, rays_o, rays_d, near, far, step, cone):
+    """Brute force, one ray and one step at a time, in float32: t_0 = near, dt = clamp(t cone,
+    step, 1e10), t_{k+1} = t + dt; [t_k, t_{k+1}] is a sample iff its midpoint is in the
+    largest box and in [near, far) and the finest level holding it has its cell occupied."""
+    f32 = np.float32
+    binaries = est.binaries.numpy()
+    res = np.array(binaries.shape[1:])
+    boxes = est.aabbs.numpy().astype(np.float32)
+    scale = res.astype(np.float32) / (boxes[:, 3:] - boxes[:, :3])
+    out = []
+    with np.errstate(divide="ignore"):
+        for r in range(rays_o.shape[0]):
+            o, d = rays_o[r].numpy(), rays_d[r].numpy()
+            inv = f32(1.0) / d
+            t1, t2 = (boxes[-1, :3] - o) * inv, (boxes[-1, 3:] - o) * inv
+            t_in, t_out = np.minimum(t1, t2).max(), np.maximum(t1, t2).min()
+            if not (t_in <= t_out and t_out > 0):
+                continue
+            lo, hi = max(t_in, f32(near)), min(t_out, f32(far))
+            t = f32(near)
+            while True:
+                dt = min(max(f32(t * f32(cone)), f32(step)), f32(1e10))
+                mid = f32(t + f32(dt * f32(0.5)))
+                if not mid < hi:
+                    break
+                t_next = f32(t + dt)
+                if mid >= lo:
+                    for level in range(len(boxes)):
+                        g = (d * scale[level]) * mid + (o - boxes[level, :3]) * scale[level]
+                        if (g >= 0).all() and (g < res).all():
+                            i, j, k = np.minimum(g.astype(np.int64), res - 1)
+                            if binaries[level, i, j, k]:
+                                out.append((r, t, t_next))
+                            break
+                t = t_next
+    ri, ts, te = zip(*out, strict=True)
+    return torch.tensor(ri), torch.tensor(np.array(ts)), torch.tensor(np.array(te))
+
+
+@pytest.mark.parametrize(("levels", "cone"), [(3, 0.004), (3, 0.0), (1, 0.02)])
+def test_levels_and_cone_match_bruteforce(marcher, levels, cone):
+    est = _estimator_levels(levels)
+    rays_o, rays_d = _rays(40, seed=3, inside=8)
+    rays_o = rays_o * 2.0  # from outside the second level: every level is crossed
+    kwargs = dict(near_plane=0.05, render_step_size=0.02, cone_angle=cone)
+    if marcher == "torch":  # no C compiler: a clear error instead of a slow march
+        with pytest.raises(RuntimeError, match="C marcher"):
+            occ_grid_sampling(est, rays_o, rays_d, **kwargs)
+        return
+    got = occ_grid_sampling(est, rays_o, rays_d, **kwargs)
+    want = _reference_levels(est, rays_o, rays_d, 0.05, 1e10, 0.02, cone)
+    assert want[0].numel() > 100
+    _assert_same(got, want)
+    assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
+    steps = got[2] - got[1]
+    if cone > 0:  # steps grow with distance where t cone passes the base step
+        assert float(steps.max()) > 0.02 * 1.5 and float(steps.min()) >= 0.02 - 1e-7
+    else:
+        torch.testing.assert_close(steps, torch.full_like(steps, 0.02), rtol=0, atol=1e-5)
+
+
+def test_negative_cone_angle():
     rays_o, rays_d = _rays(4)
-    with pytest.raises(ValueError, match="levels"):
-        occ_grid_sampling(est, rays_o, rays_d)
     with pytest.raises(ValueError, match="cone_angle"):
-        occ_grid_sampling(_estimator(res=8), rays_o, rays_d, cone_angle=0.004)
+        occ_grid_sampling(_estimator(res=8), rays_o, rays_d, cone_angle=-1.0)
 
 
 def _reference_visibility(ri, ts, te, sigmas, eps, alpha_thre):
@@ -251,6 +317,23 @@ def test_cpu_matches_nerfacc_cuda(stratified):
     if key_cpu == key_gpu:
         _assert_same(cpu, gpu)
         assert torch.equal(cpu[1], gpu[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nerfacc kernels)")
+def test_levels_and_cone_match_nerfacc_cuda(marcher):
+    if marcher == "torch":
+        pytest.skip("several levels march in C only")
+    est = _estimator_levels(levels=4, res=32, seed=10)
+    rays_o, rays_d = _rays(512, seed=11, inside=64)
+    kwargs = dict(render_step_size=0.01, near_plane=0.05, cone_angle=0.004)
+    cpu = occ_grid_sampling(est, rays_o, rays_d, **kwargs)
+    gpu = occ_grid_sampling(est.to("cuda"), rays_o.cuda(), rays_d.cuda(), **kwargs)
+    gpu = tuple(x.cpu() for x in gpu)
+    # the kernel walks cells by DDA between the levels' box crossings, we test each midpoint: a
+    # midpoint within float32 rounding of a cell or box face may differ
+    key_cpu = set(zip(cpu[0].tolist(), cpu[1].tolist(), strict=True))
+    key_gpu = set(zip(gpu[0].tolist(), gpu[1].tolist(), strict=True))
+    assert len(key_gpu) > 1000 and len(key_cpu ^ key_gpu) <= 1e-3 * len(key_gpu)
 
 
 def test_empty_grid_is_refilled_for_training():

@@ -158,6 +158,9 @@ def _edited(doc: dict, edit) -> dict:
 
 
 # Values are ints or have a fraction: Python prints 2.0 as "2.0", JavaScript as "2".
+# a forward-facing scene's region (scene.json's optional `region`)
+REGION = {"type": "forward", "centre": [0.0, -3.0, 0.0], "rotation": [[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]],
+          "extent": [[-0.5, -0.4, 0.0], [0.5, 0.4, 0.0]], "start": [0.1, -0.2, 0.0]}
 BROKEN = [
     ("scene", lambda d: d.pop("input")),
     ("scene", lambda d: d.pop("reference")),
@@ -183,6 +186,9 @@ BROKEN = [
     ("scene", lambda d: d.update(model_card=[{"params": 1}])),
     ("scene", lambda d: d.pop("camera")),
     ("scene", lambda d: d["camera"].update(fx=0)),
+    ("scene", lambda d: d.update(region=dict(REGION, type="orbit"))),
+    ("scene", lambda d: d.update(region={k: v for k, v in REGION.items() if k != "start"})),
+    ("scene", lambda d: d.update(region=dict(REGION, extent=[[0.0, 0.0, 0.0]]))),
     ("report", lambda d: d.update(format=1)),
     ("report", lambda d: d.pop("views")),
     ("report", lambda d: d["views"][1].pop("psnr")),
@@ -235,6 +241,7 @@ def _scene(**changes) -> dict:
 def test_scene_document_is_valid_and_names_the_report() -> None:
     doc = _scene()
     site_format.check(doc, "scene", "scene.json")
+    site_format.check(_scene(region=REGION), "scene", "scene.json")  # a forward-facing scene's
     assert doc["format"] == site_format.format_version("scene")
     assert doc["report"] == site_format.REPORT_FILE
     assert isinstance(doc["width"], int) and all(isinstance(v, float) for v in doc["up"])
@@ -254,6 +261,9 @@ def test_scene_document_is_valid_and_names_the_report() -> None:
         (lambda d: d["orbit"].update(elevation_deg=1.0), '"orbit.elevation_deg" must be in'),
         (lambda d: d["preview"].update(width=65), '"preview.width" must be at most the full width 64'),
         (lambda d: d["reference"]["pose"][2].append(0.0), '"reference.pose[2]" must have 4 items'),
+        (lambda d: d.update(region=dict(REGION, start=[0.6, 0.0, 0.0])), '"region.start" must be inside region.extent'),
+        (lambda d: d.update(region=dict(REGION, extent=[[1.0, 0, 0], [0.5, 0.4, 0]])),
+         '"region.extent" must have lowest <= highest'),
     ],
 )
 def test_export_refuses_an_invalid_scene_json(tmp_path: Path, edit, field: str) -> None:

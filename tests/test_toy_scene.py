@@ -55,3 +55,31 @@ def test_test_orbit_is_deterministic(tmp_path):
     expected = orbit_pose(np.zeros(3), cfg.radius, 15.0, 30.0, (0, 0, 1))
     got = np.array(json.loads((tmp_path / "a" / "transforms_test.json").read_text())["frames"][0]["transform_matrix"])
     assert np.allclose(got, expected)
+
+
+def test_environment_closed_form_and_no_transparent_pixel(tmp_path):
+    from pipeline.toy_scene import ENV_RADIUS, environment
+
+    # from the centre along +x: longitude 0, latitude 0, a dark checker cell
+    rgb = environment(np.zeros((1, 3)), np.array([[1.0, 0.0, 0.0]]))[0]
+    hue = np.array([np.cos(0.0), np.cos(-2.1), np.cos(2.1)]) * 0.3 + 0.55
+    assert np.allclose(rgb, hue * 0.7 * 0.75)
+    # from off-centre, the point met is on the sphere, ahead of the ray
+    o, d = np.array([[1.0, -2.0, 0.5]]), np.array([[0.0, 0.6, 0.8]])
+    b = float(o[0] @ d[0])
+    t = -b + np.sqrt(b * b - (o[0] @ o[0] - ENV_RADIUS ** 2))
+    assert t > 0 and np.isclose(np.linalg.norm(o[0] + t * d[0]), ENV_RADIUS)
+    for sur in ("360", "forward"):
+        cfg = ToySceneConfig(size=16, n_train=3, n_val=1, n_test=2, surroundings=sur)
+        write_toy_scene(cfg, tmp_path / sur)
+        views = load_split(tmp_path / sur, "train")
+        assert bool((views.images[..., 3] == 1).all())  # the surroundings fill every pixel
+
+
+def test_forward_cameras_face_the_shapes():
+    from pipeline.toy_scene import forward_poses
+
+    poses = forward_poses(5, np.random.default_rng(0), 3.2)
+    assert np.allclose(-poses[:, :3, 2], [0.0, 1.0, 0.0])  # all look along +y
+    assert np.allclose(poses[:, 1, 3], -3.2) and np.abs(poses[:, [0, 2], 3]).max() <= 0.2 * 3.2
+    assert np.allclose(poses[:, :3, 1], [0.0, 0.0, 1.0])  # upright

@@ -1,4 +1,5 @@
-// Orbit camera: the view state (azimuth, elevation, radius) and its pose.
+// The viewer's cameras: the orbit (azimuth, elevation, radius) of an object or a 360 scene, and
+// the region camera of a forward-facing one (scene.json's `region`), each with its pose.
 // The pose formula is the one in export/SCENE_FORMAT.md (and pipeline/cameras.py).
 
 const DEG = Math.PI / 180;
@@ -55,15 +56,27 @@ export class OrbitCamera {
     this.set(this.orbit.azimuth_deg, this.orbit.elevation_deg, this.orbit.radius);
   }
 
-  /** Set the view; elevation and radius are clamped, azimuth wrapped to (-180, 180]. Returns true if it changed. */
+  /**
+   * Set the view; elevation and radius are clamped, azimuth wrapped to (-180, 180]. Returns true
+   * if it changed. `edge` says which limit of the captured band stopped the last move ('' if none).
+   */
   set(azimuthDeg, elevationDeg, radius) {
     const o = this.orbit;
+    // a value that is not a number changes nothing (the current view, or the default one)
+    const num = (v, current, fallback) => (Number.isFinite(v) ? v : current ?? fallback);
+    azimuthDeg = num(azimuthDeg, this.azimuthDeg, o.azimuth_deg);
+    elevationDeg = num(elevationDeg, this.elevationDeg, o.elevation_deg);
+    radius = num(radius, this.radius, o.radius);
     let az = ((azimuthDeg + 180) % 360 + 360) % 360 - 180;
     if (az === -180) az = 180;
     // The pose is undefined looking straight along `up`; stay a hair away from the poles.
     const el = clamp(elevationDeg, Math.max(o.elevation_min_deg, -MAX_ELEVATION_DEG),
       Math.min(o.elevation_max_deg, MAX_ELEVATION_DEG));
     const r = clamp(radius, o.radius_min, o.radius_max);
+    this.edge = edgeText([
+      [el > elevationDeg, 'lowest'], [el < elevationDeg, 'highest'],
+      [r > radius, 'closest'], [r < radius, 'farthest'],
+    ]);
     const changed = az !== this.azimuthDeg || el !== this.elevationDeg || r !== this.radius;
     this.azimuthDeg = az;
     this.elevationDeg = el;
@@ -97,6 +110,82 @@ export class OrbitCamera {
       return Number.isFinite(v) ? v : fallback;
     };
     return this.set(num('az', this.azimuthDeg), num('el', this.elevationDeg), num('r', this.radius));
+  }
+}
+
+/** The status line's words for the limits that stopped a move: [[hit, word], ...] -> '' or a phrase. */
+function edgeText(limits) {
+  const hit = limits.filter(([h]) => h).map(([, w]) => w);
+  return hit.length ? `stopped at the ${hit.join(' and ')} view the photos cover` : '';
+}
+
+/**
+ * A forward-facing scene's camera (scene.json's `region`): it keeps the photos' mean orientation
+ * and moves inside the box their centres span, in that camera's frame (x right, y up, z back);
+ * a drag pans (x, y), the wheel or a pinch moves along z. Outside that box the model has seen
+ * nothing, so the camera stops at its faces and says so (`edge`).
+ */
+export class RegionCamera {
+  constructor(region) {
+    this.region = region;
+    const [lo, hi] = region.extent;
+    // a drag across the canvas pans the box's larger side; a zoom step is a tenth of that
+    this.span = Math.max(hi[0] - lo[0], hi[1] - lo[1], 1e-6);
+    this.reset();
+  }
+
+  reset() {
+    this.set(...this.region.start);
+  }
+
+  /** Set the position (mean-camera frame); each axis clamped to the box. True if it changed. */
+  set(x, y, z) {
+    const [lo, hi] = this.region.extent;
+    const keep = this.position ?? this.region.start; // a value that is not a number changes nothing
+    const want = [x, y, z].map((v, k) => (Number.isFinite(v) ? v : keep[k]));
+    [x, y, z] = want;
+    const p = want.map((v, k) => clamp(v, lo[k], hi[k]));
+    this.edge = edgeText([
+      [p[0] !== x, p[0] > x ? 'leftmost' : 'rightmost'], [p[1] !== y, p[1] > y ? 'lowest' : 'highest'],
+      [p[2] !== z, p[2] > z ? 'closest' : 'farthest'],
+    ]);
+    const changed = !this.position || p.some((v, k) => v !== this.position[k]);
+    this.position = p;
+    return changed;
+  }
+
+  /** Pointer drag (the orbit's degrees: half a turn per canvas width) -> pan. */
+  rotate(dAzimuthDeg, dElevationDeg) {
+    const [x, y, z] = this.position;
+    return this.set(x - dAzimuthDeg / 180 * this.span, y - dElevationDeg / 180 * this.span, z);
+  }
+
+  /** Wheel or pinch (factor > 1: out) -> along the view axis. */
+  zoom(factor) {
+    const [x, y, z] = this.position;
+    return this.set(x, y, z + Math.log(factor) * this.span);
+  }
+
+  /** Float32Array(16), row-major camera-to-world: the mean rotation at centre + R p. */
+  pose() {
+    const { rotation: r, centre: c } = this.region;
+    const p = this.position;
+    const eye = [0, 1, 2].map((i) => c[i] + r[i][0] * p[0] + r[i][1] * p[1] + r[i][2] * p[2]);
+    return new Float32Array([
+      r[0][0], r[0][1], r[0][2], eye[0],
+      r[1][0], r[1][1], r[1][2], eye[1],
+      r[2][0], r[2][1], r[2][2], eye[2],
+      0, 0, 0, 1,
+    ]);
+  }
+
+  toHash() {
+    return `x=${this.position.map((v) => v.toFixed(4)).join(',')}`;
+  }
+
+  fromHash(hash) {
+    const v = (new URLSearchParams(hash.replace(/^#/, '')).get('x') ?? '').split(',').map(Number.parseFloat);
+    return v.length === 3 && v.every(Number.isFinite) ? this.set(...v) : false;
   }
 }
 

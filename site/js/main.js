@@ -9,7 +9,7 @@
 //   Promise<{page_ms, run_ms, ...}> (see bench/viewer.py);
 // and sets document.body.dataset.state to 'loading' | 'ready' | 'error'.
 
-import { attachOrbitControls, OrbitCamera } from './camera.js';
+import { attachOrbitControls, OrbitCamera, RegionCamera } from './camera.js';
 import { Renderer, loadOrt, psnrRgba, webgpuAvailable } from './render.js';
 import { ViewerError, fetchModel, loadImageRgba, loadIndex, loadScene, pickScene } from './scene.js';
 
@@ -300,8 +300,10 @@ function createRenderLoop({ scene, renderer, preview, camera, paint }) {
     // the horizontal field of view of the camera baked into the model (scene.json's camera)
     const c = scene.camera;
     const fov = (Math.atan(c.cx / c.fx) + Math.atan((scene.width - c.cx) / c.fx)) * 180 / Math.PI;
+    // where the captured views end, the camera stops: say so while it is held there
+    const edge = camera.edge ? ` · ${camera.edge}` : '';
     $('status').textContent =
-      `${renderer.backend}${threads} · ${size}, ${fov.toFixed(0)}° wide · ${viewer.lastFrameMs.toFixed(1)} ms/frame · ${fps.toFixed(0)} fps · ${check}`;
+      `${renderer.backend}${threads} · ${size}, ${fov.toFixed(0)}° wide · ${viewer.lastFrameMs.toFixed(1)} ms/frame · ${fps.toFixed(0)} fps · ${check}${edge}`;
   };
 
   const requestRender = (byUser = false) => {
@@ -435,12 +437,15 @@ function exposeApi({ camera, loop, writeHash, renderer, preview, paint }) {
     };
   };
   viewer.pose = () => Array.from(camera.pose());
-  viewer.view = () => ({ az: camera.azimuthDeg, el: camera.elevationDeg, r: camera.radius });
-  viewer.setView = (az, el, r) => {
-    if (camera.set(az, el, r)) {
-      loop.requestRender();
-      writeHash();
-    }
+  // the orbit's (az, el, r), or a forward-facing region's position (x, y, z) in its mean camera's frame
+  viewer.view = () => (camera.position ? { x: camera.position[0], y: camera.position[1], z: camera.position[2] }
+    : { az: camera.azimuthDeg, el: camera.elevationDeg, r: camera.radius });
+  viewer.edge = () => camera.edge;
+  viewer.setView = (a, b, c) => {
+    const edge = camera.edge;
+    const changed = camera.set(a, b, c);
+    if (changed) writeHash();
+    if (changed || camera.edge !== edge) loop.requestRender(); // the status line says where it stopped
     return loop.whenRendered();
   };
 }
@@ -454,7 +459,7 @@ async function start() {
   viewer.backend = renderer.backend;
 
   const { canvas, paint } = createCanvas(scene, renderer, preview);
-  const camera = new OrbitCamera(scene.orbit, scene.up);
+  const camera = scene.region ? new RegionCamera(scene.region) : new OrbitCamera(scene.orbit, scene.up);
   camera.fromHash(window.location.hash);
   const loop = createRenderLoop({ scene, renderer, preview, camera, paint });
   const writeHash = bindControls({ canvas, camera, loop, scene });

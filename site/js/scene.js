@@ -121,6 +121,15 @@ function checkRelations(scene, url) {
     fail('orbit.elevation_deg', 'must be in [elevation_min_deg, elevation_max_deg] = ' +
       `[${o.elevation_min_deg}, ${o.elevation_max_deg}] (got ${o.elevation_deg})`);
   }
+  if (scene.region) {
+    const [lo, hi] = scene.region.extent;
+    if (lo.some((a, i) => a > hi[i])) {
+      fail('region.extent', `must have lowest <= highest on every axis (got ${JSON.stringify(lo)}, ${JSON.stringify(hi)})`);
+    }
+    if (scene.region.start.some((v, i) => !(lo[i] <= v && v <= hi[i]))) {
+      fail('region.start', `must be inside region.extent (got ${JSON.stringify(scene.region.start)})`);
+    }
+  }
   for (const k of ['width', 'height']) {
     if (scene.preview && scene.preview[k] > scene[k]) {
       fail(`preview.${k}`, `must be at most the full ${k} ${scene[k]} (got ${scene.preview[k]})`);
