@@ -8,12 +8,13 @@ student's frame; a masked capture's photos composited on the background), the st
 its teacher, and the whole profile's time. With `--fps`, also the viewer's frame rate in
 Chromium on WASM with 2 threads (bench/viewer.py). Last line: one JSON object with
 `teacher_psnr`, `student_psnr`, `student_vs_teacher_psnr`, `total_seconds`, `output_size`,
-`machine` (+ `fps_wasm2` with `--fps`).
+`machine`, `scene_type` (object, 360 or forward, as the data stage found it; + `fps_wasm2` with
+`--fps`). `--no-masks` runs the capture as if it had no masks (its surroundings then count).
 
 Targets on 2 cores: the profile in 60 minutes or less, the student within 3 dB of the teacher,
 the viewer at 15 fps or more. `--record` appends the figures to bench/results/measurements.jsonl.
 
-    python bench/capture.py --scene PATH [--fps] [--record] [--set KEY=VALUE]
+    python bench/capture.py --scene PATH [--no-masks] [--fps] [--record] [--set KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ TARGET_SECONDS = 3600
 TARGET_FPS = 15.0
 
 
+def without_masks(scene: Path, workspace: Path) -> Path:
+    """<workspace>/<name>-unmasked/: links to every entry of the capture folder but `masks/` (the
+    same photos and cameras, read as a capture without masks; nothing is copied)."""
+    out = workspace / f"{scene.name}-unmasked"
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in scene.iterdir():
+        link = out / entry.name
+        if entry.name != "masks" and not link.exists():
+            link.symlink_to(entry)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scene", required=True, help="the capture's folder (any layout data.kind: auto reads)")
@@ -43,11 +56,15 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     ap.add_argument("--fps", action="store_true", help="measure the viewer in Chromium (WASM, 2 threads)")
     ap.add_argument("--record", action="store_true", help="append the figures to bench/results/measurements.jsonl")
+    ap.add_argument("--no-masks", action="store_true",
+                    help="the capture as if it had no masks: a folder of links to everything but masks/")
     args = ap.parse_args()
     scene = Path(args.scene).expanduser().resolve()
     if not scene.is_dir():
         print(f"error: capture folder not found: {scene} (--scene PATH)", file=sys.stderr)
         return 2
+    if args.no_masks:
+        scene = without_masks(scene, Path(args.workspace))
     sets = [f"data.root={scene}", f"export.site_dir={Path(args.site).resolve()}", *args.overrides]
     try:  # the run's name (the capture's folder name) and a config error before an hour starts
         name = load_config(ROOT / "configs" / "capture.yaml", sets).name
@@ -59,6 +76,8 @@ def main() -> int:
     if ws is None:
         return 1
     extra = {"scene": name}
+    data = json.loads((ws / "runs" / name / "data" / "record.json").read_text())
+    extra["scene_type"] = data["metrics"].get("scene_type", "object")
     if args.fps:
         viewer = [sys.executable, str(ROOT / "bench" / "viewer.py"), "--site", args.site, "--scene", name,
                   "--no-fullsize", "--no-webgpu", "--json-out", str(ws / "viewer.json")]
