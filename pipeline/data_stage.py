@@ -43,8 +43,9 @@ def run(ctx) -> dict:
         write_scene(capture, placement, root, cfg.data.max_size, ctx.out_dir / "cache",
                     [ctx.previous_dir / "cache"], log=ctx.log)
         files = capture.input_files()
-        masked = all(f.mask is not None for f in capture.frames)
-        c2w = [f.c2w for f in capture.frames]
+        if kind != "blender":  # a Blender scene's alpha is its mask, at any size
+            masked = all(f.mask is not None for f in capture.frames)
+            c2w = [f.c2w for f in capture.frames]
         rel = capture.relative
         source |= {"root": str(capture.root), **({"format": capture.source} if capture.source else {}),
                    "frames": {s: [rel(f.image) for f in fr] for s, fr in capture.splits.items()},

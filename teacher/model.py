@@ -68,8 +68,8 @@ def build_teacher(cfg: TeacherConfig, device: torch.device, switches: dict[str, 
 
 def load_teacher(path: Path, cfg: TeacherConfig,
                  device: torch.device) -> tuple[NGPField, OccGridEstimator, dict[str, Choice]]:
-    """Load `model.pt`: the field and the occupancy grid in the space it was trained in
-    (`teacher_space`), and the speed switches it runs with.
+    """Load `model.pt`: the field and the occupancy grid in the space it was trained in (its
+    `space`; a checkpoint without one: an object's box), and the speed switches it runs with.
 
     The switches are the ones the teacher was trained with (stored in model.pt), so a
     teacher renders as it trained even where `auto` would decide otherwise (a runs folder
@@ -120,4 +120,3 @@ def _differences(saved: dict, current: dict, prefix: str = "teacher.") -> str:
         elif a != b:
             diffs.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} in the config")
     return "; ".join(diffs[:3])
-

@@ -257,9 +257,10 @@ def test_blender_scene_within_max_size_is_read_in_place(scenes, tmp_path, monkey
     assert record["outputs"]["scene"] == str(blender.resolve())
     placement = json.loads((ws / "runs" / "cap" / "data" / "placement.json").read_text())
     assert placement["matrix"] == np.eye(4).tolist() and placement["source"]["kind"] == "blender"
-    # larger than max_size: written at max_size, not placed again
+    # larger than max_size: written at max_size, not placed again, still an object
     proc = main_inproc(ws, monkeypatch, capsys, "stage", "data", _config(ws, blender, ", max_size: 8"))
     assert proc.returncode == 0, proc.stderr
+    assert json.loads((ws / "runs" / "cap" / "data" / "placement.json").read_text())["scene_type"] == "object"
     views = load_split(ws / "runs" / "cap" / "data" / "scene", "test")
     original = load_split(blender, "test")
     assert (views.width, views.height) == (8, 8) and torch.equal(views.c2w, original.c2w)

@@ -289,6 +289,36 @@ def test_gridlf_student_end_to_end(tiny_ws):
 
 # a phone's camera at the toy's scale: wider than tall, off-centre principal point, fx != fy and
 # OpenCV lens distortion
+def self_check_in_browser(ws, name: str, also=None) -> None:
+    """Open scene `name` of the workspace's site on WASM and on SwiftShader's WebGPU: the viewer's
+    self-check and its canvas within 40 dB of onnxruntime-python on each; `also(page, backend)` then
+    checks more on the open page."""
+    from browser import CHROMIUM, canvas_vs_ort_psnr, launch_chromium, require_or_skip, serve, wait_state
+
+    require_or_skip(CHROMIUM.exists(), f"{CHROMIUM} not found")
+    require_or_skip((ws / "site" / "vendor").is_dir(), "site/vendor missing: run `npm ci --prefix site`")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    model = ws / "site" / "scenes" / name / "model.onnx"
+    with serve(ws / "site") as url, sync_api.sync_playwright() as p:
+        for backend in ("wasm", "webgpu"):
+            browser = launch_chromium(p, webgpu=backend == "webgpu")
+            try:
+                page = browser.new_page(viewport={"width": 800, "height": 700})
+                page.goto(url + f"?scene={name}&backend={backend}")
+                assert wait_state(page, timeout_ms=180_000) == "ready", page.inner_text("body")
+                adapter = backend == "wasm" or page.evaluate(
+                    "async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())")
+                require_or_skip(adapter, "no WebGPU adapter in this Chromium")
+                check = page.evaluate("window.viewer.selfCheck")
+                assert page.evaluate("window.viewer.backend") == backend
+                assert check["ok"] and check["psnr"] >= 40.0, check
+                assert canvas_vs_ort_psnr(page, model) >= 40.0
+                if also is not None:
+                    also(page, backend)
+            finally:
+                browser.close()
+
+
 PHONE = dict(fx=70.0, fy=68.0, cx=35.5, cy=22.0, width=64, height=48, k1=-0.05, k2=0.01, p1=0.001, p2=-0.0005)
 
 
@@ -299,8 +329,6 @@ def test_nerfstudio_capture_end_to_end_into_the_browser(tmp_path):
     named after its folder, placed from its cameras, and the student renders the photos' own frame
     (64x48, their principal point) into the viewer, whose self-check passes on WASM and on
     SwiftShader's WebGPU at 40 dB or more."""
-    from browser import CHROMIUM, canvas_vs_ort_psnr, launch_chromium, require_or_skip, serve, wait_state
-
     from pipeline.cameras import Intrinsics
     from pipeline.config import ToySceneConfig
     from pipeline.toy_capture import write_toy_capture
@@ -338,28 +366,11 @@ def test_nerfstudio_capture_end_to_end_into_the_browser(tmp_path):
     assert o["radius"] == pytest.approx(min(max(r, o["radius_min"]), o["radius_max"]))
     assert np.isfinite(recs["student"]["metrics"]["psnr"]) and recs["student"]["metrics"]["covered"] == 1.0
 
-    require_or_skip(CHROMIUM.exists(), f"{CHROMIUM} not found")
-    require_or_skip((ws / "site" / "vendor").is_dir(), "site/vendor missing: run `npm ci --prefix site`")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    model = scene_dir / "model.onnx"
-    with serve(ws / "site") as url, sync_api.sync_playwright() as p:
-        for backend in ("wasm", "webgpu"):
-            browser = launch_chromium(p, webgpu=backend == "webgpu")
-            try:
-                page = browser.new_page(viewport={"width": 800, "height": 700})
-                page.goto(url + f"?scene=my-phone_scan&backend={backend}")
-                assert wait_state(page, timeout_ms=180_000) == "ready", page.inner_text("body")
-                adapter = backend == "wasm" or page.evaluate(
-                    "async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())")
-                require_or_skip(adapter, "no WebGPU adapter in this Chromium")
-                check = page.evaluate("window.viewer.selfCheck")
-                assert page.evaluate("window.viewer.backend") == backend
-                assert check["ok"] and check["psnr"] >= 40.0, check
-                assert canvas_vs_ort_psnr(page, model) >= 40.0
-                size = page.evaluate("[document.querySelector('#view').width, document.querySelector('#view').height]")
-                assert size == [64, 48]
-            finally:
-                browser.close()
+    def frame_size(page, backend):
+        size = page.evaluate("[document.querySelector('#view').width, document.querySelector('#view').height]")
+        assert size == [64, 48]
+
+    self_check_in_browser(ws, "my-phone_scan", frame_size)
 
 
 @pytest.mark.slow
@@ -370,8 +381,6 @@ def test_scene_with_surroundings_end_to_end_into_the_browser(tmp_path, surroundi
     every stage into the viewer, whose self-check passes on WASM and SwiftShader's WebGPU at 40 dB
     or more. A forward-facing scene's viewer moves inside the photos' region (scene.json's
     `region`), starts at the first photo and says in its status line where the region stops it."""
-    from browser import CHROMIUM, canvas_vs_ort_psnr, launch_chromium, require_or_skip, serve, wait_state
-
     from export.stage import region_pose
 
     ws = make_workspace(tmp_path / "ws")
@@ -394,32 +403,16 @@ def test_scene_with_surroundings_end_to_end_into_the_browser(tmp_path, surroundi
         assert np.allclose(region["start"], np.clip(local, lo, hi), atol=1e-9)  # the first photo's, in the box
         assert np.allclose(scene["reference"]["pose"], region_pose(region, region["start"]), atol=1e-9)
 
-    require_or_skip(CHROMIUM.exists(), f"{CHROMIUM} not found")
-    require_or_skip((ws / "site" / "vendor").is_dir(), "site/vendor missing: run `npm ci --prefix site`")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    model = scene_dir / "model.onnx"
-    with serve(ws / "site") as url, sync_api.sync_playwright() as p:
-        for backend in ("wasm", "webgpu"):
-            browser = launch_chromium(p, webgpu=backend == "webgpu")
-            try:
-                page = browser.new_page(viewport={"width": 800, "height": 700})
-                page.goto(url + f"?scene={name}&backend={backend}")
-                assert wait_state(page, timeout_ms=180_000) == "ready", page.inner_text("body")
-                adapter = backend == "wasm" or page.evaluate(
-                    "async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())")
-                require_or_skip(adapter, "no WebGPU adapter in this Chromium")
-                check = page.evaluate("window.viewer.selfCheck")
-                assert page.evaluate("window.viewer.backend") == backend
-                assert check["ok"] and check["psnr"] >= 40.0, check
-                assert canvas_vs_ort_psnr(page, model) >= 40.0
-                if surroundings == "forward" and backend == "wasm":
-                    view = page.evaluate("viewer.view()")
-                    assert [view["x"], view["y"], view["z"]] == pytest.approx(region["start"])
-                    page.evaluate(f"viewer.setView({hi[0] + 1}, {view['y']}, {view['z']})")
-                    assert page.evaluate("viewer.view().x") == pytest.approx(hi[0])
-                    status = page.evaluate("document.getElementById('status').textContent")
-                    assert status.endswith(" · stopped at the rightmost view the photos cover"), status
-                    pose = np.asarray(page.evaluate("viewer.pose()")).reshape(4, 4)
-                    assert np.allclose(pose, region_pose(region, [hi[0], view["y"], view["z"]]), atol=1e-5)
-            finally:
-                browser.close()
+    def region_camera(page, backend):
+        if surroundings != "forward" or backend != "wasm":
+            return
+        view = page.evaluate("viewer.view()")
+        assert [view["x"], view["y"], view["z"]] == pytest.approx(region["start"])
+        page.evaluate(f"viewer.setView({hi[0] + 1}, {view['y']}, {view['z']})")
+        assert page.evaluate("viewer.view().x") == pytest.approx(hi[0])
+        status = page.evaluate("document.getElementById('status').textContent")
+        assert status.endswith(" · stopped at the rightmost view the photos cover"), status
+        pose = np.asarray(page.evaluate("viewer.pose()")).reshape(4, 4)
+        assert np.allclose(pose, region_pose(region, [hi[0], view["y"], view["z"]]), atol=1e-5)
+
+    self_check_in_browser(ws, name, region_camera)
