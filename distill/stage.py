@@ -56,8 +56,10 @@ def _missing(folder: Path, n: int) -> int:
     return sum(not (folder / f"{k:05d}.png").exists() for k in range(n))
 
 
-def _render_views(ctx, field, estimator, poses, cameras: list[Intrinsics], folder: Path, march, desc: str) -> int:
-    """Render views k of (poses[k], cameras[k]) not yet in `folder` (this rank's share); how many."""
+def _render_views(ctx, field, estimator, poses, cameras: list[Intrinsics], folder: Path, march, desc: str,
+                  deadline: float | None = None) -> int:
+    """Render views k of (poses[k], cameras[k]) not yet in `folder` (this rank's share), until
+    `deadline` (time.time()) if given, one view at least; how many."""
     dev = ctx.device
     bg = background_rgb(ctx.cfg.background).to(dev)
     folder.mkdir(parents=True, exist_ok=True)
@@ -69,6 +71,8 @@ def _render_views(ctx, field, estimator, poses, cameras: list[Intrinsics], folde
         path = folder / f"{k:05d}.png"
         if path.exists():
             continue  # complete by construction (atomic rename)
+        if deadline is not None and done and time.time() >= deadline:
+            break
         c2w = torch.as_tensor(poses[k], dtype=torch.float32, device=dev)
         rays_o, rays_d = pinhole_rays(c2w, camera_directions(cameras[k], dev))
         img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=ctx.cfg.distill.chunk_rays)
@@ -78,12 +82,13 @@ def _render_views(ctx, field, estimator, poses, cameras: list[Intrinsics], folde
     return done
 
 
-def _transforms(poses: np.ndarray, cameras: list[Intrinsics], folder: str) -> dict:
+def _transforms(poses: np.ndarray, cameras: list[Intrinsics], folder: str, index: list[int] | None = None) -> dict:
     """A transforms file in the Blender layout, with each frame's own intrinsics (nerfstudio's
-    keys); `camera_angle_x` of the first view too, for tools that read only that."""
+    keys); `camera_angle_x` of the first view too, for tools that read only that. index: each
+    view's file number (default 0, 1, ...)."""
     return {"camera_angle_x": cameras[0].camera_angle_x,
             "frames": [{"file_path": f"{folder}/{k:05d}", "transform_matrix": p.tolist(), **cam.to_json()}
-                       for k, (p, cam) in enumerate(zip(poses, cameras, strict=True))]}
+                       for k, p, cam in zip(index or range(len(poses)), poses, cameras, strict=True)]}
 
 
 def _scene_type(placement_json: Path) -> str:
@@ -115,8 +120,10 @@ def run(ctx) -> dict:
     aabb = np.array(cfg.teacher.aabb)
     train_c2w = train.c2w.numpy().astype(np.float64)
     dist = pose_distribution(train_c2w, (aabb[:3] + aabb[3:]) / 2)
-    scene_geometry = {**dist, "aabb": aabb.tolist()}  # what downstream stages know of the scene's geometry
-    if _scene_type(ctx.input("data", "placement")) == "forward":
+    scene_type = _scene_type(ctx.input("data", "placement"))
+    # what downstream stages know of the scene's geometry
+    scene_geometry = {**dist, "aabb": aabb.tolist(), "scene_type": scene_type}
+    if scene_type == "forward":
         # a forward-facing scene is seen from where its photos were taken, not from an orbit
         region = forward_distribution(train_c2w)
         scene_geometry["region"] = region
@@ -133,18 +140,30 @@ def run(ctx) -> dict:
         ctx.log(f"resuming: {len(poses) - missing} of {len(poses)} views already written")
     t0 = time.time()
     cameras_all = [camera] * len(poses)
-    rendered = _render_views(ctx, field, estimator, poses, cameras_all, ctx.out_dir / "pseudo", march, "distill")
+    deadline = t0 + dcfg.max_seconds if dcfg.max_seconds > 0 else None
+    rendered = _render_views(ctx, field, estimator, poses, cameras_all, ctx.out_dir / "pseudo", march, "distill",
+                             deadline)
     # every rank's share of the views, and the slowest rank's time
     shares = distributed.gather((rendered, time.time() - t0))
     rendered, seconds = sum(r for r, _ in shares), max(t for _, t in shares)
+    distributed.barrier()
+    # the time budget may end the set early: it holds the views written, in their order
+    index = [k for k in range(len(poses)) if (ctx.out_dir / "pseudo" / f"{k:05d}.png").exists()]
+    if len(index) < len(poses):
+        ctx.log(f"distill.max_seconds={dcfg.max_seconds:g} ended rendering: {len(index)} of {dcfg.n_views} views")
+        if not index:
+            raise StageError(f"distill.max_seconds={dcfg.max_seconds:g} ended rendering before the first view; "
+                             "raise distill.max_seconds")
     # the teacher's renders of the real test cameras, so the student can be compared with its teacher
     _render_views(ctx, field, estimator, test_poses, test_cameras, ctx.out_dir / "test", march, "distill test")
     distributed.barrier()  # every view exists before rank 0 declares the set complete
     if distributed.is_main():
         atomic_write_json(ctx.out_dir / "transforms_test.json", _transforms(test_poses, test_cameras, "test"))
         atomic_write_json(ctx.out_dir / "cameras.json", scene_geometry)
-        atomic_write_json(ctx.out_dir / "transforms.json", _transforms(poses, cameras_all, "pseudo"))
-    metrics = {"n_views": len(poses), "rendered_now": rendered, "size": [camera.width, camera.height],
+        atomic_write_json(ctx.out_dir / "transforms.json",
+                          _transforms(poses[index], [camera] * len(index), "pseudo", index))
+    metrics = {"n_views": len(index), "n_views_asked": dcfg.n_views, "rendered_now": rendered,
+               "size": [camera.width, camera.height],
                "world_size": distributed.world_size(),
                "render_seconds": round(seconds, 2),
                "views_per_s": round(rendered / seconds, 3) if rendered and seconds > 0 else None,

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.errors import StageError
 from pipeline.io import atomic_write_json
 
@@ -141,3 +143,13 @@ def read(path: Path, kind: str, redo: str) -> dict:
     except StageError as err:
         raise StageError(f"{err}; {redo}") from None
     return doc
+
+
+def region_pose(region: dict, position) -> np.ndarray:
+    """(4, 4) the pose of a forward-facing scene's region camera (scene.json's `region`) at
+    `position` (its frame): site/js/camera.js's RegionCamera, for export and report alike."""
+    rot = np.asarray(region["rotation"], dtype=np.float64)
+    pose = np.eye(4)
+    pose[:3, :3] = rot
+    pose[:3, 3] = np.asarray(region["centre"]) + rot @ np.asarray(position, dtype=np.float64)
+    return pose

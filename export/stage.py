@@ -75,15 +75,6 @@ def forward_region(region: dict | None, first: np.ndarray) -> dict | None:
             "extent": [lo.tolist(), hi.tolist()], "start": np.clip(local, lo, hi).tolist()}
 
 
-def region_pose(region: dict, position) -> np.ndarray:
-    """(4, 4) the region camera's pose at `position` (its frame): site/js/camera.js's RegionCamera."""
-    rot = np.asarray(region["rotation"], dtype=np.float64)
-    pose = np.eye(4)
-    pose[:3, :3] = rot
-    pose[:3, 3] = np.asarray(region["centre"]) + rot @ np.asarray(position, dtype=np.float64)
-    return pose
-
-
 def run(ctx) -> dict:
     cfg, ecfg = ctx.cfg, ctx.cfg.export
     site_dir = Path(ecfg.site_dir)
@@ -113,8 +104,8 @@ def run(ctx) -> dict:
     region = forward_region(dist.get("region"), first)
     if region is not None:  # a forward-facing scene: its views, not an orbit's
         lo, hi = (np.asarray(v) for v in region["extent"])
-        ref_pose = region_pose(region, region["start"])
-        check_poses = [ref_pose] + [region_pose(region, lo + (hi - lo) * f)
+        ref_pose = site_format.region_pose(region, region["start"])
+        check_poses = [ref_pose] + [site_format.region_pose(region, lo + (hi - lo) * f)
                                     for f in np.linspace(0.0, 1.0, max(ecfg.check_poses - 1, 0))]
 
     try:

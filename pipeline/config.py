@@ -120,6 +120,9 @@ class DistillConfig:
     """Pseudo-views: the trained teacher rendered from many sampled cameras."""
 
     n_views: int = 2000  # pseudo-views rendered (>= 1)
+    # wall-clock budget of the pseudo-views, seconds (>= 0; 0 = none): rendering stops when it is
+    # spent and the views written so far are the set (a scene with surroundings renders slower)
+    max_seconds: float = 0.0
     seed: int = 0  # random seed of the sampled cameras (>= 0)
     jitter_fraction: float = 0.0  # share of views that are jittered training poses, in [0, 1]
     jitter_deg: float = 3.0  # rotation jitter of those views, degrees (>= 0)
@@ -175,6 +178,13 @@ class GridLFConfig:
     dir_freqs: int = 4  # frequencies of the view direction's encoding (>= 0)
     width: int = 64  # MLP hidden width (>= 1)
     depth: int = 2  # hidden layers (>= 1)
+    # the far field of a scene with surroundings (student/gridlf/far.py; an object's background is
+    # one learned colour): K points a ray in contracted space, from the camera's distance to the
+    # scene centre out to infinity, read tri-planes over the contracted ball (0: one colour)
+    far_points: int = 4
+    far_resolutions: list[int] = field(default_factory=lambda: [64, 256])  # cells per side (>= 2 each)
+    far_channels: int = 8  # features per far plane cell (>= 1)
+    far_width: int = 32  # the far MLP's hidden width (>= 1)
 
     @property
     def frame_multiple(self) -> int:
@@ -458,6 +468,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
         fraction(f"teacher.{key}", closed=False)
 
     at_least("distill.n_views", 1)
+    at_least("distill.max_seconds", 0, " (0: no time budget)")
     at_least("distill.chunk_rays", 1)
     at_least("distill.seed", 0)
     at_least("distill.jitter_deg", 0)
@@ -489,14 +500,16 @@ def _check_ranges(cfg: Config, source: str) -> None:
     if s.kind == "gridlf":
         g = s.gridlf
         for key in ("occupancy_resolution", "march_stride", "n_points", "grid_channels", "width", "depth",
-                    "pixel_samples"):
+                    "pixel_samples", "far_channels", "far_width"):
             at_least(f"student.gridlf.{key}", 1)
         need(0.0 < g.surface_opacity < 1.0, "student.gridlf.surface_opacity", "a number between 0 and 1 (exclusive)")
-        for key in ("dilate", "dir_freqs"):
+        for key in ("dilate", "dir_freqs", "far_points"):
             at_least(f"student.gridlf.{key}", 0)
         positive("student.gridlf.window")
         need(len(g.grid_resolutions) >= 1 and all(r >= 2 for r in g.grid_resolutions),
              "student.gridlf.grid_resolutions", "a list of one or more resolutions >= 2")
+        need(len(g.far_resolutions) >= 1 and all(r >= 2 for r in g.far_resolutions),
+             "student.gridlf.far_resolutions", "a list of one or more resolutions >= 2")
         need(s.output_size % g.march_stride == 0, "student.output_size",
              f"a multiple of student.gridlf.march_stride ({g.march_stride})")
     for key in ("steps", "batch_images", "checkpoint_every", "log_every"):

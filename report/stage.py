@@ -2,7 +2,8 @@
 
 For the exported scene, into `<site_dir>/scenes/<name>/report/` (read by `site/compare.html`)
 and the stage folder:
-- turntables: a 360-degree orbit of the student (MP4 + a small animated GIF for READMEs)
+- turntables: a 360-degree orbit of the student (MP4 + a small animated GIF for READMEs); for a
+  forward-facing scene, a loop through the region its photos span instead
   and, at low resolution, of the teacher (MP4);
 - every test view as ground truth | teacher | student PNGs, with the per-view figures of
   the student stage's metrics.json (the page shows exactly those numbers);
@@ -13,6 +14,7 @@ and the stage folder:
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -32,6 +34,17 @@ from pipeline.scene import background_rgb, photos_at
 from student.kinds import load_student
 from teacher.model import load_teacher
 from teacher.render import MarchSettings, render_image
+
+
+def region_loop_poses(region: dict, n_frames: int) -> list[np.ndarray]:
+    """n_frames poses of a forward-facing scene's region camera (scene.json's `region`) on the
+    ellipse inscribed in the region's extent across the view (x, y) at the start's depth: the
+    parallax the photos support, looking where the viewer looks."""
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in region["extent"])
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    z = float(region["start"][2])
+    return [site_format.region_pose(region, [mid[0] + half[0] * math.cos(a), mid[1] + half[1] * math.sin(a), z])
+            for a in (2 * math.pi * k / n_frames for k in range(n_frames))]
 
 
 def turntable_poses(orbit: dict, up: list[float], n_frames: int) -> list[np.ndarray]:
@@ -110,7 +123,10 @@ def run(ctx) -> dict:
     size = max(cam.width, cam.height)
 
     # Turntables
-    poses = turntable_poses(scene["orbit"], scene["up"], rcfg.turntable_frames)
+    if "region" in scene:  # forward-facing: a loop inside what the photos cover
+        poses = region_loop_poses(scene["region"], rcfg.turntable_frames)
+    else:
+        poses = turntable_poses(scene["orbit"], scene["up"], rcfg.turntable_frames)
     frames = student_frames(model, poses)
     files = {"student_mp4": "turntable_student.mp4", "student_gif": "turntable_student.gif"}
     write_video(report_dir / files["student_mp4"], frames, rcfg.fps)

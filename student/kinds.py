@@ -52,6 +52,9 @@ class StudentCamera:
     center: tuple[float, float, float]  # points are encoded as (p - center) / scale
     scale: float
     aabb: tuple[float, ...] | None = None  # the scene box (xmin, ymin, zmin, xmax, ymax, zmax): the teacher's
+    # the scene reaches beyond the box (a capture without masks: 360 or forward-facing), which the
+    # teacher covers in contracted space about the box; an object's background is one colour
+    surroundings: bool = False
 
     @property
     def intrinsics(self) -> Intrinsics:

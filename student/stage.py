@@ -55,7 +55,8 @@ def student_camera(cfg, camera: Intrinsics, scene_cameras: dict) -> StudentCamer
     far = s.far if s.far is not None else r_max + radius
     return StudentCamera(width=camera.width, height=camera.height, fx=camera.fx, fy=camera.fy, cx=camera.cx,
                          cy=camera.cy, near=near, far=far, center=tuple(center), scale=radius,
-                         aabb=tuple(float(v) for v in aabb))
+                         aabb=tuple(float(v) for v in aabb),
+                         surroundings=scene_cameras.get("scene_type", "object") != "object")
 
 
 def lr_schedule(warmup_steps: int, steps: int):

@@ -80,6 +80,7 @@ def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fake = write_fake_scene(site, "fake")
     write_fake_report(fake)
     write_fake_gridlf_scene(site, "fakegrid")  # the gridlf student's ops (Gather, ArgMax, ...)
+    write_fake_gridlf_scene(site, "fakegridfar", surroundings=True)  # + the far field's (Sqrt, Where, ...)
 
     def variant(name: str) -> Path:  # a copy of the fake scene, to be broken
         shutil.copytree(fake, site / "scenes" / name)
@@ -209,14 +210,16 @@ def test_webgpu_matches_onnxruntime_python(webgpu_browser, base_url: str, site_d
     page.context.close()
 
 
+@pytest.mark.parametrize("scene", ["fakegrid", "fakegridfar"])
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])
-def test_gridlf_ops_match_onnxruntime_python(request, backend: str, base_url: str, site_dir: Path,
+def test_gridlf_ops_match_onnxruntime_python(request, backend: str, scene: str, base_url: str, site_dir: Path,
                                              shots: Path) -> None:
     """The gridlf student's graph (occupancy marches with GatherElements, a MatMul's running sums
-    and ArgMax, nearest-cell Gathers of tri-planes) passes the self-check and matches
-    onnxruntime-python on WASM and on SwiftShader's WebGPU."""
+    and ArgMax, nearest-cell Gathers of tri-planes; with surroundings, the far field's contracted
+    points) passes the self-check and matches onnxruntime-python on WASM and on SwiftShader's
+    WebGPU."""
     b = request.getfixturevalue("browser" if backend == "wasm" else "webgpu_browser")
-    page, log = open_page(b, f"{base_url}?backend={backend}&scene=fakegrid")
+    page, log = open_page(b, f"{base_url}?backend={backend}&scene={scene}")
     assert wait_state(page, timeout_ms=READY_TIMEOUT_MS) == "ready", page.inner_text("body")
     if backend == "webgpu":  # with an adapter, a fall back to WASM fails the self-check assertion below
         adapter = page.evaluate("async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())")
@@ -225,11 +228,11 @@ def test_gridlf_ops_match_onnxruntime_python(request, backend: str, base_url: st
         require_or_skip(adapter, NO_WEBGPU)
     sc = page.evaluate("viewer.selfCheck")
     assert sc["ok"] and sc["backend"] == backend and sc["psnr"] >= MIN_PSNR_DB, sc
-    model = site_dir / "scenes" / "fakegrid" / "model.onnx"
+    model = site_dir / "scenes" / scene / "model.onnx"
     for view in ((-120, 60, 5.5), (160, 10, 3.2)):
         page.evaluate(f"viewer.setView({view[0]}, {view[1]}, {view[2]})")
         assert canvas_vs_ort_psnr(page, model) >= MIN_PSNR_DB
-    screenshot(page, shots, f"gridlf_{backend}")
+    screenshot(page, shots, f"{scene}_{backend}")
     # onnxruntime-web's WebGPU backend warns that it left some of this graph's nodes on the CPU
     # (it does not say which at this log level); the result is checked above all the same
     assert [e for e in log.errors if "VerifyEachNodeIsAssignedToAnEp" not in e] == []

@@ -315,3 +315,19 @@ def test_resample_to_another_pinhole_camera_in_closed_form():
     expected = torch.stack([0.01 * uu, 0.02 * vv, 0.005 * uu + 0.01 * vv], -1).double()
     inner = (vv > 2) & (vv < h - 2) & (uu > 2) & (uu < w - 2)
     assert covered.all() and torch.allclose(out[inner], expected[inner], atol=1e-5)
+
+
+def test_a_forward_facing_turntable_loops_inside_the_region():
+    """The report's loop for a forward-facing scene: every pose inside the region's extent at the
+    start's depth, turned like the region camera, the ellipse touching the extent's sides."""
+    from report.stage import region_loop_poses
+
+    rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    region = {"centre": [1.0, 2.0, 3.0], "rotation": rot.tolist(), "extent": [[-0.4, -0.1, -0.2], [0.6, 0.3, 0.2]],
+              "start": [0.1, 0.0, 0.05]}
+    poses = np.stack(region_loop_poses(region, 8))
+    local = (poses[:, :3, 3] - np.array(region["centre"])) @ rot
+    lo, hi = np.array(region["extent"])
+    assert np.all(local >= lo - 1e-9) and np.all(local <= hi + 1e-9)
+    assert np.allclose(local[:, 2], 0.05) and np.allclose(poses[:, :3, :3], rot)
+    assert np.isclose(local[:, 0].max(), 0.6) and np.isclose(local[:, 1].max(), 0.3)

@@ -17,6 +17,7 @@ from pipeline.cameras import orbit_pose
 from pipeline.config import GridLFConfig
 from student.encoding import positional_encoding
 from student.gridlf import GridLightField
+from student.gridlf.far import far_points
 from student.gridlf.features import encode_direction, encoding_order, triplane_nearest
 from student.gridlf.march import (
     box_interval,
@@ -28,6 +29,7 @@ from student.gridlf.march import (
 )
 from student.gridlf.reference import (
     cell_index,
+    far_points_reference,
     first_opaque_reference,
     triplane_nearest_reference,
     window_points_reference,
@@ -139,6 +141,22 @@ def test_first_opaque_meets_nothing_on_a_ray_with_step_zero():
             t, found, t_cell, in_cell, alpha = fn(o, v, start, step, r, grid, r, 0.5, median=median)
             assert found.tolist() == [0.0, 1.0] and in_cell.tolist() == [0.0, 1.0] and alpha[0] == 0.0
             assert t[0] == 2.0 and t_cell[0] == 2.0
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_far_points_match_the_teachers_contraction(k):
+    """The far points of `far.far_points` are the teacher's own contraction of points at
+    disparities (k - 1 - j) / k of the camera's distance; the last, at infinity, is the
+    direction alone: 1/2 + v/2 for the unit direction v in the box's normalised coordinates."""
+    g = torch.Generator().manual_seed(k)
+    origin, d = torch.randn(64, 3, generator=g) * 2.5, torch.randn(64, 3, generator=g)
+    centre, half = torch.tensor([0.2, -0.1, 0.3]), torch.tensor([1.5, 1.5, 1.0])
+    x = far_points(origin, d, centre, half, k)
+    assert x.shape == (64, k, 3)
+    assert torch.allclose(x, far_points_reference(origin, d, centre, half, k), atol=1e-5)
+    v = d / half
+    assert torch.allclose(x[:, -1], 0.5 + 0.5 * v / v.norm(dim=-1, keepdim=True), atol=1e-6)
+    assert ((x - 0.5).norm(dim=-1) <= 0.5 + 1e-6).all()  # inside the contracted ball
 
 
 def test_window_points_and_direction_encoding_match_their_plain_forms():
@@ -289,9 +307,9 @@ def test_from_teacher_pools_dilates_and_packs_the_density():
         m.from_teacher(torch.zeros(12, 12, 12, dtype=torch.bool), torch.zeros(12, 12, 12))
 
 
-@pytest.mark.parametrize("planes", [[8, 32], [16]])
-def test_rays_equal_whole_images_and_checkpoint_round_trip(planes, tmp_path):
-    model = fake_gridlf(size=16)
+@pytest.mark.parametrize("planes,surroundings", [([8, 32], False), ([16], False), ([8, 32], True)])
+def test_rays_equal_whole_images_and_checkpoint_round_trip(planes, surroundings, tmp_path):
+    model = fake_gridlf(size=16, surroundings=surroundings)
     if planes != model.arch.grid_resolutions:
         other = GridLightField(GridLFConfig(**{**model.arch.__dict__, "grid_resolutions": planes}), model.camera)
         with torch.no_grad():
@@ -366,10 +384,11 @@ def test_a_frame_of_another_shape_and_principal_point_is_a_window_of_a_larger_fr
         GridLightField(big.arch, dataclasses.replace(small_cam, width=22))
 
 
-def test_onnx_export_matches_torch():
+@pytest.mark.parametrize("surroundings", [False, True])
+def test_onnx_export_matches_torch(surroundings):
     from export.onnx_export import compare_with_torch, ort_session, simplify, to_onnx_bytes
 
-    model = fake_gridlf(size=32)
+    model = fake_gridlf(size=32, surroundings=surroundings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         onnx_bytes = simplify(to_onnx_bytes(model, 17))
@@ -386,8 +405,11 @@ def test_onnx_export_matches_torch():
     away = np.diag([1.0, -1.0, -1.0, 1.0]).astype(np.float32)
     away[2, 3] = 5.0
     empty = ort_session(onnx_bytes).run(["rgb"], {"pose": away})[0]
-    bg = torch.sigmoid(model.background).detach().numpy()
-    assert np.allclose(empty, bg[None, :, None, None].repeat(32, 2).repeat(32, 3), atol=1e-6)
+    with torch.no_grad():
+        bg = model(torch.from_numpy(away)).numpy() if surroundings else \
+            torch.sigmoid(model.background).numpy()[None, :, None, None].repeat(32, 2).repeat(32, 3)
+    assert np.allclose(empty, bg, atol=1e-5)
+    assert (empty.std(axis=(2, 3)) > 1e-3).all() == surroundings  # the far field varies over the frame
 
 
 class _SphereField(torch.nn.Module):
@@ -415,21 +437,34 @@ def test_surface_occupancy_keeps_opaque_cells_only():
     assert not surface_occupancy(_SphereField(2.0), aabb, r, samples=4).any()  # a haze below half opacity
 
 
-def test_shading_the_hits_only_equals_shading_every_ray():
-    model = fake_gridlf(size=16)
+@pytest.mark.parametrize("surroundings", [False, True])
+def test_shading_the_hits_only_equals_shading_every_ray(surroundings):
+    model = fake_gridlf(size=16, surroundings=surroundings)
     pose = _pose(60, 30)
     b, s = 1, 16
     with torch.no_grad():
         full = model(pose)  # shade_hits inside
         origin = pose[None, None, :3, 3].expand(b, s * s, 3)
         t0, length, hit, opacity = model.anchors_frame(pose[None])
-        every = model.shade(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, hit, opacity)
+        behind = model.behind_frame(pose[None])
+        every = model.shade(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, hit, opacity, None, behind)
     assert 0 < hit.mean() < 1  # both kinds of pixel in the frame
     assert torch.allclose(full, every.transpose(1, 2).reshape(1, 3, s, s), atol=1e-6)
     none = torch.zeros_like(hit)
     with torch.no_grad():  # nothing hit: the background everywhere, no empty-tensor trouble
-        bg = model.shade_hits(origin, (model.dirs @ pose[:3, :3].T)[None], t0, length, none, opacity)
-    assert torch.allclose(bg, torch.sigmoid(model.background).expand(1, s * s, 3))
+        d = (model.dirs @ pose[:3, :3].T)[None]
+        bg = model.shade_hits(origin, d, t0, length, none, opacity, None, behind)
+        expected = behind if surroundings else torch.sigmoid(model.background).expand(1, s * s, 3)
+    assert torch.allclose(bg, expected, atol=1e-6)
+    if surroundings:  # one far ray per 2 x 2 pixels, through the block's centre
+        assert model.far_stride == 2 and torch.equal(behind.reshape(16, 16, 3)[::2, ::2],
+                                                     behind.reshape(16, 16, 3)[1::2, 1::2])
+        centre = pose[None, None, :3, 3].expand(1, 64, 3)
+        block_dirs = model.far_dirs @ pose[:3, :3].T
+        assert torch.allclose(behind.reshape(8, 2, 8, 2, 3)[:, 0, :, 0].reshape(1, 64, 3),
+                              model.far_field(centre, block_dirs[None]), atol=1e-6)
+        with pytest.raises(ValueError, match="far colour"):
+            model.shade_hits(origin, d, t0, length, hit, opacity)
 
 
 def test_per_ray_table_over_its_limit_is_a_clear_error(monkeypatch):

@@ -381,7 +381,7 @@ def test_scene_with_surroundings_end_to_end_into_the_browser(tmp_path, surroundi
     every stage into the viewer, whose self-check passes on WASM and SwiftShader's WebGPU at 40 dB
     or more. A forward-facing scene's viewer moves inside the photos' region (scene.json's
     `region`), starts at the first photo and says in its status line where the region stops it."""
-    from export.stage import region_pose
+    from export.site_format import region_pose
 
     ws = make_workspace(tmp_path / "ws")
     name = f"env_{surroundings}"

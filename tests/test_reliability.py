@@ -377,6 +377,22 @@ def test_invalid_record_is_never_done(ws, monkeypatch, capsys):
         assert "distill  missing" in status.stdout and "teacher  done" in status.stdout
 
 
+def test_distill_time_budget_keeps_the_views_written(ws):
+    """distill.max_seconds ends rendering early; the set is the views written, in order, and the
+    record says how many of those asked for."""
+    out = ws / "runs" / "tiny" / "distill"
+    proc = cli(ws, "stage", "distill", CFG, "--force", "--set", "distill.n_views=30", "--set",
+               "distill.max_seconds=0.5", faults="delay:0.2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    frames = json.loads((out / "transforms.json").read_text())["frames"]
+    files = sorted(p.stem for p in out.glob("pseudo/*.png"))
+    assert 1 <= len(frames) < 30 and [f["file_path"] for f in frames] == [f"pseudo/{k}" for k in files]
+    assert files == [f"{k:05d}" for k in range(len(files))]  # one process: the first views
+    metrics = record(ws, "distill")["metrics"]
+    assert metrics["n_views"] == len(frames) and metrics["n_views_asked"] == 30
+    assert "distill.max_seconds=0.5 ended rendering" in proc.stdout
+
+
 def _outputs(folder: Path) -> dict[str, bytes]:
     """Every distill output a downstream stage reads, by relative name."""
     names = ["transforms.json", "transforms_test.json"]

@@ -9,7 +9,10 @@ crossing, or, for a pixel the scene covers in part, the median of where its ligh
 (`march.first_opaque`). K points in a window of `window` cells centred there read learned
 tri-planes over the box of the occupied cells (one Gather a point), and a small MLP maps their
 features, the encoded view direction and the pixel's opacity to colour. Rays that meet no
-occupied cell are the background colour (learned).
+occupied cell are the background: for an object one learned colour; for a scene with
+surroundings (StudentCamera.surroundings) the far field (far.py), what the ray sees beyond the
+box, which the near MLP's fourth output blends behind the near colour (silhouettes, and rays
+that cross the box's occupied cells without stopping).
 
 Capacity lives in the planes, which train in minutes like the teacher's hash grid, and the
 lookups sit where the surface is instead of spread between near and far. It stays a light
@@ -29,6 +32,7 @@ from pipeline.cameras import Intrinsics, camera_directions
 from pipeline.config import GridLFConfig
 
 from ..kinds import StudentCamera, StudentModel, TeacherGrids, ray_layout
+from .far import FAR_STRIDE, far_points
 from .features import encode_direction, encoding_order, triplane_nearest
 from .march import box_interval, compact, first_opaque, neighbourhood_hits, window_points
 from .surfaces import cell_box, pack_density, pool_to
@@ -84,9 +88,32 @@ class GridLightField(StudentModel):
         layers: list[nn.Module] = [nn.ReLU()]
         for _ in range(arch.depth - 1):
             layers += [nn.Linear(arch.width, arch.width), nn.ReLU()]
-        layers.append(nn.Linear(arch.width, 3))
+        # a scene with surroundings: the near colour's fourth output is its opacity over the far field
+        self.far = bool(camera.surroundings) and arch.far_points > 0
+        layers.append(nn.Linear(arch.width, 4 if self.far else 3))
         self.mlp = nn.Sequential(*layers)
         self.background = nn.Parameter(torch.zeros(3))  # logits of the colour of rays that hit nothing
+        self.far_stride = 1
+        if self.far:
+            self.far_grid = nn.Parameter(torch.empty(sum(3 * g * g for g in arch.far_resolutions),
+                                                     arch.far_channels).uniform_(-1e-4, 1e-4))
+            n_far = arch.far_points * len(arch.far_resolutions) * 3 * arch.far_channels
+            self.far_in = nn.Linear(n_far, arch.far_width)
+            self.far_dir = nn.Linear(3 * (1 + 2 * arch.dir_freqs), arch.far_width, bias=False)
+            self.far_out = nn.Sequential(nn.ReLU(), nn.Linear(arch.far_width, 3))
+            aabb = torch.tensor(camera.aabb)
+            self.register_buffer("far_centre", (aabb[:3] + aabb[3:]) / 2, persistent=False)
+            self.register_buffer("far_half", (aabb[3:] - aabb[:3]) / 2, persistent=False)
+            # one far ray per FAR_STRIDE x FAR_STRIDE pixels, through the block's centre: what lies
+            # beyond the box is far and smooth (far.py); each pixel takes its block's colour
+            fs = FAR_STRIDE if c.width % FAR_STRIDE == 0 and c.height % FAR_STRIDE == 0 else 1
+            self.far_stride = fs
+            far = camera_directions(Intrinsics(c.fx / fs, c.fy / fs, c.cx / fs, c.cy / fs, c.width // fs,
+                                               c.height // fs)).reshape(-1, 3)
+            self.register_buffer("far_dirs", far / far.norm(dim=-1, keepdim=True), persistent=False)
+            rows, cols = torch.arange(c.height) // fs, torch.arange(c.width) // fs
+            self.register_buffer("far_block", (rows[:, None] * (c.width // fs) + cols[None]).reshape(-1),
+                                 persistent=False)  # each pixel's block
 
     def _set_march_samples(self) -> None:
         """One sample per cell along the longest ray through the marched box (the block march)."""
@@ -139,7 +166,7 @@ class GridLightField(StudentModel):
 
     def param_groups(self, lr: float) -> list[dict]:
         """The planes' gradients are sparse: Adam's eps small, and no weight decay."""
-        grids = list(self.grids.parameters())
+        grids = list(self.grids.parameters()) + ([self.far_grid] if self.far else [])
         ids = {id(p) for p in grids}
         rest = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": rest, "lr": lr}, {"params": grids, "lr": lr, "eps": 1e-15, "weight_decay": 0.0}]
@@ -237,9 +264,10 @@ class GridLightField(StudentModel):
 
     # --- colour ----------------------------------------------------------------------
     def shade(self, origin: Tensor, d: Tensor, t0: Tensor, length: Tensor, hit: Tensor, opacity: Tensor,
-              noise: Tensor | None = None) -> Tensor:
+              noise: Tensor | None = None, behind: Tensor | None = None) -> Tensor:
         """Colour of rays (origin, d (..., 3)) whose points span [t0, t0 + length] (...) -> (..., 3);
-        opacity (...): the pixel's (`anchors_frame`), an input of the MLP.
+        opacity (...): the pixel's (`anchors_frame`), an input of the MLP. behind (..., 3): the
+        rays' far colour (`behind_frame`, `behind_rays`), which a scene with surroundings needs.
 
         noise: optional (..., K) in [0, 1): each point's place within its share of the window
         (training; NeRF's stratified samples); None: the middle of it (every frame in the viewer).
@@ -259,23 +287,64 @@ class GridLightField(StudentModel):
         enc = torch.cat([encode_direction(d, a.dir_freqs), opacity[..., None].to(d.dtype)], dim=-1)
         weight = torch.cat([self.dir_in.weight[:, encoding_order(a.dir_freqs)], self.opacity_in.weight], dim=1)
         h = self.feat_in(h) + torch.matmul(enc, weight.t())
-        rgb = torch.sigmoid(self.mlp(h))
+        out = torch.sigmoid(self.mlp(h))
         w = hit[..., None]
-        return w * rgb + (1 - w) * torch.sigmoid(self.background)
+        if not self.far:
+            return w * out + (1 - w) * torch.sigmoid(self.background)
+        if behind is None:
+            raise ValueError("a gridlf student of a scene with surroundings shades with its far colour (behind)")
+        alpha = out[..., 3:]
+        return w * (alpha * out[..., :3] + (1 - alpha) * behind) + (1 - w) * behind
+
+    def far_field(self, origin: Tensor, d: Tensor) -> Tensor:
+        """The colour beyond the box of rays origin, d (..., 3) -> (..., 3): K contracted points
+        (`far.far_points`) read the far tri-planes, and a small MLP maps their features and the
+        encoded direction to colour."""
+        a = self.arch
+        x = far_points(origin, d, self.far_centre, self.far_half, a.far_points)
+        h = triplane_nearest(self.far_grid, a.far_resolutions, x).flatten(-2)
+        enc = encode_direction(d, a.dir_freqs)
+        h = self.far_in(h) + torch.matmul(enc, self.far_dir.weight[:, encoding_order(a.dir_freqs)].t())
+        return torch.sigmoid(self.far_out(h))
+
+    def behind_frame(self, pose: Tensor) -> Tensor | None:
+        """Every pixel's far colour of views pose (B, 4, 4) -> (B, P, 3): the far field of its
+        block's ray (`far_stride`); None for an object."""
+        if not self.far:
+            return None
+        b, fs, (h, w) = pose.shape[0], self.far_stride, self.ray_grid
+        d = torch.matmul(self.far_dirs, pose[:, :3, :3].transpose(1, 2))  # (B, blocks, 3)
+        rgb = self.far_field(pose[:, None, :3, 3].expand_as(d), d)
+        return rgb.reshape(b, h // fs, 1, w // fs, 1, 3).expand(b, h // fs, fs, w // fs, fs, 3).reshape(b, h * w, 3)
+
+    def behind_rays(self, pose: Tensor, ray: Tensor) -> Tensor | None:
+        """`behind_frame` of rays ray (N,) of views pose (N, 4, 4) -> (N, 3); None for an object."""
+        if not self.far:
+            return None
+        d = torch.matmul(pose[:, :3, :3], self.far_dirs[self.far_block[ray]][:, :, None])[:, :, 0]
+        return self.far_field(pose[:, :3, 3], d)
 
     def shade_hits(self, origin: Tensor, d: Tensor, t0: Tensor, length: Tensor, hit: Tensor, opacity: Tensor,
-                   noise: Tensor | None = None) -> Tensor:
-        """`shade` of the rays that hit only; the others are the background colour. Equal to
-        `shade` (test): a frame costs its covered pixels, not all of them (NonZero, Gathers and a
-        CumSum in the graph: the background is most of a typical object-centred view)."""
+                   noise: Tensor | None = None, behind: Tensor | None = None) -> Tensor:
+        """`shade` of the rays that hit only; the others are the background colour, or with
+        surroundings their far colour (behind, (..., 3)). Equal to `shade` (test): a frame costs
+        its covered pixels, not all of them (NonZero, Gathers and a CumSum in the graph: the
+        background is most of a typical object-centred view)."""
         lead = hit.shape
         idx, place = compact(hit.reshape(-1))
         rows = [v.reshape(-1, v.shape[-1])[idx] for v in (origin, d)]
         nz = None if noise is None else noise.reshape(-1, noise.shape[-1])[idx]
+        if behind is not None:
+            behind = behind.reshape(-1, 3)
+        elif self.far:
+            raise ValueError("a gridlf student of a scene with surroundings shades with its far colour (behind)")
         rgb = self.shade(*rows, t0.reshape(-1)[idx], length.reshape(-1)[idx], torch.ones_like(idx, dtype=d.dtype),
-                         opacity.reshape(-1)[idx], nz)  # (N + 1, 3)
-        table = torch.cat([rgb, torch.sigmoid(self.background)[None].to(rgb.dtype)])  # the rest: background
-        return table[place].reshape(*lead, 3)
+                         opacity.reshape(-1)[idx], nz, None if behind is None else behind[idx])  # (N + 1, 3)
+        if behind is None:
+            table = torch.cat([rgb, torch.sigmoid(self.background)[None].to(rgb.dtype)])  # the rest: background
+            return table[place].reshape(*lead, 3)
+        table = torch.cat([rgb, torch.zeros_like(rgb[:1])])  # the rest: their far field
+        return (table[place] + (1 - hit).reshape(-1, 1) * behind).reshape(*lead, 3)
 
     def forward(self, pose: Tensor, jitter: bool | Tensor = False, ray: Tensor | None = None,
                 cached: Tensor | None = None) -> Tensor:
@@ -292,7 +361,7 @@ class GridLightField(StudentModel):
         elif jitter:
             noise = torch.rand(b, h * w, self.arch.n_points, device=pose.device)
         origin = pose[:, None, :3, 3].expand(b, h * w, 3)
-        rgb = self.shade_hits(origin, d, t0, length, hit, opacity, noise)  # (B, P, 3)
+        rgb = self.shade_hits(origin, d, t0, length, hit, opacity, noise, self.behind_frame(pose))  # (B, P, 3)
         return rgb.transpose(1, 2).reshape(b, 3, h, w)
 
     def forward_rays(self, pose: Tensor, ray: Tensor, noise: Tensor | None = None,
@@ -305,7 +374,7 @@ class GridLightField(StudentModel):
             poses, which = torch.unique(pose, dim=0, return_inverse=True)
             cached = self.ray_inputs(poses)[which, ray]
         t0, length, hit, opacity = cached.unbind(dim=-1)
-        rgb = self.shade(origin, d, t0, length, hit, opacity, noise)  # (N, 3)
+        rgb = self.shade(origin, d, t0, length, hit, opacity, noise, self.behind_rays(pose, ray))  # (N, 3)
         b, h, w = ray_layout(len(ray), self.ray_grid)
         return rgb.reshape(b, h * w, 3).transpose(1, 2).reshape(b, 3, h, w)
 
@@ -322,7 +391,13 @@ class GridLightField(StudentModel):
         return small.to(self.occupancy.device).train(self.training)
 
     def flops_per_frame(self) -> int:
-        """2 x multiply-adds of the MLP a pixel; nearest-cell reads, the march and the index
-        arithmetic are not counted."""
-        mlp = sum(m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear))
-        return 2 * mlp * self.n_rays
+        """2 x multiply-adds of the MLPs a pixel (the far field's once a block of `far_stride`^2
+        pixels); nearest-cell reads, the march and the index arithmetic are not counted."""
+        far = {id(m) for name in ("far_in", "far_dir", "far_out") if hasattr(self, name)
+               for m in getattr(self, name).modules()}
+        macs = 0.0
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                share = 1.0 / self.far_stride ** 2 if id(m) in far else 1.0
+                macs += m.in_features * m.out_features * share
+        return int(2 * macs * self.n_rays)
