@@ -134,9 +134,12 @@ def main() -> int:
                            "`configs/lego.yaml`)", results)
     cap_ws = Path(args.capture_workspace)
     for name in sorted(p.name for p in (cap_ws / "runs").glob("*") if (p / "student" / "record.json").exists()):
+        # bench/capture.py --no-masks names its run after the capture + "-unmasked"
+        unmasked = name.endswith("-unmasked")
         lines += profile_block(cap_ws, name, f"capture_{name}", f"The capture `{name}`, capture CPU profile (`python "
-                               f"bench/capture.py --scene PATH`, `configs/capture.yaml`, nothing else set)", results,
-                               CREDITS.get(name, ""))
+                               f"bench/capture.py --scene PATH{' --no-masks' if unmasked else ''}`, "
+                               "`configs/capture.yaml`, nothing else set)", results,
+                               CREDITS.get(name.removesuffix("-unmasked"), ""))
     if not lines:
         print("error: no finished toy or lego run found (make demo; python bench/lego_cpu.py)", file=sys.stderr)
         return 2
