@@ -32,7 +32,7 @@ from pipeline.machine import describe  # noqa: E402
 from pipeline.scene import background_rgb, load_split  # noqa: E402
 from teacher.malloc_tuning import tune_malloc  # noqa: E402
 from teacher.model import load_teacher  # noqa: E402
-from teacher.render import MarchSettings, render_image  # noqa: E402
+from teacher.render import render_image, render_march  # noqa: E402
 
 TARGET_VIEWS_PER_S_100 = 2000 / 300
 
@@ -63,8 +63,7 @@ def main() -> int:
     c2w = train.c2w.numpy().astype(np.float64)
     dist = pose_distribution(c2w, (aabb[:3] + aabb[3:]) / 2)
     poses = sample_poses(args.views + 1, 0, c2w, dist, 0.0, 0.0)
-    march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=cfg.distill.alpha_thre,
-                          early_stop_eps=cfg.distill.early_stop_eps)
+    march = render_march(cfg, field.space)
     bg = background_rgb(cfg.background)
     rows = {}
     for size in (100, 200):

@@ -25,7 +25,7 @@ from pipeline.progress import progress
 from pipeline.scene import background_rgb, load_split
 from teacher.malloc_tuning import tune_malloc
 from teacher.model import load_teacher
-from teacher.render import MarchSettings, render_image
+from teacher.render import render_image, render_march
 
 from .poses import forward_distribution, pose_distribution, sample_forward_poses, sample_poses
 
@@ -131,8 +131,7 @@ def run(ctx) -> dict:
         ctx.log(f"forward-facing: pseudo-views in the photos' region (turning up to {region['turn_deg']:.1f} deg)")
     else:
         poses = sample_poses(dcfg.n_views, dcfg.seed, train_c2w, dist, dcfg.jitter_fraction, dcfg.jitter_deg)
-    march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=dcfg.alpha_thre,
-                          early_stop_eps=dcfg.early_stop_eps)
+    march = render_march(cfg, field.space)
     test_poses = test.c2w.numpy().astype(np.float64)
     missing = _missing(ctx.out_dir / "pseudo", len(poses))
     check_disk_space(ctx, missing + _missing(ctx.out_dir / "test", len(test_poses)), camera.width, camera.height)

@@ -33,7 +33,7 @@ from pipeline.progress import progress
 from pipeline.scene import background_rgb, photos_at
 from student.kinds import load_student
 from teacher.model import load_teacher
-from teacher.render import MarchSettings, render_image
+from teacher.render import render_image, render_march
 
 
 def region_loop_poses(region: dict, n_frames: int) -> list[np.ndarray]:
@@ -91,8 +91,7 @@ def student_frames(model, poses: list[np.ndarray]) -> list[np.ndarray]:
 def teacher_frames(ctx, poses: list[np.ndarray], camera: Intrinsics) -> list[np.ndarray]:
     cfg = ctx.cfg
     field, estimator, _ = load_teacher(ctx.input("teacher", "model"), cfg.teacher, ctx.device)
-    march = MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=cfg.distill.alpha_thre,
-                          early_stop_eps=cfg.distill.early_stop_eps)
+    march = render_march(cfg, field.space)
     dirs = camera_directions(camera, ctx.device)
     bg = background_rgb(cfg.background).to(ctx.device)
     out = []

@@ -57,7 +57,7 @@ def build_teacher(cfg: TeacherConfig, device: torch.device, switches: dict[str, 
     object); `switches` from `speed_switches` (resolved here if None)."""
     switches = switches or speed_switches(cfg, device)
     space = space or Space()
-    aabb = torch.tensor(cfg.aabb, dtype=torch.float32)
+    aabb = torch.tensor(space.ndc.box if space.ndc is not None else cfg.aabb, dtype=torch.float32)
     spec = HashGridSpec(**dataclasses.asdict(cfg.hash))
     mlp_dtype = torch.bfloat16 if switches["teacher.mlp_bf16"].value else None
     field = NGPField(aabb, spec, hidden=cfg.hidden, compile=switches["teacher.compile"].value,

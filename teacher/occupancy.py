@@ -19,6 +19,16 @@ import torch
 from torch import Tensor
 
 from .field import NGPField
+from .space import ndc_density_scale
+
+
+def world_density(field: NGPField, x: Tensor) -> Tensor:
+    """The teacher's density at world points (N, 3), per world unit: an ndc teacher's density
+    (per unit of its ndc rays' parameter) scaled by `ndc_density_scale`."""
+    if field.space.ndc is None:
+        return field.query_density(x)
+    u, scale = ndc_density_scale(x, field.space.ndc)
+    return field.query_density(u) * scale
 
 
 @torch.no_grad()
@@ -40,7 +50,7 @@ def surface_grids(field: NGPField, aabb: Tensor, resolution: int, alpha: float =
     for _ in range(samples):
         x = lo + (grid + torch.rand(grid.shape, generator=gen)) * cell
         for start in range(0, len(x), chunk):
-            d = field.query_density(x[start:start + chunk].to(dev)).reshape(-1).float().cpu()
+            d = world_density(field, x[start:start + chunk].to(dev)).reshape(-1).float().cpu()
             best[start:start + chunk] = torch.maximum(best[start:start + chunk], d)
             total[start:start + chunk] += d
     return (best >= sigma).reshape(r, r, r), (total / samples).reshape(r, r, r)

@@ -13,6 +13,7 @@ from nerfacc import OccGridEstimator
 from torch import Tensor
 
 from .sampler import occ_grid_sampling
+from .space import Space, ndc_rays
 from .volrend import rendering
 
 
@@ -24,6 +25,18 @@ class MarchSettings:
     near_plane: float = 0.0
     alpha_thre: float = 0.0
     early_stop_eps: float = 1e-4
+
+
+def render_march(cfg, space: Space) -> MarchSettings:
+    """How distill and the report render a trained teacher of `cfg` (a Config) in `space`: the
+    teacher's steps, skipping faint samples (distill.alpha_thre) and occluded ones. nerfacc skips a
+    sample below min(alpha_thre, the grid's mean occupancy): in a box or contracted space most
+    cells are empty and the bound stays low, but a forward-facing scene fills its ndc box, the
+    full threshold applied, and the toy forward scene's views lost 2.7 dB to it (docs/DESIGN.md):
+    an ndc teacher renders every sample, as it trained."""
+    alpha = 0.0 if space.ndc is not None else cfg.distill.alpha_thre
+    return MarchSettings(render_step_size=cfg.teacher.render_step_size, alpha_thre=alpha,
+                         early_stop_eps=cfg.distill.early_stop_eps)
 
 
 def render_rays(
@@ -44,6 +57,10 @@ def render_rays(
         rgb (n_rays, 3), opacity (n_rays, 1), depth (n_rays, 1), number of samples.
     """
 
+    view_d = rays_d  # the colour's view direction stays the world's
+    if field.space.ndc is not None:  # positions (and the march) in the reference camera's ndc
+        rays_o, rays_d = ndc_rays(rays_o, rays_d, field.space.ndc)
+
     def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
         t = (t_starts + t_ends)[:, None] / 2.0
         x = rays_o[ray_indices] + t * rays_d[ray_indices]
@@ -52,7 +69,7 @@ def render_rays(
     def rgb_sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> tuple[Tensor, Tensor]:
         t = (t_starts + t_ends)[:, None] / 2.0
         x = rays_o[ray_indices] + t * rays_d[ray_indices]
-        rgb, sigma = field(x, rays_d[ray_indices])
+        rgb, sigma = field(x, view_d[ray_indices])
         return rgb.float(), sigma.float()
 
     ray_indices, t_starts, t_ends = occ_grid_sampling(

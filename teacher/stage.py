@@ -22,7 +22,7 @@ from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 from .malloc_tuning import tune_malloc
 from .model import build_teacher, speed_switches
 from .render import MarchSettings, render_image, render_rays
-from .space import Space, space_for
+from .space import Space, ndc_frame, space_for
 
 MODEL = "model.pt"
 
@@ -51,16 +51,41 @@ def refill_empty_grid(estimator) -> bool:
     return True
 
 
-def scene_space(placement_json: Path, tcfg) -> tuple[Space, str]:
-    """The teacher's space for the data stage's scene (its type and the reach of its surroundings,
-    in teacher units); a placement.json of an older data stage is an object's box."""
+def scene_space(placement_json: Path, tcfg, views) -> tuple[Space, str]:
+    """The teacher's space for the data stage's scene: its type, the reach of its surroundings (in
+    teacher units) and, for a forward-facing one, the training views' cameras (`ndc_space`); a
+    placement.json of an older data stage is an object's box."""
     try:
         placement = json.loads(placement_json.read_text())
     except (OSError, ValueError):
         placement = {}
+    kind = placement.get("scene_type", "object")
+    if kind == "forward":
+        try:
+            return ndc_space(views, tcfg)
+        except ValueError as err:  # cameras too close to the scene for one plane in front of them
+            space, why = space_for(kind, tcfg.aabb, tcfg.cone_angle, _reach(placement))
+            return space, f"{why} ({err})"
+    return space_for(kind, tcfg.aabb, tcfg.cone_angle, _reach(placement))
+
+
+def _reach(placement: dict) -> float | None:
     far = placement.get("far")
-    reach = far * placement["scale"] if far is not None and "scale" in placement else None
-    return space_for(placement.get("scene_type", "object"), tcfg.aabb, tcfg.cone_angle, reach)
+    return far * placement["scale"] if far is not None and "scale" in placement else None
+
+
+def ndc_space(views, tcfg) -> tuple[Space, str]:
+    """A forward-facing scene's space: the ndc of its training cameras' mean pose, over a box that
+    every training ray's edge pixels fall in (teacher/space.py: ndc_frame)."""
+    H, W = views.height, views.width
+    border = torch.cat([torch.arange(W), (H - 1) * W + torch.arange(W), torch.arange(H) * W,
+                        torch.arange(H) * W + W - 1])
+    n = len(views.names)
+    view = torch.arange(n).repeat_interleave(len(border))
+    rays_o, rays_d = rays_for_pixels(views.c2w[view], pixel_directions(border.repeat(n), views.k[view], W))
+    k = views.intrinsics[0]
+    frame, why = ndc_frame(views.c2w, k.fx, k.fy, W, H, tcfg.aabb, (rays_o, rays_d))
+    return Space(ndc=frame), "forward: " + why
 
 
 def run(ctx) -> dict:
@@ -82,7 +107,7 @@ def run(ctx) -> dict:
     switches = speed_switches(tcfg, dev)
     for key, choice in switches.items():
         ctx.log(f"{key}: {choice.value} ({choice.reason})")
-    space, why = scene_space(ctx.input("data", "placement"), tcfg)
+    space, why = scene_space(ctx.input("data", "placement"), tcfg, views)
     ctx.log(f"space: {why}")
     field, estimator = build_teacher(tcfg, dev, switches, space)
     # fused: one kernel over all parameters; on 2 CPU cores the 11M-entry hash table's

@@ -118,3 +118,107 @@ def test_teacher_learns_surroundings_in_contracted_space(tmp_path, monkeypatch, 
     # far outside the box the contracted field still answers (a bounded one is 0 there)
     with torch.no_grad():
         assert float(field.query_density(torch.tensor([[30.0, 0.0, 0.0]]))[0]) > 0
+
+
+def _ndc_frame(near: float = 1.0) -> "NDCFrame":
+    from teacher.space import NDCFrame
+    # a reference camera at (0, -4, 0) looking along +y, up +z (OpenGL: x right, y up, z back)
+    c2w = torch.tensor([[1.0, 0, 0, 0], [0, 0, -1, -4], [0, 1, 0, 0]])
+    return NDCFrame(tuple(c2w.reshape(-1).tolist()), 2.0, 1.5, near, (-1, -1, -1, 1, 1, 1), 3.0)
+
+
+def test_ndc_points_closed_form():
+    from teacher.space import ndc_points
+    f = _ndc_frame(near=1.0)
+    # on the axis: the plane (depth 1) -> z = -1, depth 2 -> 0, far away -> 1; x, y 0
+    x = torch.tensor([[0.0, -3.0, 0.0], [0.0, -2.0, 0.0], [0.0, 1e6, 0.0]])
+    torch.testing.assert_close(ndc_points(x, f), torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+                               atol=1e-5, rtol=0)
+    # a point at depth 2, 1 to the right and 1 up: x = sx 1/2, y = sy 1/2
+    torch.testing.assert_close(ndc_points(torch.tensor([[1.0, -2.0, 1.0]]), f), torch.tensor([[1.0, 0.75, 0.0]]))
+
+
+def test_ndc_rays_follow_the_world_ray():
+    """The ndc ray o' + s d' passes through the ndc of every world point of the ray beyond the
+    plane, in order, starting on the plane (ndc z -1) and reaching infinity (z 1) at s = span."""
+    from teacher.space import ndc_points, ndc_rays
+    f = _ndc_frame(near=0.8)
+    gen = torch.Generator().manual_seed(0)
+    o = torch.tensor([0.0, -4.0, 0.0]) + 0.5 * torch.randn(64, 3, generator=gen)
+    d = torch.tensor([0.0, 1.0, 0.0]) + 0.3 * torch.randn(64, 3, generator=gen)
+    d = d / d.norm(dim=-1, keepdim=True)
+    o, d = o.double(), d.double()
+    o_n, d_n = ndc_rays(o, d, f)
+    torch.testing.assert_close(o_n[:, 2], torch.full((64,), -1.0, dtype=torch.float64))
+    torch.testing.assert_close((o_n + f.span * d_n)[:, 2], torch.ones(64, dtype=torch.float64))
+    for t in (3.0, 5.0, 40.0):
+        p = ndc_points(o + t * d, f)
+        # on the ndc ray: p - o' parallel to d', at a parameter in (0, span)
+        s = ((p - o_n) * d_n).sum(-1) / (d_n * d_n).sum(-1)
+        torch.testing.assert_close(o_n + s[:, None] * d_n, p, atol=1e-9, rtol=0)
+        beyond = (o + t * d)[:, 1] > -4.0 + f.near  # beyond the plane (the camera looks along +y)
+        assert bool(((s > 0) & (s < f.span))[beyond].all()) and int(beyond.sum()) > 48
+
+
+def test_ndc_density_in_world_units_keeps_the_optical_depth():
+    """A field of constant density c per unit of the ndc rays' parameter: along the reference
+    axis, from the plane to infinity, the world density it gives integrates to c span, the optical
+    depth of the whole ndc ray; nearer than the plane it is 0."""
+    from teacher.occupancy import world_density
+    from teacher.space import Space
+
+    f = _ndc_frame(near=0.8)
+
+    class Constant:
+        space = Space(ndc=f)
+
+        def query_density(self, u):
+            return torch.full(u.shape[:-1], 2.5, dtype=u.dtype)
+
+    # depth s from the camera at (0, -4, 0) along +y; substitute depth = near / (1 - v), v in [0, 1)
+    v = (torch.arange(200000, dtype=torch.float64) + 0.5) / 200000
+    depth = f.near / (1 - v)
+    x = torch.stack([torch.zeros_like(depth), -4.0 + depth, torch.zeros_like(depth)], -1)
+    sigma = world_density(Constant(), x)
+    optical = float((sigma * f.near / (1 - v) ** 2).mean())  # integral of sigma d(depth) over v
+    assert abs(optical - 2.5 * f.span) < 1e-6
+    nearer = torch.tensor([[0.0, -4.0 + 0.5 * f.near, 0.0]], dtype=torch.float64)
+    assert float(world_density(Constant(), nearer)[0]) == 0.0
+
+
+def test_forward_teacher_trains_in_ndc(tmp_path, monkeypatch, capsys):
+    """The forward-facing toy: the teacher trains in the ndc of its cameras' mean pose (their mean
+    centre and axis; the plane at 3/4 of the box's nearest depth; a box that every training ray
+    falls in), saves that space, load_teacher brings it back, and its rays render the photos' views."""
+    import yaml
+    from conftest import main_inproc
+    from test_pipeline_e2e import TINY
+
+    from pipeline.config import load_config
+    from teacher.model import load_teacher
+    from teacher.render import MarchSettings, render_rays
+
+    cfg = yaml.safe_load(TINY)
+    cfg["data"]["toy"]["surroundings"] = "forward"
+    cfg["teacher"].update(steps=12, checkpoint_every=6)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "t.yaml").write_text(yaml.safe_dump(cfg))
+    for stage in ("data", "teacher"):
+        proc = main_inproc(tmp_path, monkeypatch, capsys, "stage", stage, "configs/t.yaml")
+        assert proc.returncode == 0, proc.stderr
+    assert "space: forward: ndc of the cameras' mean pose" in proc.stdout
+    model = tmp_path / "runs" / cfg["name"] / "teacher" / "model.pt"
+    field, estimator, _ = load_teacher(model, load_config(tmp_path / "configs" / "t.yaml").teacher,
+                                       torch.device("cpu"))
+    f = field.space.ndc
+    assert f is not None and not field.space.contract and estimator.levels == 1
+    # the toy's forward cameras all look along +y from y = -3.2; the box [-1.2, 1.2]^3's nearest
+    # face is 2 in front of them
+    rot = torch.tensor(f.c2w).reshape(3, 4)[:, :3]
+    torch.testing.assert_close(rot[:, 2], torch.tensor([0.0, -1.0, 0.0]))
+    assert math.isclose(f.near, 0.75 * 2.0, rel_tol=1e-5) and math.isclose(f.span, 2.4, rel_tol=1e-6)
+    torch.testing.assert_close(field.aabb, torch.tensor(f.box, dtype=torch.float32))
+    # a ray from a training camera through the box renders within the ndc box's samples
+    o, d = torch.tensor([[0.3, -3.2, 0.1]]), torch.tensor([[0.0, 1.0, 0.0]])
+    rgb, opacity, _, n = render_rays(field, estimator, o, d, torch.ones(3), MarchSettings(render_step_size=0.05))
+    assert n > 0 and bool(torch.isfinite(rgb).all())
