@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["MAX_LEVELS", "NDCFrame", "Space", "contract_to_unisphere", "levels_for_reach", "ndc_density_scale", "ndc_frame", "ndc_points",
-           "ndc_rays", "space_for"]
+__all__ = ["MAX_LEVELS", "NDCFrame", "Space", "contract_to_unisphere", "levels_for_reach", "ndc_density_scale",
+           "ndc_frame", "ndc_points", "ndc_rays", "space_for"]
 
 MAX_LEVELS = 8  # nerfacc's kernel holds at most 8 grid levels (MAX_GRID_LEVELS)
 # nerfacc's unbounded recipe (examples/train_ngp_nerf_occ.py): 4 levels, the outer box 8x the

@@ -11,7 +11,15 @@ import torch
 from pipeline.cameras import orbit_pose
 from pipeline.placement import scene_type
 from pipeline.toy_scene import forward_poses
-from teacher.space import DEFAULT_LEVELS, MAX_LEVELS, Space, contract_to_unisphere, levels_for_reach, space_for
+from teacher.space import (
+    DEFAULT_LEVELS,
+    MAX_LEVELS,
+    NDCFrame,
+    Space,
+    contract_to_unisphere,
+    levels_for_reach,
+    space_for,
+)
 
 AABB = torch.tensor([-1.5, -1.5, -1.5, 1.5, 1.5, 1.5])
 
@@ -120,8 +128,7 @@ def test_teacher_learns_surroundings_in_contracted_space(tmp_path, monkeypatch, 
         assert float(field.query_density(torch.tensor([[30.0, 0.0, 0.0]]))[0]) > 0
 
 
-def _ndc_frame(near: float = 1.0) -> "NDCFrame":
-    from teacher.space import NDCFrame
+def _ndc_frame(near: float = 1.0) -> NDCFrame:
     # a reference camera at (0, -4, 0) looking along +y, up +z (OpenGL: x right, y up, z back)
     c2w = torch.tensor([[1.0, 0, 0, 0], [0, 0, -1, -4], [0, 1, 0, 0]])
     return NDCFrame(tuple(c2w.reshape(-1).tolist()), 2.0, 1.5, near, (-1, -1, -1, 1, 1, 1), 3.0)
