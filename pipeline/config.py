@@ -87,9 +87,9 @@ class TeacherConfig:
     grid_warmup_steps: int = 256  # steps during which the grid is updated from every cell, not a sample (>= 0)
     occ_threshold: float = 0.01  # density x step size below which a grid cell counts as empty (>= 0)
     render_step_size: float = 0.005  # world units between samples along a ray (> 0)
-    # scenes with surroundings (data.scene_type 360 or forward: contracted space, teacher/space.py):
-    # the step grows with distance t as max(t x cone_angle, render_step_size) (>= 0; nerfacc's
-    # unbounded recipe: 0.004); objects march constant steps
+    # a 360 scene (contracted space, teacher/space.py): the step grows with distance t as
+    # max(t x cone_angle, render_step_size) (>= 0; nerfacc's unbounded recipe: 0.004); objects and
+    # forward-facing scenes (their ndc box) march constant steps
     cone_angle: float = 0.004
     alpha_thre: float = 0.0  # skip samples below this opacity, in [0, 1) (nerfacc recipe: 0 for lego)
     early_stop_eps: float = 1e-4  # stop marching a ray once its transmittance is below this, in [0, 1)

@@ -25,9 +25,10 @@ from .space import ndc_density_scale
 def world_density(field: NGPField, x: Tensor) -> Tensor:
     """The teacher's density at world points (N, 3), per world unit: an ndc teacher's density
     (per unit of its ndc rays' parameter) scaled by `ndc_density_scale`."""
-    if field.space.ndc is None:
+    ndc = getattr(getattr(field, "space", None), "ndc", None)  # a field without a space: an object's
+    if ndc is None:
         return field.query_density(x)
-    u, scale = ndc_density_scale(x, field.space.ndc)
+    u, scale = ndc_density_scale(x, ndc)
     return field.query_density(u) * scale
 
 

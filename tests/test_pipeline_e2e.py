@@ -377,20 +377,36 @@ def test_nerfstudio_capture_end_to_end_into_the_browser(tmp_path):
 @pytest.mark.parametrize("surroundings", ["360", "forward"])
 def test_scene_with_surroundings_end_to_end_into_the_browser(tmp_path, surroundings):
     """The toy scene inside its textured environment, unmasked: the data stage says what it is
-    (360 or forward-facing), the teacher trains in contracted space, a gridlf student goes through
-    every stage into the viewer, whose self-check passes on WASM and SwiftShader's WebGPU at 40 dB
-    or more. A forward-facing scene's viewer moves inside the photos' region (scene.json's
-    `region`), starts at the first photo and says in its status line where the region stops it."""
+    (360 or forward-facing), the teacher trains in its space (contracted; a forward-facing scene's
+    ndc), a gridlf student goes through every stage into the viewer, whose self-check passes on
+    WASM and SwiftShader's WebGPU at 40 dB or more. A forward-facing scene's viewer moves inside
+    the photos' region (scene.json's `region`), starts at the first photo and says in its status
+    line where the region stops it.
+
+    The forward-facing toy runs the toy profile (configs/toy.yaml) with the CPU profile's student
+    (gridlf at its defaults, ray batches): the student within 3 dB of its teacher on the held-out
+    views, background included (docs/DESIGN.md: 2.28 dB below on the Ice Lake Xeon)."""
     from export.site_format import region_pose
 
     ws = make_workspace(tmp_path / "ws")
     name = f"env_{surroundings}"
+    if surroundings == "forward":
+        sets = ["--set", "student.kind=gridlf", "--set", "student.train.batch_mode=rays",
+                "--set", "student.train.batch_rays=4096"]
+    else:
+        sets = ["--set", "data.toy.n_train=30", "--set", "teacher.steps=150", "--set", "distill.n_views=30",
+                "--set", "student.train.steps=30", *GRIDLF]
     run_cli(ws, "run", "configs/toy.yaml", "--set", f"name={name}", "--set", f"data.toy.surroundings={surroundings}",
-            "--set", "data.toy.n_train=30", "--set", "teacher.steps=150", "--set", "distill.n_views=30",
-            "--set", "student.train.steps=30", "--set", "report.turntable_frames=4", *GRIDLF)
+            "--set", "report.turntable_frames=4", *sets)
     recs = records(ws, name)
     assert recs["data"]["metrics"]["scene_type"] == surroundings
-    assert recs["teacher"]["metrics"]["psnr"] > 12.0  # it learned something of the whole frame
+    teacher, student = recs["teacher"]["metrics"], recs["student"]["metrics"]
+    assert teacher["psnr"] > 12.0  # it learned something of the whole frame
+    if surroundings == "forward":
+        print(f"forward toy: teacher {teacher['psnr']:.2f} dB; student {student['psnr']:.2f} dB, the teacher "
+              f"{student['teacher_psnr']:.2f} on the same views")
+        assert teacher["psnr"] > 28.0 and student["covered"] == 1.0
+        assert student["psnr"] >= student["teacher_psnr"] - 3.0
     scene_dir = ws / "site" / "scenes" / name
     scene = json.loads((scene_dir / "scene.json").read_text())
     assert ("region" in scene) == (surroundings == "forward")

@@ -229,3 +229,27 @@ def test_forward_teacher_trains_in_ndc(tmp_path, monkeypatch, capsys):
     o, d = torch.tensor([[0.3, -3.2, 0.1]]), torch.tensor([[0.0, 1.0, 0.0]])
     rgb, opacity, _, n = render_rays(field, estimator, o, d, torch.ones(3), MarchSettings(render_step_size=0.05))
     assert n > 0 and bool(torch.isfinite(rgb).all())
+
+
+def test_ndc_frame_needs_the_box_in_front_of_the_cameras():
+    """ndc_frame: the plane at 3/4 of the box's nearest corner's depth from the mean pose, and the
+    ndc box holds the given rays from the plane to infinity; cameras whose box reaches behind them
+    (inside the scene) get a ValueError, on which the teacher stage falls back to contraction."""
+    import pytest
+
+    from teacher.space import ndc_frame, ndc_rays
+
+    poses = torch.as_tensor(forward_poses(5, np.random.default_rng(1), 3.2), dtype=torch.float32)
+    o = poses[:, :3, 3].repeat_interleave(4, 0)
+    d = torch.tensor([[0.3, 1.0, 0.2], [-0.3, 1.0, 0.2], [0.3, 1.0, -0.2], [-0.3, 1.0, -0.2]]).repeat(5, 1)
+    d = d / d.norm(dim=-1, keepdim=True)
+    aabb = [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]
+    frame, _ = ndc_frame(poses, 50.0, 50.0, 64, 64, aabb, (o, d))
+    depth = 3.2 - 1.0  # every camera at y = -3.2 looks along +y; the box's near face is at y = -1
+    assert math.isclose(frame.near, 0.75 * depth, rel_tol=1e-5)
+    o_n, d_n = ndc_rays(o, d, frame)
+    ends = torch.cat([o_n, o_n + frame.span * d_n])
+    lo, hi = torch.tensor(frame.box[:3]), torch.tensor(frame.box[3:])
+    assert bool(((ends >= lo - 1e-5) & (ends <= hi + 1e-5)).all())
+    with pytest.raises(ValueError, match="behind the cameras"):
+        ndc_frame(poses, 50.0, 50.0, 64, 64, [-4.0, -4.0, -4.0, 4.0, 4.0, 4.0], (o, d))
