@@ -54,7 +54,8 @@ def render_rays(
         rays_o, rays_d: (n_rays, 3) origins and unit directions, world frame.
         background: (3,) or (n_rays, 3) colour behind the scene.
     Returns:
-        rgb (n_rays, 3), opacity (n_rays, 1), depth (n_rays, 1), number of samples.
+        rgb (n_rays, 3), opacity (n_rays, 1), depth (n_rays, 1: along the rays; an ndc teacher's
+        along its ndc rays, in their parameter), number of samples.
     """
 
     view_d = rays_d  # the colour's view direction stays the world's
