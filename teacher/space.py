@@ -16,7 +16,7 @@ needs fewer samples.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import Tensor
@@ -38,8 +38,9 @@ class NDCFrame:
 
     c2w: the reference camera, 12 floats (3 x 4, OpenGL axes, row-major); sx, sy: 2 fx / W and
     2 fy / H of its lens; near: the plane's depth (teacher units); box: the ndc box (6 floats)
-    that the training rays cross; scale: ndc ray length per unit of the box's span, so that a
-    ray takes as many steps through it as through an object's box of side `span`."""
+    that the training rays cross; span: the teacher box's longest side, which an ndc ray's
+    parameter runs over from the plane to infinity, so that a ray takes as many steps through the
+    ndc box as through an object's box."""
 
     c2w: tuple[float, ...]
     sx: float
@@ -146,7 +147,7 @@ def ndc_frame(c2w: Tensor, fx: float, fy: float, width: int, height: int, aabb: 
     o_n, d_n = ndc_rays(corner_rays[0].float(), corner_rays[1].float(), tmp)
     ends = torch.cat([o_n, o_n + span * d_n])
     box = (*ends[:, :2].amin(0).tolist(), -1.0, *ends[:, :2].amax(0).tolist(), 1.0)
-    frame = NDCFrame(tmp.c2w, tmp.sx, tmp.sy, near, tuple(box), span)
+    frame = replace(tmp, box=tuple(box))
     return frame, (f"ndc of the cameras' mean pose, plane at depth {near:.3g}, box x [{box[0]:.2f}, {box[3]:.2f}] "
                    f"y [{box[1]:.2f}, {box[4]:.2f}]")
 

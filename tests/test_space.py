@@ -98,10 +98,9 @@ def test_forward_pseudo_views_stay_in_the_photos_region():
     assert np.allclose(_rotation_power(r, 0.5) @ _rotation_power(r, 0.5), r)
 
 
-def test_teacher_learns_surroundings_in_contracted_space(tmp_path, monkeypatch, capsys):
-    """A toy scene inside its environment: the data stage says 360, the teacher trains in contracted
-    space (4 levels, steps growing with distance), saves that space, and load_teacher brings it back
-    (distill renders with it)."""
+def _toy_teacher(tmp_path, monkeypatch, capsys, surroundings: str):
+    """The tiny toy scene with `surroundings` through the data and teacher stages, 12 steps ->
+    (the teacher stage's stdout, model.pt, the loaded field and estimator)."""
     import yaml
     from conftest import main_inproc
     from test_pipeline_e2e import TINY
@@ -110,18 +109,26 @@ def test_teacher_learns_surroundings_in_contracted_space(tmp_path, monkeypatch, 
     from teacher.model import load_teacher
 
     cfg = yaml.safe_load(TINY)
-    cfg["data"]["toy"]["surroundings"] = "360"
+    cfg["data"]["toy"]["surroundings"] = surroundings
     cfg["teacher"].update(steps=12, checkpoint_every=6)
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "t.yaml").write_text(yaml.safe_dump(cfg))
     for stage in ("data", "teacher"):
         proc = main_inproc(tmp_path, monkeypatch, capsys, "stage", stage, "configs/t.yaml")
         assert proc.returncode == 0, proc.stderr
-    assert "space: 360: contracted space, 4 levels" in proc.stdout
     model = tmp_path / "runs" / cfg["name"] / "teacher" / "model.pt"
-    assert torch.load(model, weights_only=False)["space"] == {"contract": True, "levels": 4, "cone_angle": 0.004}
     field, estimator, _ = load_teacher(model, load_config(tmp_path / "configs" / "t.yaml").teacher,
                                        torch.device("cpu"))
+    return proc.stdout, model, field, estimator
+
+
+def test_teacher_learns_surroundings_in_contracted_space(tmp_path, monkeypatch, capsys):
+    """A toy scene inside its environment: the data stage says 360, the teacher trains in contracted
+    space (4 levels, steps growing with distance), saves that space, and load_teacher brings it back
+    (distill renders with it)."""
+    stdout, model, field, estimator = _toy_teacher(tmp_path, monkeypatch, capsys, "360")
+    assert "space: 360: contracted space, 4 levels" in stdout
+    assert torch.load(model, weights_only=False)["space"] == {"contract": True, "levels": 4, "cone_angle": 0.004}
     assert field.space == Space(contract=True, levels=4, cone_angle=0.004) and estimator.levels == 4
     # far outside the box the contracted field still answers (a bounded one is 0 there)
     with torch.no_grad():
@@ -197,26 +204,10 @@ def test_forward_teacher_trains_in_ndc(tmp_path, monkeypatch, capsys):
     """The forward-facing toy: the teacher trains in the ndc of its cameras' mean pose (their mean
     centre and axis; the plane at 3/4 of the box's nearest depth; a box that every training ray
     falls in), saves that space, load_teacher brings it back, and its rays render the photos' views."""
-    import yaml
-    from conftest import main_inproc
-    from test_pipeline_e2e import TINY
-
-    from pipeline.config import load_config
-    from teacher.model import load_teacher
     from teacher.render import MarchSettings, render_rays
 
-    cfg = yaml.safe_load(TINY)
-    cfg["data"]["toy"]["surroundings"] = "forward"
-    cfg["teacher"].update(steps=12, checkpoint_every=6)
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "t.yaml").write_text(yaml.safe_dump(cfg))
-    for stage in ("data", "teacher"):
-        proc = main_inproc(tmp_path, monkeypatch, capsys, "stage", stage, "configs/t.yaml")
-        assert proc.returncode == 0, proc.stderr
-    assert "space: forward: ndc of the cameras' mean pose" in proc.stdout
-    model = tmp_path / "runs" / cfg["name"] / "teacher" / "model.pt"
-    field, estimator, _ = load_teacher(model, load_config(tmp_path / "configs" / "t.yaml").teacher,
-                                       torch.device("cpu"))
+    stdout, _, field, estimator = _toy_teacher(tmp_path, monkeypatch, capsys, "forward")
+    assert "space: forward: ndc of the cameras' mean pose" in stdout
     f = field.space.ndc
     assert f is not None and not field.space.contract and estimator.levels == 1
     # the toy's forward cameras all look along +y from y = -3.2; the box [-1.2, 1.2]^3's nearest
