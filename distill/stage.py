@@ -23,12 +23,15 @@ from pipeline.errors import StageError
 from pipeline.io import atomic_write_bytes, atomic_write_json, png_bytes
 from pipeline.progress import progress
 from pipeline.scene import background_rgb, load_split
-from teacher.malloc_tuning import tune_malloc
+from teacher.malloc_tuning import release_freed, tune_malloc
 from teacher.model import load_teacher
 from teacher.render import render_image, render_march
 
 from .poses import forward_distribution, pose_distribution, sample_forward_poses, sample_poses
 
+# views between two hand-backs of the heap's freed pages (teacher/malloc_tuning.py): a view of a
+# scene with surroundings can leave 100 MB of fragments, and a hand-back costs a fifth of a view
+RELEASE_EVERY = 8
 
 def png_bytes_upper_bound(width: int, height: int) -> int:
     """Most bytes an 8-bit RGB PNG of width x height can take: raw rows (a filter byte each),
@@ -78,6 +81,8 @@ def _render_views(ctx, field, estimator, poses, cameras: list[Intrinsics], folde
         img, _ = render_image(field, estimator, rays_o, rays_d, bg, march, chunk=ctx.cfg.distill.chunk_rays)
         atomic_write_bytes(path, png_bytes(img))
         done += 1
+        if done % RELEASE_EVERY == 0:
+            release_freed()
         faults.delay()
     return done
 

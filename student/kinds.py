@@ -55,6 +55,10 @@ class StudentCamera:
     # the scene reaches beyond the box (a capture without masks: 360 or forward-facing), which the
     # teacher covers in contracted space about the box; an object's background is one colour
     surroundings: bool = False
+    # a forward-facing scene's mean camera, for its far field's planes (gridlf/far.py: slab_points):
+    # its axes (3 x 3 row-major, as columns x right, y up, z back), its eye (3), the nearest plane's
+    # depth, and how far x/z and y/z reach (2); None for an object or a 360 scene
+    slab: tuple[float, ...] | None = None
 
     @property
     def intrinsics(self) -> Intrinsics:

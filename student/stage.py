@@ -19,6 +19,7 @@ from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 from teacher.model import load_teacher
 from teacher.occupancy import surface_grids
 
+from .gridlf.far import slab_bound
 from .kinds import StudentCamera, StudentModel, build_student, count_params, ray_layout, student_checkpoint
 from .mining import HardRayPool, ray_errors
 
@@ -56,7 +57,25 @@ def student_camera(cfg, camera: Intrinsics, scene_cameras: dict) -> StudentCamer
     return StudentCamera(width=camera.width, height=camera.height, fx=camera.fx, fy=camera.fy, cx=camera.cx,
                          cy=camera.cy, near=near, far=far, center=tuple(center), scale=radius,
                          aabb=tuple(float(v) for v in aabb),
-                         surroundings=scene_cameras.get("scene_type", "object") != "object")
+                         surroundings=scene_cameras.get("scene_type", "object") != "object",
+                         slab=forward_slab(camera, scene_cameras.get("region"), center))
+
+
+def forward_slab(camera: Intrinsics, region: dict | None, center: list[float]) -> tuple[float, ...] | None:
+    """A forward-facing scene's mean camera for the far field's planes (`StudentCamera.slab`): the
+    region's mean camera, the depth of the box centre in front of it (the nearest plane), and the
+    reach of the planes' coordinates (`far.slab_bound`); None without a forward region or where the
+    box centre is not in front of the mean camera."""
+    if not region or region.get("type") != "forward":
+        return None
+    rot = [[float(v) for v in row] for row in region["rotation"]]
+    eye = [float(v) for v in region["centre"]]
+    depth = -sum((center[i] - eye[i]) * rot[i][2] for i in range(3))  # along the mean camera's -z
+    if depth <= 0:
+        return None
+    bx, by = slab_bound(camera.fx, camera.fy, camera.cx, camera.cy, camera.width, camera.height,
+                        float(region["turn_deg"]), region["extent"], depth)
+    return (*[v for row in rot for v in row], *eye, depth, bx, by)
 
 
 def lr_schedule(warmup_steps: int, steps: int):

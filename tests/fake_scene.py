@@ -159,20 +159,30 @@ def write_fake_report(scene_dir: Path, psnrs: tuple[float, ...] = (31.5, 24.25, 
     return report_path
 
 
-def fake_gridlf(size: int = SIZE, seed: int = 0, surroundings: bool = False):
+def fake_gridlf(size: int = SIZE, seed: int = 0, surroundings: bool = False, slab: bool = False):
     """A small gridlf student (student/gridlf/) with every op of the real one: the density
     march, each pixel's own surface and opacity, nearest-cell tri-plane Gathers over the box of
     the occupied cells, the split first layer. Its scene is a sphere of radius 0.8 in the box
     [-1, 1]^3; its planes hold smooth colour patterns (as trained planes do), so a lookup that
     lands in the neighbouring cell changes little. surroundings: a scene that reaches beyond the
-    box, whose background is the far field (student/gridlf/far.py)."""
+    box, whose background is the far field (student/gridlf/far.py); slab: a forward-facing one,
+    whose far points lie on planes facing a mean camera (`far.slab_points`)."""
+    from pipeline.cameras import orbit_pose
     from pipeline.config import GridLFConfig
     from student.gridlf import GridLightField
+    from student.gridlf.far import slab_bound
     from student.kinds import StudentCamera
 
     focal = size / (2 * math.tan(math.radians(40.0) / 2))
+    frame = None
+    if slab:  # the mean camera of a forward-facing capture, 3.5 units from the box centre
+        mean = orbit_pose([0.0, 0.0, 0.0], 3.5, 37.0, 23.0, [0.0, 0.0, 1.0])
+        extent = [[-0.5, -0.3, -0.2], [0.5, 0.3, 0.2]]
+        frame = (*mean[:3, :3].reshape(-1).tolist(), *mean[:3, 3].tolist(), 3.5,
+                 *slab_bound(focal, focal, size / 2, size / 2, size, size, 30.0, extent, 3.5))
     camera = StudentCamera.square(size, focal, near=1.0, far=8.0, center=(0.0, 0.0, 0.0),
-                           scale=math.sqrt(3.0), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0), surroundings=surroundings)
+                           scale=math.sqrt(3.0), aabb=(-1.0, -1.0, -1.0, 1.0, 1.0, 1.0),
+                           surroundings=surroundings or slab, slab=frame)
     arch = GridLFConfig(occupancy_resolution=16, march_stride=4, n_points=4, grid_resolutions=[8, 32],
                         grid_channels=4, width=16, depth=2, dir_freqs=2, far_points=4, far_resolutions=[8, 16],
                         far_channels=4, far_width=8)
@@ -185,28 +195,32 @@ def fake_gridlf(size: int = SIZE, seed: int = 0, surroundings: bool = False):
     model.from_teacher(ball, ball.float() * 50.0)  # opaque within a cell (0.125 units: optical depth 6)
     with torch.no_grad():
         planes = list(zip(model.grids, arch.grid_resolutions, strict=True))
-        if surroundings:
-            offsets = [sum(3 * g * g for g in arch.far_resolutions[:i]) for i in range(len(arch.far_resolutions))]
-            planes += [(model.far_grid[o:o + 3 * g * g], g) for o, g in zip(offsets, arch.far_resolutions, strict=True)]
+        if model.far:
+            n = arch.far_points if model.slab else 3  # planes a resolution has
+            offsets = [sum(n * g * g for g in arch.far_resolutions[:i]) for i in range(len(arch.far_resolutions))]
+            planes += [(model.far_grid[o:o + n * g * g], g) for o, g in zip(offsets, arch.far_resolutions, strict=True)]
         for plane, res in planes:
+            n = plane.shape[0] // (res * res)
             u = (torch.arange(res) + 0.5) / res
             a, b = torch.meshgrid(u, u, indexing="ij")
-            freq = torch.rand(3, plane.shape[1], 2) * 6
-            phase = torch.rand(3, plane.shape[1]) * 6.28
+            freq = torch.rand(n, plane.shape[1], 2) * 6
+            phase = torch.rand(n, plane.shape[1]) * 6.28
             pattern = torch.sin(freq[..., 0, None, None] * a + freq[..., 1, None, None] * b + phase[..., None, None])
-            plane.copy_(pattern.permute(0, 2, 3, 1).reshape(3 * res * res, plane.shape[1]))
+            plane.copy_(pattern.permute(0, 2, 3, 1).reshape(n * res * res, plane.shape[1]))
         model.background.fill_(2.0)
     return model.eval()
 
 
-def write_fake_gridlf_scene(site_dir: Path, name: str = "fakegrid", surroundings: bool = False) -> Path:
+def write_fake_gridlf_scene(site_dir: Path, name: str = "fakegrid", surroundings: bool = False,
+                            slab: bool = False) -> Path:
     """scenes/<name>/ with a `fake_gridlf` model exported by the real export code (rgba output);
-    surroundings: with the far field of a scene that reaches beyond its box."""
+    surroundings: with the far field of a scene that reaches beyond its box; slab: a forward-facing
+    scene's, on planes facing its mean camera."""
     from export.onnx_export import simplify, to_onnx_bytes
 
     scene_dir = Path(site_dir) / "scenes" / name
     scene_dir.mkdir(parents=True, exist_ok=True)
-    model = fake_gridlf(surroundings=surroundings)
+    model = fake_gridlf(surroundings=surroundings, slab=slab)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         onnx_bytes = simplify(to_onnx_bytes(model, 17))

@@ -17,8 +17,8 @@ from pipeline.cameras import orbit_pose
 from pipeline.config import GridLFConfig
 from student.encoding import positional_encoding
 from student.gridlf import GridLightField
-from student.gridlf.far import far_points
-from student.gridlf.features import encode_direction, encoding_order, triplane_nearest
+from student.gridlf.far import far_points, slab_bound, slab_points
+from student.gridlf.features import encode_direction, encoding_order, planes_nearest, triplane_nearest
 from student.gridlf.march import (
     box_interval,
     first_opaque,
@@ -31,6 +31,8 @@ from student.gridlf.reference import (
     cell_index,
     far_points_reference,
     first_opaque_reference,
+    planes_nearest_reference,
+    slab_points_reference,
     triplane_nearest_reference,
     window_points_reference,
 )
@@ -307,9 +309,9 @@ def test_from_teacher_pools_dilates_and_packs_the_density():
         m.from_teacher(torch.zeros(12, 12, 12, dtype=torch.bool), torch.zeros(12, 12, 12))
 
 
-@pytest.mark.parametrize("planes,surroundings", [([8, 32], False), ([16], False), ([8, 32], True)])
+@pytest.mark.parametrize("planes,surroundings", [([8, 32], False), ([16], False), ([8, 32], True), ([8, 32], "slab")])
 def test_rays_equal_whole_images_and_checkpoint_round_trip(planes, surroundings, tmp_path):
-    model = fake_gridlf(size=16, surroundings=surroundings)
+    model = fake_gridlf(size=16, surroundings=bool(surroundings), slab=surroundings == "slab")
     if planes != model.arch.grid_resolutions:
         other = GridLightField(GridLFConfig(**{**model.arch.__dict__, "grid_resolutions": planes}), model.camera)
         with torch.no_grad():
@@ -384,11 +386,11 @@ def test_a_frame_of_another_shape_and_principal_point_is_a_window_of_a_larger_fr
         GridLightField(big.arch, dataclasses.replace(small_cam, width=22))
 
 
-@pytest.mark.parametrize("surroundings", [False, True])
+@pytest.mark.parametrize("surroundings", [False, True, "slab"])
 def test_onnx_export_matches_torch(surroundings):
     from export.onnx_export import compare_with_torch, ort_session, simplify, to_onnx_bytes
 
-    model = fake_gridlf(size=32, surroundings=surroundings)
+    model = fake_gridlf(size=32, surroundings=bool(surroundings), slab=surroundings == "slab")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         onnx_bytes = simplify(to_onnx_bytes(model, 17))
@@ -403,13 +405,13 @@ def test_onnx_export_matches_torch(surroundings):
     # a frame where no ray hits (5 units above the box, looking up): the graph's hit list is
     # empty, and every pixel is the background
     away = np.diag([1.0, -1.0, -1.0, 1.0]).astype(np.float32)
-    away[2, 3] = 5.0
+    away[:3, 3] = [0.31, -0.17, 5.0]  # off the axes: no far point exactly on a cell border
     empty = ort_session(onnx_bytes).run(["rgb"], {"pose": away})[0]
     with torch.no_grad():
         bg = model(torch.from_numpy(away)).numpy() if surroundings else \
             torch.sigmoid(model.background).numpy()[None, :, None, None].repeat(32, 2).repeat(32, 3)
     assert np.allclose(empty, bg, atol=1e-5)
-    assert (empty.std(axis=(2, 3)) > 1e-3).all() == surroundings  # the far field varies over the frame
+    assert (empty.std(axis=(2, 3)) > 1e-3).all() == bool(surroundings)  # the far field varies over the frame
 
 
 class _SphereField(torch.nn.Module):
@@ -437,9 +439,59 @@ def test_surface_occupancy_keeps_opaque_cells_only():
     assert not surface_occupancy(_SphereField(2.0), aabb, r, samples=4).any()  # a haze below half opacity
 
 
-@pytest.mark.parametrize("surroundings", [False, True])
+def _mean_camera(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random rotation (axes as columns) and eye."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    return (q * torch.sign(torch.det(q))).float(), torch.randn(3, generator=g)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_slab_points_are_the_rays_crossings_seen_from_the_mean_camera(k):
+    """`far.slab_points` against its twin (the plane's crossing solved for, then projected), and
+    closed forms: the plane at infinity reads the direction alone (d_x / -d_z, d_y / -d_z in the
+    mean camera's frame), and a ray from the mean camera's eye reads the same spot on every plane."""
+    rot, eye = _mean_camera(k)
+    g = torch.Generator().manual_seed(10 + k)
+    local_d = torch.cat([torch.randn(64, 2, generator=g) * 0.4, -torch.ones(64, 1)], dim=-1)  # forward rays
+    d = local_d @ rot.T
+    origin = eye + (torch.randn(64, 3, generator=g) * 0.3) @ rot.T
+    depth, bound = 2.5, torch.tensor([1.5, 1.2])
+    x = slab_points(origin, d, rot, eye, depth, bound, k)
+    assert x.shape == (64, k, 2)
+    assert torch.allclose(x, slab_points_reference(origin, d, rot, eye, depth, bound, k), atol=1e-4)
+    at_infinity = (local_d[:, :2] / -local_d[:, 2:]) / (2 * bound) + 0.5
+    assert torch.allclose(x[:, -1], at_infinity, atol=1e-5)
+    from_eye = slab_points(eye.expand(64, 3), d, rot, eye, depth, bound, k)
+    assert torch.allclose(from_eye, at_infinity[:, None].expand(64, k, 2), atol=1e-5)
+
+
+def test_slab_bound_holds_the_turned_frame_and_the_shifted_eye():
+    """A camera turned by the region's largest turn sees at most tan(half field + turn); its eye,
+    anywhere in the region's box, shifts a point on the nearest plane by at most extent / depth."""
+    bx, by = slab_bound(fx=50.0, fy=50.0, cx=40.0, cy=30.0, width=80, height=60, turn_deg=10.0,
+                        extent=[[-0.5, -0.2, -0.1], [0.3, 0.4, 0.1]], depth=2.0)
+    assert bx == pytest.approx(math.tan(math.atan(40 / 50) + math.radians(10)) + 0.5 / 2.0)
+    assert by == pytest.approx(math.tan(math.atan(30 / 50) + math.radians(10)) + 0.4 / 2.0)
+
+
+def test_planes_nearest_reads_each_points_own_plane():
+    torch.manual_seed(0)
+    res, k = [4, 9], 3
+    planes = torch.randn(sum(k * r * r for r in res), 5)
+    x = torch.rand(7, 2, k, 2)
+    x[0, 0] = torch.tensor([[0.0, 0], [1, 1], [-0.5, 2.0]])
+    out = planes_nearest(planes, res, x)
+    assert out.shape == (7, 2, k * 2 * 5)
+    assert torch.equal(out, planes_nearest_reference(planes, res, x))
+    # point 1 reads plane 1 of the coarse level: x = (0.3, 0.8) is its cell (1, 3)
+    one = planes_nearest(planes, res, torch.tensor([[[0.0, 0.0], [0.3, 0.8], [0.0, 0.0]]]))
+    assert torch.equal(one[0, 10:15], planes[16 + 1 * 4 + 3])
+
+
+@pytest.mark.parametrize("surroundings", [False, True, "slab"])
 def test_shading_the_hits_only_equals_shading_every_ray(surroundings):
-    model = fake_gridlf(size=16, surroundings=surroundings)
+    model = fake_gridlf(size=16, surroundings=bool(surroundings), slab=surroundings == "slab")
     pose = _pose(60, 30)
     b, s = 1, 16
     with torch.no_grad():

@@ -287,3 +287,21 @@ def test_an_old_checkpoint_camera_loads_as_a_square_centred_frame():
     old = {"output_size": 32, "focal": 32 * 1.2, "near": 2.0, "far": 4.0, "center": [0.0, 0.0, 0.0], "scale": 1.5,
            "aabb": [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]}
     assert StudentCamera.from_dict(old) == _camera(32)
+
+
+def test_a_forward_region_gives_the_far_planes_mean_camera():
+    """`student_camera` of a forward-facing scene bakes its mean camera (axes, eye), the box
+    centre's depth in front of it and the planes' reach; an object or a box behind the mean
+    camera gets none."""
+    from pipeline.cameras import Intrinsics
+    from student.gridlf.far import slab_bound
+    from student.stage import forward_slab
+
+    cam = Intrinsics(50.0, 50.0, 40.0, 30.0, 80, 60)
+    region = {"type": "forward", "rotation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "centre": [0.0, 0.0, 2.0],
+              "extent": [[-0.4, -0.2, 0.0], [0.4, 0.2, 0.0]], "turn_deg": 12.0}
+    slab = forward_slab(cam, region, [0.0, 0.0, -1.0])
+    assert slab[:12] == (1, 0, 0, 0, 1, 0, 0, 0, 1, 0.0, 0.0, 2.0) and slab[12] == 3.0  # looking down -z
+    assert slab[13:] == slab_bound(50.0, 50.0, 40.0, 30.0, 80, 60, 12.0, region["extent"], 3.0)
+    assert forward_slab(cam, region, [0.0, 0.0, 3.0]) is None  # the box behind the mean camera
+    assert forward_slab(cam, None, [0.0, 0.0, -1.0]) is None

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .march import exact_matmul
 
-__all__ = ["encode_direction", "encoding_order", "triplane_nearest"]
+__all__ = ["encode_direction", "encoding_order", "planes_nearest", "triplane_nearest"]
 
 
 def triplane_nearest(planes: Tensor, resolutions: list[int], x: Tensor) -> Tensor:
@@ -31,6 +31,24 @@ def triplane_nearest(planes: Tensor, resolutions: list[int], x: Tensor) -> Tenso
         index += [cx * r + cy + offset, cx * r + cz + (offset + r * r), cy * r + cz + (offset + 2 * r * r)]
         offset += 3 * r * r
     return planes[torch.stack(index, dim=-1).long()].flatten(-2)  # (..., L * 3, C) -> (..., L * 3 * C)
+
+
+def planes_nearest(planes: Tensor, resolutions: list[int], x: Tensor) -> Tensor:
+    """Features of a stack of 2-D planes, point j of a ray reading plane j, at the nearest cell.
+
+    planes: (sum over r of k r^2, C): for each resolution r in order, planes 0 .. k - 1, each
+    r x r row-major (first coordinate major), r cells over [0, 1]; x: (..., k, 2), clamped to
+    [0, 1]. Returns (..., k * L * C), point-major. The slow twin is
+    `reference.planes_nearest_reference`."""
+    k = x.shape[-2]
+    x = x.clamp(0.0, 1.0)
+    plane = torch.arange(k, device=x.device, dtype=x.dtype)
+    index, offset = [], 0
+    for r in resolutions:
+        c = (x * r).floor().clamp(max=r - 1)
+        index.append(c[..., 0] * r + c[..., 1] + plane * (r * r) + offset)  # (..., k)
+        offset += k * r * r
+    return planes[torch.stack(index, dim=-1).long()].flatten(-3)  # (..., k, L, C) -> (..., k * L * C)
 
 
 def encode_direction(d: Tensor, n_freqs: int) -> Tensor:

@@ -32,8 +32,8 @@ from pipeline.cameras import Intrinsics, camera_directions
 from pipeline.config import GridLFConfig
 
 from ..kinds import StudentCamera, StudentModel, TeacherGrids, ray_layout
-from .far import FAR_STRIDE, far_points
-from .features import encode_direction, encoding_order, triplane_nearest
+from .far import FAR_STRIDE, far_points, slab_points
+from .features import encode_direction, encoding_order, planes_nearest, triplane_nearest
 from .march import box_interval, compact, first_opaque, neighbourhood_hits, window_points
 from .surfaces import cell_box, pack_density, pool_to
 
@@ -94,10 +94,20 @@ class GridLightField(StudentModel):
         self.mlp = nn.Sequential(*layers)
         self.background = nn.Parameter(torch.zeros(3))  # logits of the colour of rays that hit nothing
         self.far_stride = 1
+        # a forward-facing scene's far points lie on planes facing its mean camera (far.slab_points)
+        self.slab = self.far and camera.slab is not None
         if self.far:
-            self.far_grid = nn.Parameter(torch.empty(sum(3 * g * g for g in arch.far_resolutions),
+            per_point = 1 if self.slab else 3  # planes a far point reads per resolution
+            planes = arch.far_points if self.slab else 3  # planes a resolution has
+            self.far_grid = nn.Parameter(torch.empty(sum(planes * g * g for g in arch.far_resolutions),
                                                      arch.far_channels).uniform_(-1e-4, 1e-4))
-            n_far = arch.far_points * len(arch.far_resolutions) * 3 * arch.far_channels
+            n_far = arch.far_points * len(arch.far_resolutions) * per_point * arch.far_channels
+            if self.slab:
+                sl = torch.tensor(camera.slab)
+                self.register_buffer("slab_rotation", sl[:9].reshape(3, 3), persistent=False)
+                self.register_buffer("slab_eye", sl[9:12], persistent=False)
+                self.register_buffer("slab_reach", sl[13:15], persistent=False)
+                self.slab_depth = float(sl[12])
             self.far_in = nn.Linear(n_far, arch.far_width)
             self.far_dir = nn.Linear(3 * (1 + 2 * arch.dir_freqs), arch.far_width, bias=False)
             self.far_out = nn.Sequential(nn.ReLU(), nn.Linear(arch.far_width, 3))
@@ -298,11 +308,17 @@ class GridLightField(StudentModel):
 
     def far_field(self, origin: Tensor, d: Tensor) -> Tensor:
         """The colour beyond the box of rays origin, d (..., 3) -> (..., 3): K contracted points
-        (`far.far_points`) read the far tri-planes, and a small MLP maps their features and the
-        encoded direction to colour."""
+        (`far.far_points`) read the far tri-planes, or for a forward-facing scene the rays'
+        crossings with K planes facing its mean camera (`far.slab_points`) read one grid each, and
+        a small MLP maps their features and the encoded direction to colour."""
         a = self.arch
-        x = far_points(origin, d, self.far_centre, self.far_half, a.far_points)
-        h = triplane_nearest(self.far_grid, a.far_resolutions, x).flatten(-2)
+        if self.slab:
+            x = slab_points(origin, d, self.slab_rotation, self.slab_eye, self.slab_depth, self.slab_reach,
+                            a.far_points)
+            h = planes_nearest(self.far_grid, a.far_resolutions, x)
+        else:
+            x = far_points(origin, d, self.far_centre, self.far_half, a.far_points)
+            h = triplane_nearest(self.far_grid, a.far_resolutions, x).flatten(-2)
         enc = encode_direction(d, a.dir_freqs)
         h = self.far_in(h) + torch.matmul(enc, self.far_dir.weight[:, encoding_order(a.dir_freqs)].t())
         return torch.sigmoid(self.far_out(h))

@@ -9,8 +9,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["cell_index", "far_points_reference", "first_opaque_reference", "triplane_nearest_reference",
-           "window_points_reference"]
+__all__ = ["cell_index", "far_points_reference", "first_opaque_reference", "planes_nearest_reference",
+           "slab_points_reference", "triplane_nearest_reference", "window_points_reference"]
 
 
 def cell_index(o: Tensor, v: Tensor, t: Tensor, resolution: int) -> Tensor:
@@ -100,3 +100,39 @@ def far_points_reference(origin: Tensor, d: Tensor, centre: Tensor, half: Tensor
             x_n = o_n + (s / u if u > 0 else 1e7 * s) * v_n
             out[i, j] = contract_to_unisphere(centre.double() + half.double() * x_n, aabb.double())
     return out.to(d.dtype).reshape(*d.shape[:-1], k, 3)
+
+
+def planes_nearest_reference(planes: Tensor, resolutions: list[int], x: Tensor) -> Tensor:
+    """`features.planes_nearest` one point and one plane at a time."""
+    k = x.shape[-2]
+    flat = x.reshape(-1, k, 2).clamp(0.0, 1.0)
+    rows = []
+    for pts in flat:
+        feats = []
+        for j in range(k):
+            offset = 0
+            for r in resolutions:
+                grid = planes[offset:offset + k * r * r].reshape(k, r, r, -1)
+                i0, i1 = (min(int(float(pts[j, a]) * r), r - 1) for a in range(2))
+                feats.append(grid[j, i0, i1])
+                offset += k * r * r
+        rows.append(torch.cat(feats))
+    return torch.stack(rows).reshape(*x.shape[:-2], -1)
+
+
+def slab_points_reference(origin: Tensor, d: Tensor, rotation: Tensor, centre: Tensor, depth: float,
+                          bound: Tensor, k: int) -> Tensor:
+    """`far.slab_points` as the intersection it stands for: each ray meets the plane at depth
+    depth / u_j in front of the mean camera (t solved, the point found), and that point is
+    projected through the mean camera's eye; the plane at infinity is taken 1e7 depths away."""
+    from .far import far_disparities
+
+    out = torch.zeros(*d.shape[:-1], k, 2, dtype=torch.float64).reshape(-1, k, 2)
+    axis = -rotation[:, 2].double()  # the mean camera's forward axis
+    for i, (o, v) in enumerate(zip(origin.reshape(-1, 3).double(), d.reshape(-1, 3).double(), strict=True)):
+        for j, u in enumerate(far_disparities(k)):
+            z = depth / u if u > 0 else 1e7 * depth
+            t = (z - float((o - centre.double()) @ axis)) / float(v @ axis)
+            p = (o + t * v - centre.double()) @ rotation.double()  # the crossing in the mean camera's frame
+            out[i, j] = p[:2] / z
+    return (out / (2 * bound.double()) + 0.5).to(d.dtype).reshape(*d.shape[:-1], k, 2)
