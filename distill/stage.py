@@ -33,6 +33,7 @@ from .poses import forward_distribution, pose_distribution, sample_forward_poses
 # scene with surroundings can leave 100 MB of fragments, and a hand-back costs a fifth of a view
 RELEASE_EVERY = 8
 
+
 def png_bytes_upper_bound(width: int, height: int) -> int:
     """Most bytes an 8-bit RGB PNG of width x height can take: raw rows (a filter byte each),
     deflate's stored-block overhead (5 bytes per 64 KiB) and the chunk headers."""

@@ -17,6 +17,7 @@ import abc
 import copy
 import dataclasses
 import importlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,7 +30,7 @@ from pipeline.config import KINDS, REMOVED
 from pipeline.errors import StageError
 
 __all__ = ["KINDS", "StudentCamera", "StudentModel", "TeacherGrids", "build_student", "count_params", "load_student",
-           "ray_layout", "student_checkpoint", "student_class"]
+           "ray_layout", "slab_bound", "student_checkpoint", "student_class"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,22 @@ class StudentCamera:
             size, f = d.pop("output_size"), d.pop("focal")
             d.update(width=size, height=size, fx=f, fy=f, cx=0.5 * size, cy=0.5 * size)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def slab_bound(fx: float, fy: float, cx: float, cy: float, width: int, height: int, turn_deg: float,
+               extent: list[list[float]], depth: float) -> tuple[float, float]:
+    """How far (x/z, y/z in the capture's mean camera) a forward-facing scene's far points reach:
+    a pseudo-view turns up to `turn_deg` from the mean camera, so its frame's edge ray is that
+    much further out, and its centre lies in the box `extent` (lo, hi: the photos' centres in the
+    mean camera's frame), which shifts a point at depth `depth` (the nearest plane) by up to
+    extent / depth."""
+    turn = math.radians(turn_deg)
+    bound = []
+    for f, c, size, axis in ((fx, cx, width, 0), (fy, cy, height, 1)):
+        edge = math.atan(max(c, size - c) / f) + turn
+        shift = max(abs(extent[0][axis]), abs(extent[1][axis])) / depth
+        bound.append(math.tan(min(edge, math.radians(80.0))) + shift)
+    return bound[0], bound[1]
 
 
 @dataclass(frozen=True)

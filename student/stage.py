@@ -19,8 +19,7 @@ from pipeline.training import CHECKPOINT, LoopSettings, StepOutput, train
 from teacher.model import load_teacher
 from teacher.occupancy import surface_grids
 
-from .gridlf.far import slab_bound
-from .kinds import StudentCamera, StudentModel, build_student, count_params, ray_layout, student_checkpoint
+from .kinds import StudentCamera, StudentModel, build_student, count_params, ray_layout, slab_bound, student_checkpoint
 from .mining import HardRayPool, ray_errors
 
 MODEL = "model.pt"
@@ -64,7 +63,7 @@ def student_camera(cfg, camera: Intrinsics, scene_cameras: dict) -> StudentCamer
 def forward_slab(camera: Intrinsics, region: dict | None, center: list[float]) -> tuple[float, ...] | None:
     """A forward-facing scene's mean camera for the far field's planes (`StudentCamera.slab`): the
     region's mean camera, the depth of the box centre in front of it (the nearest plane), and the
-    reach of the planes' coordinates (`far.slab_bound`); None without a forward region or where the
+    reach of the planes' coordinates (`kinds.slab_bound`); None without a forward region or where the
     box centre is not in front of the mean camera."""
     if not region or region.get("type") != "forward":
         return None

@@ -170,8 +170,7 @@ def fake_gridlf(size: int = SIZE, seed: int = 0, surroundings: bool = False, sla
     from pipeline.cameras import orbit_pose
     from pipeline.config import GridLFConfig
     from student.gridlf import GridLightField
-    from student.gridlf.far import slab_bound
-    from student.kinds import StudentCamera
+    from student.kinds import StudentCamera, slab_bound
 
     focal = size / (2 * math.tan(math.radians(40.0) / 2))
     frame = None

@@ -17,7 +17,7 @@ from pipeline.cameras import orbit_pose
 from pipeline.config import GridLFConfig
 from student.encoding import positional_encoding
 from student.gridlf import GridLightField
-from student.gridlf.far import far_points, slab_bound, slab_points
+from student.gridlf.far import far_points, slab_points
 from student.gridlf.features import encode_direction, encoding_order, planes_nearest, triplane_nearest
 from student.gridlf.march import (
     box_interval,
@@ -37,7 +37,7 @@ from student.gridlf.reference import (
     window_points_reference,
 )
 from student.gridlf.surfaces import pack_density
-from student.kinds import StudentCamera, build_student, load_student, student_checkpoint
+from student.kinds import StudentCamera, build_student, load_student, slab_bound, student_checkpoint
 from teacher.occupancy import surface_occupancy
 
 

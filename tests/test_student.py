@@ -294,7 +294,7 @@ def test_a_forward_region_gives_the_far_planes_mean_camera():
     centre's depth in front of it and the planes' reach; an object or a box behind the mean
     camera gets none."""
     from pipeline.cameras import Intrinsics
-    from student.gridlf.far import slab_bound
+    from student.kinds import slab_bound
     from student.stage import forward_slab
 
     cam = Intrinsics(50.0, 50.0, 40.0, 30.0, 80, 60)

@@ -23,14 +23,12 @@ forward-facing toy it trailed by 0.5 dB (docs/DESIGN.md).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from .march import exact_matmul
 
-__all__ = ["FAR_STRIDE", "far_disparities", "far_points", "slab_bound", "slab_points"]
+__all__ = ["FAR_STRIDE", "far_disparities", "far_points", "slab_points"]
 
 # one far ray per FAR_STRIDE x FAR_STRIDE pixels (each pixel takes its block's colour): the far
 # field cost 4x less this way, the frame on WASM at the capture profile's 128 px needs it, and
@@ -70,22 +68,6 @@ def far_points(origin: Tensor, d: Tensor, centre: Tensor, half: Tensor, k: int) 
     return x * 0.25 + 0.5
 
 
-def slab_bound(fx: float, fy: float, cx: float, cy: float, width: int, height: int, turn_deg: float,
-               extent: list[list[float]], depth: float) -> tuple[float, float]:
-    """How far (x/z, y/z in the capture's mean camera) a forward-facing scene's far points reach:
-    a pseudo-view turns up to `turn_deg` from the mean camera, so its frame's edge ray is that
-    much further out, and its centre lies in the box `extent` (lo, hi: the photos' centres in the
-    mean camera's frame), which shifts a point at depth `depth` (the nearest plane) by up to
-    extent / depth."""
-    turn = math.radians(turn_deg)
-    bound = []
-    for f, c, size, axis in ((fx, cx, width, 0), (fy, cy, height, 1)):
-        edge = math.atan(max(c, size - c) / f) + turn
-        shift = max(abs(extent[0][axis]), abs(extent[1][axis])) / depth
-        bound.append(math.tan(min(edge, math.radians(80.0))) + shift)
-    return bound[0], bound[1]
-
-
 def slab_points(origin: Tensor, d: Tensor, rotation: Tensor, centre: Tensor, depth: float,
                 bound: Tensor, k: int) -> Tensor:
     """Where rays origin + t d (..., 3) cross k planes parallel to the mean camera's image plane
@@ -101,7 +83,7 @@ def slab_points(origin: Tensor, d: Tensor, rotation: Tensor, centre: Tensor, dep
     o = exact_matmul(origin - centre, rotation)  # (..., 3) in the mean camera's frame
     v = exact_matmul(d, rotation)
     # rays of a forward-facing view look along -z; one more than 84 degrees off it lands beyond any
-    # bound (slab_bound stops at 80 degrees) wherever the floor puts it, and the floor keeps the
+    # bound (kinds.slab_bound stops at 80 degrees) wherever the floor puts it, and the floor keeps the
     # division from magnifying rounding (torch and onnxruntime then pick the same cell)
     fwd = (-v[..., 2:3]).clamp(min=0.1)
     q = v[..., :2] / fwd  # (..., 2)
