@@ -2,13 +2,15 @@
 
 Reads the stages' `record.json` of the toy run (`make demo`, in the repository), of the
 lego CPU-profile run (`python bench/lego_cpu.py`, in bench_runs/) and of the capture
-CPU-profile run (`python bench/capture.py`, in bench_runs/capture/), plus each workspace's
-`viewer.json` from `python bench/viewer.py` if present; copies the pictures into
-bench/results/ (the toy turntable GIF, a side-by-side test view of lego and of the capture)
+CPU-profile runs (`python bench/capture.py`, in bench_runs/capture/ or each --capture-workspace),
+plus each workspace's `viewer.json` from `python bench/viewer.py` if present; copies the pictures
+into bench/results/ (the toy turntable GIF, a side-by-side test view of lego and of each capture)
 and rewrites the text between `<!-- results:begin -->` and `<!-- results:end -->` in README.md.
+A profile with no finished run here keeps its section as it was (figures measured elsewhere stay,
+with the machine and date they name).
 
     python bench/update_readme.py [--toy-workspace .] [--lego-workspace bench_runs]
-                                  [--capture-workspace bench_runs/capture]
+                                  [--capture-workspace bench_runs/capture ...]
 """
 
 from __future__ import annotations
@@ -111,37 +113,80 @@ def profile_block(ws: Path, name: str, picture: str, title: str, results: Path, 
     return lines
 
 
+def section_key(line: str) -> str | None:
+    """Which profile's section a results line opens (the titles written below), else None."""
+    if line.startswith("Toy scene (`make demo`)"):
+        return "toy"
+    if line.startswith("Lego at "):
+        return "lego"
+    if line.startswith("The capture `"):
+        return "capture:" + line.split("`")[1]
+    return None
+
+
+def sections(lines: list[str]) -> dict[str, list[str]]:
+    """A results block's lines by profile (`section_key`), in order; lines before the first title
+    are dropped."""
+    out: dict[str, list[str]] = {}
+    key = None
+    for line in lines:
+        key = section_key(line) or key
+        if key is not None:
+            out.setdefault(key, []).append(line)
+    return out
+
+
+def merged(old: list[str], new: dict[str, list[str]]) -> list[str]:
+    """The results block: each profile's new section, else its old one; toy, lego, then the
+    captures by name. Each section ends in one blank line."""
+    both = {**sections(old), **new}
+    order = [k for k in ("toy", "lego") if k in both] + sorted(k for k in both if k.startswith("capture:"))
+    lines = []
+    for key in order:
+        body = list(both[key])
+        while body and not body[-1].strip():
+            body.pop()
+        lines += body + [""]
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--toy-workspace", default=str(ROOT))
     ap.add_argument("--lego-workspace", default=str(ROOT / "bench_runs"))
-    ap.add_argument("--capture-workspace", default=str(ROOT / "bench_runs" / "capture"))
+    ap.add_argument("--capture-workspace", action="append", default=None,
+                    help="a bench/capture.py workspace (repeatable; default bench_runs/capture)")
     args = ap.parse_args()
     toy_ws, lego_ws = Path(args.toy_workspace), Path(args.lego_workspace)
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
-    lines = []
+    new: dict[str, list[str]] = {}
 
     toy = records(toy_ws, "toy")
     if toy:
         gif = toy_ws / "site" / "scenes" / "toy" / "report" / "turntable_student.gif"
-        lines += ["Toy scene (`make demo`), from the stages' `record.json`, on " + machine_of(toy) + ":", ""]
+        lines = ["Toy scene (`make demo`), from the stages' `record.json`, on " + machine_of(toy) + ":", ""]
         if gif.exists():
             shutil.copy(gif, results / "toy_turntable.gif")
             lines += ["![toy student turntable](bench/results/toy_turntable.gif)", ""]
-        lines += stage_rows(toy) + [""]
-    lines += profile_block(lego_ws, "lego", "lego", "Lego at 200x200, CPU profile (`python bench/lego_cpu.py`, "
-                           "`configs/lego.yaml`)", results)
-    cap_ws = Path(args.capture_workspace)
-    for name in sorted(p.name for p in (cap_ws / "runs").glob("*") if (p / "student" / "record.json").exists()):
-        # bench/capture.py --no-masks names its run after the capture + "-unmasked"
-        unmasked = name.endswith("-unmasked")
-        lines += profile_block(cap_ws, name, f"capture_{name}", f"The capture `{name}`, capture CPU profile (`python "
-                               f"bench/capture.py --scene PATH{' --no-masks' if unmasked else ''}`, "
-                               "`configs/capture.yaml`, nothing else set)", results,
-                               CREDITS.get(name.removesuffix("-unmasked"), ""))
-    if not lines:
-        print("error: no finished toy or lego run found (make demo; python bench/lego_cpu.py)", file=sys.stderr)
+        new["toy"] = lines + stage_rows(toy)
+    lego = profile_block(lego_ws, "lego", "lego", "Lego at 200x200, CPU profile (`python bench/lego_cpu.py`, "
+                         "`configs/lego.yaml`)", results)
+    if lego:
+        new["lego"] = lego
+    for cap_ws in map(Path, args.capture_workspace or [ROOT / "bench_runs" / "capture"]):
+        for name in sorted(p.name for p in (cap_ws / "runs").glob("*") if (p / "student" / "record.json").exists()):
+            if name.startswith("ablation_"):  # bench/student_ablation.py's candidates, not a profile run
+                continue
+            # bench/capture.py --no-masks names its run after the capture + "-unmasked"
+            unmasked = name.endswith("-unmasked")
+            new[f"capture:{name}"] = profile_block(
+                cap_ws, name, f"capture_{name}", f"The capture `{name}`, capture CPU profile (`python "
+                f"bench/capture.py --scene PATH{' --no-masks' if unmasked else ''}`, `configs/capture.yaml`, "
+                "nothing else set)", results, CREDITS.get(name.removesuffix("-unmasked"), ""))
+    if not new:
+        print("error: no finished toy, lego or capture run found (make demo; python bench/lego_cpu.py; "
+              "python bench/capture.py)", file=sys.stderr)
         return 2
 
     readme = ROOT / "README.md"
@@ -150,9 +195,12 @@ def main() -> int:
         print(f"error: {readme} has no {BEGIN} ... {END} block", file=sys.stderr)
         return 2
     head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
+    old, tail = rest.split(END, 1)
+    lines = merged(old.strip("\n").splitlines(), new)
     readme.write_text(head + BEGIN + "\n" + "\n".join(lines) + END + tail)
-    print(f"updated {readme} ({len(lines)} lines) and {results}")
+    kept = sorted(set(sections(old.splitlines())) - set(new))
+    print(f"updated {readme}: {', '.join(sorted(new))} regenerated" + (f"; kept {', '.join(kept)} as they were"
+                                                                          if kept else "") + f"; pictures in {results}")
     return 0
 
 

@@ -4,6 +4,7 @@ C kernels) keyed by the CPU's instruction-set flags, and the machine block in be
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -128,3 +129,29 @@ def test_every_bench_script_reports_its_machine(script):
     if "summarize(" in text:  # the line comes from bench/profile_run.py
         text = (ROOT / "bench" / "profile_run.py").read_text()
     assert '"machine":' in text, f"bench/{script}: its JSON line has no machine block"
+
+
+def _update_readme():
+    spec = importlib.util.spec_from_file_location("update_readme", ROOT / "bench" / "update_readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_results_keep_the_profiles_not_rerun_here():
+    """bench/update_readme.py regenerates the sections it has runs for and keeps the others as
+    they were (a lego figure measured on another machine does not vanish when a capture is
+    re-run here); sections come out toy, lego, then captures by name, one blank line apart."""
+    ur = _update_readme()
+    old = ["Toy scene (`make demo`), from ..., on machine A:", "", "| toy | old |", "",
+           "Lego at 200x200, CPU profile, on machine A:", "| lego | old |",
+           "The capture `cape`, capture CPU profile, on machine A:", "| cape | old |"]
+    assert list(ur.sections(old)) == ["toy", "lego", "capture:cape"]
+    new = {"capture:cape": ["The capture `cape`, capture CPU profile, on machine B:", "| cape | new |", ""],
+           "capture:cape-unmasked": ["The capture `cape-unmasked`, capture CPU profile, on machine B:", "| u |"]}
+    out = ur.merged(old, new)
+    assert out == ["Toy scene (`make demo`), from ..., on machine A:", "", "| toy | old |", "",
+                   "Lego at 200x200, CPU profile, on machine A:", "| lego | old |", "",
+                   "The capture `cape`, capture CPU profile, on machine B:", "| cape | new |", "",
+                   "The capture `cape-unmasked`, capture CPU profile, on machine B:", "| u |", ""]
+    assert ur.merged(out, {}) == out  # nothing re-run: the block is unchanged
