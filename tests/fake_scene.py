@@ -165,8 +165,8 @@ def fake_gridlf(size: int = SIZE, seed: int = 0, surroundings: bool = False, sla
     the occupied cells, the split first layer. Its scene is a sphere of radius 0.8 in the box
     [-1, 1]^3; its planes hold smooth colour patterns (as trained planes do), so a lookup that
     lands in the neighbouring cell changes little. surroundings: a scene that reaches beyond the
-    box, whose background is the far field (student/gridlf/far.py); slab: a forward-facing one,
-    whose far points lie on planes facing a mean camera (`far.slab_points`)."""
+    box, whose background is the far field (student/gridlf/far.py: spheres about the box); slab: a
+    forward-facing one, whose far points lie on planes facing a mean camera (`far.slab_points`)."""
     from pipeline.cameras import orbit_pose
     from pipeline.config import GridLFConfig
     from student.gridlf import GridLightField
@@ -195,7 +195,7 @@ def fake_gridlf(size: int = SIZE, seed: int = 0, surroundings: bool = False, sla
     with torch.no_grad():
         planes = list(zip(model.grids, arch.grid_resolutions, strict=True))
         if model.far:
-            n = arch.far_points if model.slab else 3  # planes a resolution has
+            n = arch.far_points  # planes a resolution has: one a far point
             offsets = [sum(n * g * g for g in arch.far_resolutions[:i]) for i in range(len(arch.far_resolutions))]
             planes += [(model.far_grid[o:o + n * g * g], g) for o, g in zip(offsets, arch.far_resolutions, strict=True)]
         for plane, res in planes:

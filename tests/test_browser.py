@@ -80,7 +80,7 @@ def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fake = write_fake_scene(site, "fake")
     write_fake_report(fake)
     write_fake_gridlf_scene(site, "fakegrid")  # the gridlf student's ops (Gather, ArgMax, ...)
-    write_fake_gridlf_scene(site, "fakegridfar", surroundings=True)  # + the far field's (Sqrt, Where, ...)
+    write_fake_gridlf_scene(site, "fakegridfar", surroundings=True)  # + the far field's spheres (Sqrt, Abs, Where, ...)
     write_fake_gridlf_scene(site, "fakegridslab", slab=True)  # + a forward-facing far field's planes
 
     def variant(name: str) -> Path:  # a copy of the fake scene, to be broken
@@ -216,8 +216,8 @@ def test_webgpu_matches_onnxruntime_python(webgpu_browser, base_url: str, site_d
 def test_gridlf_ops_match_onnxruntime_python(request, backend: str, scene: str, base_url: str, site_dir: Path,
                                              shots: Path) -> None:
     """The gridlf student's graph (occupancy marches with GatherElements, a MatMul's running sums
-    and ArgMax, nearest-cell Gathers of tri-planes; with surroundings, the far field's contracted
-    points, or a forward-facing scene's planes) passes the self-check and matches
+    and ArgMax, nearest-cell Gathers of tri-planes; with surroundings, the far field's spheres
+    about the box (octahedral maps), or a forward-facing scene's planes) passes the self-check and matches
     onnxruntime-python on WASM and on SwiftShader's WebGPU."""
     b = request.getfixturevalue("browser" if backend == "wasm" else "webgpu_browser")
     page, log = open_page(b, f"{base_url}?backend={backend}&scene={scene}")

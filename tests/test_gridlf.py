@@ -17,7 +17,7 @@ from pipeline.cameras import orbit_pose
 from pipeline.config import GridLFConfig
 from student.encoding import positional_encoding
 from student.gridlf import GridLightField
-from student.gridlf.far import far_points, slab_points
+from student.gridlf.far import far_points, octahedral, slab_points, sphere_points
 from student.gridlf.features import encode_direction, encoding_order, planes_nearest, triplane_nearest
 from student.gridlf.march import (
     box_interval,
@@ -30,9 +30,11 @@ from student.gridlf.march import (
 from student.gridlf.reference import (
     cell_index,
     far_points_reference,
+    octahedral_reference,
     first_opaque_reference,
     planes_nearest_reference,
     slab_points_reference,
+    sphere_points_reference,
     triplane_nearest_reference,
     window_points_reference,
 )
@@ -159,6 +161,42 @@ def test_far_points_match_the_teachers_contraction(k):
     v = d / half
     assert torch.allclose(x[:, -1], 0.5 + 0.5 * v / v.norm(dim=-1, keepdim=True), atol=1e-6)
     assert ((x - 0.5).norm(dim=-1) <= 0.5 + 1e-6).all()  # inside the contracted ball
+
+
+def test_octahedral_map_matches_its_twin_the_axes_and_stays_continuous_at_the_fold():
+    """`far.octahedral` against its per-octant twin; the axes land on the square's centre, edges'
+    midpoints and corners; directions just above and below the equator land next to each other."""
+    g = torch.Generator().manual_seed(0)
+    n = torch.randn(500, 3, generator=g) * torch.rand(500, 1, generator=g) * 4
+    assert torch.allclose(octahedral(n), octahedral_reference(n), atol=1e-6)
+    axes = torch.tensor([[0, 0, 1], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, -1]], dtype=torch.float32)
+    want = torch.tensor([[0.5, 0.5], [1.0, 0.5], [0.0, 0.5], [0.5, 1.0], [0.5, 0.0], [1.0, 1.0]])
+    assert torch.allclose(octahedral(axes), want)
+    ring = torch.nn.functional.normalize(torch.randn(200, 2, generator=g), dim=-1)
+    above = octahedral(torch.cat([ring, torch.full((200, 1), 1e-4)], dim=-1))
+    below = octahedral(torch.cat([ring, torch.full((200, 1), -1e-4)], dim=-1))
+    assert (above - below).abs().max() < 1e-3
+    x = octahedral(torch.randn(500, 3, generator=g))
+    assert ((x >= 0) & (x <= 1)).all()
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_sphere_points_are_where_rays_leave_spheres_about_the_box(k):
+    """`far.sphere_points` against its twin (each sphere's crossing solved for, its direction
+    mapped), cameras inside and outside the nearer spheres; closed forms: the sphere at infinity
+    reads the ray's direction alone, and a ray from the box centre reads the same spot on every
+    sphere."""
+    g = torch.Generator().manual_seed(k)
+    centre, half = torch.tensor([0.2, -0.1, 0.3]), torch.tensor([1.5, 1.5, 1.0])
+    origin = centre + torch.randn(64, 3, generator=g) * 2.0
+    d = torch.randn(64, 3, generator=g)
+    x = sphere_points(origin, d, centre, half, k)
+    assert x.shape == (64, k, 2)
+    assert torch.allclose(x, sphere_points_reference(origin, d, centre, half, k), atol=1e-4)
+    v = d / half
+    assert torch.allclose(x[:, -1], octahedral(v), atol=1e-6)
+    from_centre = sphere_points(centre.expand(64, 3), d, centre, half, k)
+    assert torch.allclose(from_centre, octahedral(v)[:, None].expand(64, k, 2), atol=1e-5)
 
 
 def test_window_points_and_direction_encoding_match_their_plain_forms():

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .march import exact_matmul
 
-__all__ = ["FAR_STRIDE", "far_disparities", "far_points", "slab_points"]
+__all__ = ["FAR_STRIDE", "far_disparities", "far_points", "octahedral", "slab_points", "sphere_points"]
 
 # one far ray per FAR_STRIDE x FAR_STRIDE pixels (each pixel takes its block's colour): the far
 # field cost 4x less this way, the frame on WASM at the capture profile's 128 px needs it, and
@@ -91,3 +91,40 @@ def slab_points(origin: Tensor, d: Tensor, rotation: Tensor, centre: Tensor, dep
     u = (k - 1 - torch.arange(k, device=d.device, dtype=d.dtype)) / k  # far_disparities(k)
     x = q[..., None, :] + u[:, None] * a[..., None, :]  # (..., k, 2)
     return x / (2 * bound) + 0.5
+
+
+def octahedral(n: Tensor) -> Tensor:
+    """Directions n (..., 3), any length > 0, -> (..., 2) in [0, 1]^2: the octahedral map (the
+    direction scaled to |x| + |y| + |z| = 1, the lower half (z < 0) folded out over the square's
+    corners). One square holds every direction, the cells within 2x of each other's solid angle,
+    with only Abs, Div and Where (no trigonometry in the graph). The slow twin is
+    `reference.octahedral_reference`."""
+    w = n / n.abs().sum(dim=-1, keepdim=True)
+    x, y, z = w.unbind(dim=-1)
+    one = torch.ones_like(x)
+    fx = (1 - y.abs()) * torch.where(x >= 0, one, -one)
+    fy = (1 - x.abs()) * torch.where(y >= 0, one, -one)
+    lower = z < 0
+    return torch.stack([torch.where(lower, fx, x), torch.where(lower, fy, y)], dim=-1) * 0.5 + 0.5
+
+
+def sphere_points(origin: Tensor, d: Tensor, centre: Tensor, half: Tensor, k: int) -> Tensor:
+    """Where rays origin + t d (..., 3) leave k spheres about the box centre, as octahedral-map
+    coordinates of the direction from the centre (`octahedral`) -> (..., k, 2) in [0, 1].
+
+    In the box's normalised coordinates sphere j has radius 1 / u_j, u_j = (k - 1 - j) / k: equal
+    steps in disparity from the box's inscribed ball out to infinity, the shells the teacher's
+    contraction spaces equally (for k = 4: radii 4/3, 2, 4, infinity). With the ray's origin p,
+    unit direction v, b = p.v and m^2 = |p|^2 - b^2 (the ray's squared distance from the centre),
+    the far root of |p + t v| = 1/u gives the direction u p + (sqrt(1 - u^2 m^2) - u b) v, finite at
+    u = 0 (the direction alone); a ray that passes outside a sphere reads its closest point (the
+    root clamped). The slow twin is `reference.sphere_points_reference`."""
+    p = (origin - centre) / half
+    v = d / half
+    v = v / torch.sqrt((v * v).sum(dim=-1, keepdim=True))
+    b = (p * v).sum(dim=-1, keepdim=True)  # (..., 1)
+    m2 = ((p * p).sum(dim=-1, keepdim=True) - b * b).clamp(min=0.0)
+    u = (k - 1 - torch.arange(k, device=d.device, dtype=d.dtype)) / k  # far_disparities(k)
+    along = torch.sqrt((1.0 - u * u * m2).clamp(min=0.0)) - u * b  # (..., k)
+    n = u[:, None] * p[..., None, :] + along[..., None] * v[..., None, :]  # (..., k, 3)
+    return octahedral(n)

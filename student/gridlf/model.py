@@ -32,7 +32,7 @@ from pipeline.cameras import Intrinsics, camera_directions
 from pipeline.config import GridLFConfig
 
 from ..kinds import StudentCamera, StudentModel, TeacherGrids, ray_layout
-from .far import FAR_STRIDE, far_points, slab_points
+from .far import FAR_STRIDE, slab_points, sphere_points
 from .features import encode_direction, encoding_order, planes_nearest, triplane_nearest
 from .march import box_interval, compact, first_opaque, neighbourhood_hits, window_points
 from .surfaces import cell_box, pack_density, pool_to
@@ -94,14 +94,13 @@ class GridLightField(StudentModel):
         self.mlp = nn.Sequential(*layers)
         self.background = nn.Parameter(torch.zeros(3))  # logits of the colour of rays that hit nothing
         self.far_stride = 1
-        # a forward-facing scene's far points lie on planes facing its mean camera (far.slab_points)
+        # each far point reads one 2-D grid: a forward-facing scene's lie on planes facing its mean
+        # camera (far.slab_points), a 360 scene's on spheres about the box (far.sphere_points)
         self.slab = self.far and camera.slab is not None
         if self.far:
-            per_point = 1 if self.slab else 3  # planes a far point reads per resolution
-            planes = arch.far_points if self.slab else 3  # planes a resolution has
-            self.far_grid = nn.Parameter(torch.empty(sum(planes * g * g for g in arch.far_resolutions),
+            self.far_grid = nn.Parameter(torch.empty(sum(arch.far_points * g * g for g in arch.far_resolutions),
                                                      arch.far_channels).uniform_(-1e-4, 1e-4))
-            n_far = arch.far_points * len(arch.far_resolutions) * per_point * arch.far_channels
+            n_far = arch.far_points * len(arch.far_resolutions) * arch.far_channels
             if self.slab:
                 sl = torch.tensor(camera.slab)
                 self.register_buffer("slab_rotation", sl[:9].reshape(3, 3), persistent=False)
@@ -307,18 +306,17 @@ class GridLightField(StudentModel):
         return w * (alpha * out[..., :3] + (1 - alpha) * behind) + (1 - w) * behind
 
     def far_field(self, origin: Tensor, d: Tensor) -> Tensor:
-        """The colour beyond the box of rays origin, d (..., 3) -> (..., 3): K contracted points
-        (`far.far_points`) read the far tri-planes, or for a forward-facing scene the rays'
-        crossings with K planes facing its mean camera (`far.slab_points`) read one grid each, and
-        a small MLP maps their features and the encoded direction to colour."""
+        """The colour beyond the box of rays origin, d (..., 3) -> (..., 3): where the rays leave K
+        spheres about the box (`far.sphere_points`), or for a forward-facing scene where they cross
+        K planes facing its mean camera (`far.slab_points`), each crossing reads its own 2-D grid,
+        and a small MLP maps their features and the encoded direction to colour."""
         a = self.arch
         if self.slab:
             x = slab_points(origin, d, self.slab_rotation, self.slab_eye, self.slab_depth, self.slab_reach,
                             a.far_points)
-            h = planes_nearest(self.far_grid, a.far_resolutions, x)
         else:
-            x = far_points(origin, d, self.far_centre, self.far_half, a.far_points)
-            h = triplane_nearest(self.far_grid, a.far_resolutions, x).flatten(-2)
+            x = sphere_points(origin, d, self.far_centre, self.far_half, a.far_points)
+        h = planes_nearest(self.far_grid, a.far_resolutions, x)
         enc = encode_direction(d, a.dir_freqs)
         h = self.far_in(h) + torch.matmul(enc, self.far_dir.weight[:, encoding_order(a.dir_freqs)].t())
         return torch.sigmoid(self.far_out(h))

@@ -9,8 +9,9 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["cell_index", "far_points_reference", "first_opaque_reference", "planes_nearest_reference",
-           "slab_points_reference", "triplane_nearest_reference", "window_points_reference"]
+__all__ = ["cell_index", "far_points_reference", "first_opaque_reference", "octahedral_reference",
+           "planes_nearest_reference", "slab_points_reference", "sphere_points_reference",
+           "triplane_nearest_reference", "window_points_reference"]
 
 
 def cell_index(o: Tensor, v: Tensor, t: Tensor, resolution: int) -> Tensor:
@@ -136,3 +137,38 @@ def slab_points_reference(origin: Tensor, d: Tensor, rotation: Tensor, centre: T
             p = (o + t * v - centre.double()) @ rotation.double()  # the crossing in the mean camera's frame
             out[i, j] = p[:2] / z
     return (out / (2 * bound.double()) + 0.5).to(d.dtype).reshape(*d.shape[:-1], k, 2)
+
+
+def octahedral_reference(n: Tensor) -> Tensor:
+    """`far.octahedral` one direction at a time, by the octant it lies in."""
+    out = []
+    for x, y, z in n.reshape(-1, 3).double().tolist():
+        a = abs(x) + abs(y) + abs(z)
+        x, y, z = x / a, y / a, z / a
+        if z < 0:  # the lower half: fold the octant's face out over its corner of the square
+            x, y = (1 - abs(y)) * (1.0 if x >= 0 else -1.0), (1 - abs(x)) * (1.0 if y >= 0 else -1.0)
+        out.append([x * 0.5 + 0.5, y * 0.5 + 0.5])
+    return torch.tensor(out, dtype=n.dtype).reshape(*n.shape[:-1], 2)
+
+
+def sphere_points_reference(origin: Tensor, d: Tensor, centre: Tensor, half: Tensor, k: int) -> Tensor:
+    """`far.sphere_points` as the intersection it stands for: in the box's normalised coordinates
+    the ray's far crossing of the sphere of radius 1 / u_j about the centre (the quadratic solved;
+    its closest point where it misses), the direction to it mapped by `octahedral_reference`;
+    the sphere at infinity is the ray's direction."""
+    from .far import far_disparities
+
+    dirs = torch.zeros(*d.shape[:-1], k, 3, dtype=torch.float64).reshape(-1, k, 3)
+    for i, (o, v) in enumerate(zip(origin.reshape(-1, 3).double(), d.reshape(-1, 3).double(), strict=True)):
+        p = (o - centre.double()) / half.double()
+        v = v / half.double()
+        v = v / v.norm()
+        for j, u in enumerate(far_disparities(k)):
+            if u == 0:
+                dirs[i, j] = v
+                continue
+            # |p + t v|^2 = 1 / u^2: t^2 + 2 (p.v) t + |p|^2 - 1 / u^2 = 0, the larger root
+            b, c = float(p @ v), float(p @ p) - 1.0 / u ** 2
+            t = -b + math.sqrt(max(b * b - c, 0.0))
+            dirs[i, j] = p + t * v
+    return octahedral_reference(dirs).to(d.dtype).reshape(*d.shape[:-1], k, 2)
