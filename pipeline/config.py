@@ -179,9 +179,9 @@ class GridLFConfig:
     width: int = 64  # MLP hidden width (>= 1)
     depth: int = 2  # hidden layers (>= 1)
     # the far field of a scene with surroundings (student/gridlf/far.py; an object's background is
-    # one learned colour): K points a ray, equally spaced in disparity out to infinity; a 360 scene's
-    # are contracted and read tri-planes over the contracted ball, a forward-facing scene's lie on
-    # planes facing its mean camera and read one 2-D grid each (0: one colour)
+    # one learned colour): K points a ray, equally spaced in disparity out to infinity, each reading
+    # a 2-D grid of its own: a 360 scene's on spheres about the box (octahedral maps), a
+    # forward-facing scene's on planes facing its mean camera (0: one colour)
     far_points: int = 4
     far_resolutions: list[int] = field(default_factory=lambda: [64, 256])  # cells per side (>= 2 each)
     far_channels: int = 8  # features per far plane cell (>= 1)

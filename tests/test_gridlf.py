@@ -17,7 +17,7 @@ from pipeline.cameras import orbit_pose
 from pipeline.config import GridLFConfig
 from student.encoding import positional_encoding
 from student.gridlf import GridLightField
-from student.gridlf.far import far_points, octahedral, slab_points, sphere_points
+from student.gridlf.far import octahedral, slab_points, sphere_points
 from student.gridlf.features import encode_direction, encoding_order, planes_nearest, triplane_nearest
 from student.gridlf.march import (
     box_interval,
@@ -29,7 +29,6 @@ from student.gridlf.march import (
 )
 from student.gridlf.reference import (
     cell_index,
-    far_points_reference,
     octahedral_reference,
     first_opaque_reference,
     planes_nearest_reference,
@@ -145,22 +144,6 @@ def test_first_opaque_meets_nothing_on_a_ray_with_step_zero():
             t, found, t_cell, in_cell, alpha = fn(o, v, start, step, r, grid, r, 0.5, median=median)
             assert found.tolist() == [0.0, 1.0] and in_cell.tolist() == [0.0, 1.0] and alpha[0] == 0.0
             assert t[0] == 2.0 and t_cell[0] == 2.0
-
-
-@pytest.mark.parametrize("k", [1, 4])
-def test_far_points_match_the_teachers_contraction(k):
-    """The far points of `far.far_points` are the teacher's own contraction of points at
-    disparities (k - 1 - j) / k of the camera's distance; the last, at infinity, is the
-    direction alone: 1/2 + v/2 for the unit direction v in the box's normalised coordinates."""
-    g = torch.Generator().manual_seed(k)
-    origin, d = torch.randn(64, 3, generator=g) * 2.5, torch.randn(64, 3, generator=g)
-    centre, half = torch.tensor([0.2, -0.1, 0.3]), torch.tensor([1.5, 1.5, 1.0])
-    x = far_points(origin, d, centre, half, k)
-    assert x.shape == (64, k, 3)
-    assert torch.allclose(x, far_points_reference(origin, d, centre, half, k), atol=1e-5)
-    v = d / half
-    assert torch.allclose(x[:, -1], 0.5 + 0.5 * v / v.norm(dim=-1, keepdim=True), atol=1e-6)
-    assert ((x - 0.5).norm(dim=-1) <= 0.5 + 1e-6).all()  # inside the contracted ball
 
 
 def test_octahedral_map_matches_its_twin_the_axes_and_stays_continuous_at_the_fold():

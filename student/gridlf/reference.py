@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["cell_index", "far_points_reference", "first_opaque_reference", "octahedral_reference",
+__all__ = ["cell_index", "first_opaque_reference", "octahedral_reference",
            "planes_nearest_reference", "slab_points_reference", "sphere_points_reference",
            "triplane_nearest_reference", "window_points_reference"]
 
@@ -80,27 +80,6 @@ def window_points_reference(origin: Tensor, d: Tensor, t0: Tensor, step: Tensor,
     t = t0 + (j + 1/2) step -> (..., k, 3)."""
     t = t0[..., None] + (torch.arange(k, dtype=d.dtype) + 0.5) * step[..., None]  # (..., k)
     return (origin[..., None, :] + t[..., None] * d[..., None, :] - lo) / size
-
-
-def far_points_reference(origin: Tensor, d: Tensor, centre: Tensor, half: Tensor, k: int) -> Tensor:
-    """`far.far_points` one ray and one point at a time through the teacher's own contraction:
-    the world point at distance s / u_j along the ray in the box's normalised coordinates
-    (s: the camera's distance to the centre there), the point at infinity taken 1e7 s away."""
-    from teacher.space import contract_to_unisphere
-
-    from .far import far_disparities
-
-    aabb = torch.cat([centre - half, centre + half])
-    flat_o, flat_d = origin.reshape(-1, 3), d.reshape(-1, 3)
-    out = torch.zeros(len(flat_d), k, 3, dtype=torch.float64)
-    for i, (o, v) in enumerate(zip(flat_o.double(), flat_d.double(), strict=True)):
-        o_n, v_n = (o - centre.double()) / half.double(), v / half.double()
-        v_n = v_n / v_n.norm()
-        s = float(o_n.norm())
-        for j, u in enumerate(far_disparities(k)):
-            x_n = o_n + (s / u if u > 0 else 1e7 * s) * v_n
-            out[i, j] = contract_to_unisphere(centre.double() + half.double() * x_n, aabb.double())
-    return out.to(d.dtype).reshape(*d.shape[:-1], k, 3)
 
 
 def planes_nearest_reference(planes: Tensor, resolutions: list[int], x: Tensor) -> Tensor:
