@@ -467,3 +467,33 @@ def test_broken_index_and_missing_vendor_show_error(browser, tmp_path: Path) -> 
         assert wait_state(page, timeout_ms=ERROR_TIMEOUT_MS) == "error"
         assert "scene index" in page.inner_text("#error") and "404" in page.inner_text("#error")
         page.context.close()
+
+
+@pytest.mark.parametrize(("install_ms", "isolated"), [(0, True), (2500, True), (8000, False)])
+def test_isolation_survives_a_slow_service_worker_install(browser, tmp_path: Path, install_ms: int,
+                                                         isolated: bool) -> None:
+    # A service worker that takes `install_ms` to install (a slow or busy machine): coi-serviceworker
+    # reloads the page once that worker is active, so the reloaded page is isolated. Past the
+    # viewer's wait it starts single-threaded and is never reloaded under the user.
+    site = copy_site(tmp_path / "site")
+    write_fake_scene(site, "fake")
+    sw = site / "coi-serviceworker.js"
+    text = sw.read_text()
+    install = 'self.addEventListener("install",(()=>self.skipWaiting()))'
+    assert install in text
+    sw.write_text(text.replace(install, 'self.addEventListener("install",(e=>e.waitUntil(new Promise('
+                               f'r=>setTimeout(r,{install_ms})).then(()=>self.skipWaiting()))))'))
+    with serve(site) as url:
+        page, log = open_page(browser, f"{url}?backend=wasm")
+        assert wait_state(page, timeout_ms=READY_TIMEOUT_MS) == "ready", page.inner_text("body")
+        loads = page.evaluate("performance.getEntriesByType('navigation')[0].type")
+        assert page.evaluate("viewer.crossOriginIsolated") == isolated
+        if isolated:
+            assert loads == "reload"
+        else:  # the viewer waits 5 s (main.js ISOLATION_WAIT_MS)
+            assert page.evaluate("viewer.numThreads") == 1
+            page.wait_for_timeout(install_ms)  # the worker is active by now: no reload came
+            assert page.evaluate("viewer.frames") >= 1 and page.evaluate("document.body.dataset.state") == "ready"
+            assert page.evaluate("performance.getEntriesByType('navigation')[0].type") == "navigate"
+        assert not log.errors, log.errors
+        page.context.close()

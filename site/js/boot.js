@@ -1,13 +1,20 @@
 // Classic script, runs before everything else.
 //
-// 1. Options for coi-serviceworker (it reads window.coi). After installing its service
+// 1. Options for coi-serviceworker (it reads window.coi). After registering its service
 //    worker it reloads the page once; main.js sees window.coiReloading and does not
-//    start downloading the model into a page that is about to go away.
+//    start downloading the model into a page that is about to go away. The reload waits
+//    until the worker is active: a navigation that starts while it still installs bypasses
+//    it, and that page would be neither isolated nor reloaded again. Once main.js has
+//    given up waiting (window.coiGaveUp), the viewer runs single-threaded and is never
+//    reloaded under the user; the next visit is isolated.
 // 2. A last-resort error display: if main.js cannot even load (a missing or broken
 //    file), say so instead of showing "loading..." forever.
 window.coi = {
   quiet: true,
-  doReload: () => { window.coiReloading = true; window.location.reload(); },
+  doReload: () => {
+    window.coiReloading = true;
+    navigator.serviceWorker.ready.then(() => { if (!window.coiGaveUp) window.location.reload(); });
+  },
 };
 
 window.addEventListener('error', (ev) => {

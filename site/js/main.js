@@ -19,8 +19,8 @@ window.viewerStarted = true;
 const SELF_CHECK_MIN_PSNR_DB = 30;
 /** Least time between URL hash updates while dragging (browsers throttle replaceState). */
 const HASH_UPDATE_MS = 250;
-/** Longest wait for coi-serviceworker to install and reload the page. */
-const ISOLATION_WAIT_MS = 3000;
+/** Longest wait for coi-serviceworker's worker to become active (a busy machine installs it slowly). */
+const ISOLATION_WAIT_MS = 5000;
 /** Adaptive quality: while the user drags, full frames slower than this switch to the preview model. */
 const FRAME_BUDGET_MS = 40;
 /** After a preview frame, the camera counts as resting (and is refined) after this long without input. */
@@ -89,9 +89,10 @@ function setLoading(text, fraction) {
 async function settleIsolation() {
   const sw = navigator.serviceWorker;
   if (window.crossOriginIsolated || !window.isSecureContext || !sw || sw.controller) return;
-  await Promise.race([sw.ready, sleep(ISOLATION_WAIT_MS)]);
+  const active = await Promise.race([sw.ready.then(() => true), sleep(ISOLATION_WAIT_MS).then(() => false)]);
   await sleep(100); // let coi-serviceworker's own registration callback decide to reload
-  if (window.coiReloading) await sleep(ISOLATION_WAIT_MS);
+  if (active && window.coiReloading) await sleep(ISOLATION_WAIT_MS); // the reload is under way
+  window.coiGaveUp = true; // still here: run single-threaded, and no reload later (boot.js)
 }
 
 /** Backends to try, in order: `?backend=` forces one; otherwise WebGPU (if offered), then WASM. */
