@@ -186,6 +186,7 @@ class GridLFConfig:
     far_resolutions: list[int] = field(default_factory=lambda: [64, 256])  # cells per side (>= 2 each)
     far_channels: int = 8  # features per far plane cell (>= 1)
     far_width: int = 32  # the far MLP's hidden width (>= 1)
+    far_tv: float = 0.0  # weight of the far planes' total variation in the loss (>= 0)
 
     @property
     def frame_multiple(self) -> int:
@@ -507,6 +508,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
         for key in ("dilate", "dir_freqs", "far_points"):
             at_least(f"student.gridlf.{key}", 0)
         positive("student.gridlf.window")
+        need(g.far_tv >= 0, "student.gridlf.far_tv", "a number >= 0")
         need(len(g.grid_resolutions) >= 1 and all(r >= 2 for r in g.grid_resolutions),
              "student.gridlf.grid_resolutions", "a list of one or more resolutions >= 2")
         need(len(g.far_resolutions) >= 1 and all(r >= 2 for r in g.far_resolutions),

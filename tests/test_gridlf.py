@@ -18,7 +18,7 @@ from pipeline.config import GridLFConfig
 from student.encoding import positional_encoding
 from student.gridlf import GridLightField
 from student.gridlf.far import octahedral, slab_points, sphere_points
-from student.gridlf.features import encode_direction, encoding_order, planes_nearest, triplane_nearest
+from student.gridlf.features import encode_direction, encoding_order, planes_nearest, planes_tv, triplane_nearest
 from student.gridlf.march import (
     box_interval,
     first_opaque,
@@ -508,6 +508,32 @@ def test_planes_nearest_reads_each_points_own_plane():
     # point 1 reads plane 1 of the coarse level: x = (0.3, 0.8) is its cell (1, 3)
     one = planes_nearest(planes, res, torch.tensor([[[0.0, 0.0], [0.3, 0.8], [0.0, 0.0]]]))
     assert torch.equal(one[0, 10:15], planes[16 + 1 * 4 + 3])
+
+
+def test_planes_tv_closed_forms():
+    k, res = 3, [4, 6]
+    # plane j of resolution r: cell (a, b) holds j + 2 a - b (every channel); neighbours differ
+    # by 2 along the first axis and by 1 along the second: TV = (4 + 1) / 2 at every resolution
+    ramps = [(torch.arange(k)[:, None, None] + 2 * torch.arange(r)[:, None] - torch.arange(r)).float()
+             for r in res]
+    planes = torch.cat([g.reshape(-1, 1).expand(-1, 5) for g in ramps])
+    assert planes_tv(planes, res, k).item() == pytest.approx(2.5)
+    assert planes_tv(torch.ones_like(planes), res, k).item() == 0.0
+    # one resolution flat, the other a ramp: the mean over resolutions
+    flat = torch.cat([torch.zeros(k * 16, 5), planes[k * 16:]])
+    assert planes_tv(flat, res, k).item() == pytest.approx(1.25)
+
+
+def test_far_tv_is_the_students_regularization():
+    model = fake_gridlf(size=16, surroundings=True)
+    assert model.regularization() is None  # far_tv 0: no term
+    model.arch = dataclasses.replace(model.arch, far_tv=0.5)
+    reg = model.regularization()
+    a = model.arch
+    assert reg.item() == pytest.approx(0.5 * planes_tv(model.far_grid, a.far_resolutions, a.far_points).item())
+    reg.backward()
+    assert model.far_grid.grad.abs().sum() > 0
+    assert fake_gridlf(size=16).regularization() is None  # an object: no far field
 
 
 @pytest.mark.parametrize("surroundings", [False, True, "slab"])

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .march import exact_matmul
 
-__all__ = ["encode_direction", "encoding_order", "planes_nearest", "triplane_nearest"]
+__all__ = ["encode_direction", "encoding_order", "planes_nearest", "planes_tv", "triplane_nearest"]
 
 
 def triplane_nearest(planes: Tensor, resolutions: list[int], x: Tensor) -> Tensor:
@@ -49,6 +49,17 @@ def planes_nearest(planes: Tensor, resolutions: list[int], x: Tensor) -> Tensor:
         index.append(c[..., 0] * r + c[..., 1] + plane * (r * r) + offset)  # (..., k)
         offset += k * r * r
     return planes[torch.stack(index, dim=-1).long()].flatten(-3)  # (..., k, L, C) -> (..., k * L * C)
+
+
+def planes_tv(planes: Tensor, resolutions: list[int], k: int) -> Tensor:
+    """Total variation of a stack of 2-D planes in `planes_nearest`'s layout: over resolutions,
+    the mean of the mean squared difference between neighbouring cells along each axis."""
+    out, offset = [], 0
+    for r in resolutions:
+        p = planes[offset:offset + k * r * r].reshape(k, r, r, -1)
+        out.append(0.5 * ((p[:, 1:] - p[:, :-1]).square().mean() + (p[:, :, 1:] - p[:, :, :-1]).square().mean()))
+        offset += k * r * r
+    return torch.stack(out).mean()
 
 
 def encode_direction(d: Tensor, n_freqs: int) -> Tensor:

@@ -33,7 +33,7 @@ from pipeline.config import GridLFConfig
 
 from ..kinds import StudentCamera, StudentModel, TeacherGrids, ray_layout
 from .far import FAR_STRIDE, slab_points, sphere_points
-from .features import encode_direction, encoding_order, planes_nearest, triplane_nearest
+from .features import encode_direction, encoding_order, planes_nearest, planes_tv, triplane_nearest
 from .march import box_interval, compact, first_opaque, neighbourhood_hits, window_points
 from .surfaces import cell_box, pack_density, pool_to
 
@@ -179,6 +179,13 @@ class GridLightField(StudentModel):
         ids = {id(p) for p in grids}
         rest = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": rest, "lr": lr}, {"params": grids, "lr": lr, "eps": 1e-15, "weight_decay": 0.0}]
+
+    def regularization(self) -> Tensor | None:
+        """The far planes' total variation: a far cell that few rays reach follows its neighbours."""
+        a = self.arch
+        if not self.far or not a.far_tv:
+            return None
+        return a.far_tv * planes_tv(self.far_grid, a.far_resolutions, a.far_points)
 
     # --- where each pixel's points go ------------------------------------------------
     def _in_cells(self, origin: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
