@@ -186,7 +186,7 @@ class GridLFConfig:
     far_resolutions: list[int] = field(default_factory=lambda: [64, 256])  # cells per side (>= 2 each)
     far_channels: int = 8  # features per far plane cell (>= 1)
     far_width: int = 32  # the far MLP's hidden width (>= 1)
-    far_tv: float = 0.0  # weight of the far planes' total variation in the loss (>= 0)
+    far_tv: float = 0.1  # weight of the far planes' total variation in the loss (>= 0): smooths cells few rays reach
 
     @property
     def frame_multiple(self) -> int:
