@@ -526,7 +526,8 @@ def test_planes_tv_closed_forms():
 
 def test_far_tv_is_the_students_regularization():
     model = fake_gridlf(size=16, surroundings=True)
-    assert model.regularization() is None  # far_tv 0: no term
+    model.arch = dataclasses.replace(model.arch, far_tv=0.0)
+    assert model.regularization() is None  # no term
     model.arch = dataclasses.replace(model.arch, far_tv=0.5)
     reg = model.regularization()
     a = model.arch
